@@ -1,0 +1,133 @@
+"""Users, passwords and API tokens.
+
+Passwords: scrypt (memory-hard, in the standard library; n=2**14, r=8 → 16 MiB per guess).
+Tokens: 256 random bits shown once; only their SHA-256 is stored, so a copied database
+does not give away a working token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+from typing import Any
+
+from responder.errors import BadInput, Conflict, NotFound
+from responder.store import Database, audit
+from responder.timeutil import to_db
+
+ROLES = ("duty_officer", "reviewer", "admin", "viewer")
+_N, _R, _P = 2**14, 8, 1
+TOKEN_PREFIX = "rsp_"
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    key = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, maxmem=64 * 1024 * 1024)
+    return (
+        f"scrypt${_N}${_R}${_P}${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
+    )
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    if not stored or not stored.startswith("scrypt$"):
+        return False
+    _, n, r, p, salt, key = stored.split("$")
+    got = hashlib.scrypt(
+        password.encode(),
+        salt=base64.b64decode(salt),
+        n=int(n),
+        r=int(r),
+        p=int(p),
+        maxmem=64 * 1024 * 1024,
+    )
+    return hmac.compare_digest(got, base64.b64decode(key))
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+async def add_user(
+    db: Database, username: str, role: str, password: str | None, now: datetime, actor: str
+) -> int:
+    if role not in ROLES:
+        raise BadInput(
+            "unknown_role",
+            f"未知角色“{role}”(可选:{', '.join(ROLES)})",
+            f"unknown role '{role}' (known: {', '.join(ROLES)})",
+        )
+    if (
+        not username
+        or len(username) > 64
+        or not username.replace("-", "").replace("_", "").replace(".", "").isalnum()
+    ):
+        raise BadInput(
+            "bad_username",
+            "用户名只能包含字母、数字、点、横线和下划线,最长 64 个字符",
+            "a username has letters, digits, dots, dashes and underscores, at most 64 characters",
+        )
+    if password is not None and len(password) < 10:
+        raise BadInput(
+            "weak_password", "密码至少 10 个字符", "a password needs at least 10 characters"
+        )
+    async with db.write() as tx:
+        async with tx.execute("SELECT 1 FROM users WHERE username = ?", (username,)) as cur:
+            if await cur.fetchone():
+                raise Conflict("user_exists", f"用户 {username} 已存在", f"user {username} exists")
+        cur = await tx.execute(
+            "INSERT INTO users (username, role, password_hash, created_at) VALUES (?,?,?,?)",
+            (username, role, hash_password(password) if password else None, to_db(now)),
+        )
+        await audit.append(tx, now, actor, "user.added", username, {"role": role})
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+async def create_token(db: Database, username: str, name: str, now: datetime, actor: str) -> str:
+    """Create an API token for a user; the token is returned once and never stored."""
+    token = new_token()
+    async with db.write() as tx:
+        async with tx.execute(
+            "SELECT id FROM users WHERE username = ? AND disabled = 0", (username,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound("user_not_found", f"找不到用户 {username}", f"no user {username}")
+        cur = await tx.execute(
+            "INSERT INTO tokens (user_id, name, token_hash, created_at) VALUES (?,?,?,?)",
+            (row[0], name, token_hash(token), to_db(now)),
+        )
+        await audit.append(
+            tx, now, actor, "token.created", username, {"token_id": cur.lastrowid, "name": name}
+        )
+    return token
+
+
+async def revoke_token(db: Database, token_id: int, now: datetime, actor: str) -> None:
+    async with db.write() as tx:
+        cur = await tx.execute(
+            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (to_db(now), token_id),
+        )
+        if cur.rowcount == 0:
+            raise NotFound(
+                "token_not_found", f"找不到有效的令牌 {token_id}", f"no active token {token_id}"
+            )
+        await audit.append(tx, now, actor, "token.revoked", str(token_id), {})
+
+
+async def user_for_token(db: Database, token: str) -> dict[str, Any] | None:
+    row = await db.fetchone(
+        "SELECT u.id, u.username, u.role, t.id AS token_id FROM tokens t"
+        " JOIN users u ON u.id = t.user_id"
+        " WHERE t.token_hash = ? AND t.revoked_at IS NULL AND u.disabled = 0",
+        (token_hash(token),),
+    )
+    return dict(row) if row else None

@@ -1,0 +1,187 @@
+"""The ``responder`` command.  Errors: one clear line on stderr, exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from responder import auth, config
+from responder.clock import SystemClock
+from responder.errors import ConfigError, ResponderError
+from responder.policy.planner import Facts, plan_declaration
+from responder.store import Database
+from responder.store.audit import verify
+from responder.timeutil import parse_time
+from responder.views import plan_text, plan_view
+
+
+def _parser() -> argparse.ArgumentParser:
+    # --config, --db and --lang work before or after the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="config file (default: $RESPONDER_CONFIG or config/responder.toml)",
+    )
+    common.add_argument(
+        "--db", default=argparse.SUPPRESS, help="database file (overrides the config)"
+    )
+    common.add_argument("--lang", choices=["zh", "en"], default=argparse.SUPPRESS, help="language")
+    p = argparse.ArgumentParser(
+        prog="responder",
+        parents=[common],
+        description="Keeps the publication deadlines of serious emergencies. 突发事件信息发布时限提醒。",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser(
+        "serve", parents=[common], help="run the service: API, pages, scheduler, dispatcher"
+    )
+    s.add_argument("--host", default=os.environ.get("RESPONDER_HOST"))
+    s.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ["RESPONDER_PORT"]) if os.environ.get("RESPONDER_PORT") else None,
+    )
+    s.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("RESPONDER_LOG_FORMAT", "text"),
+    )
+
+    sub.add_parser("check-config", parents=[common], help="validate the config and its rule sets")
+
+    pl = sub.add_parser(
+        "plan", parents=[common], help="show the deadlines and alert steps a declaration would set"
+    )
+    pl.add_argument("--level", required=True, choices=["I", "II", "III", "IV"])
+    pl.add_argument(
+        "--occurred-at", required=True, help="RFC 3339 with offset, e.g. 2026-11-26T08:00:00+08:00"
+    )
+    pl.add_argument("--declared-at", help="when it is declared (default: now)")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+
+    u = sub.add_parser("user", parents=[common], help="manage users").add_subparsers(
+        dest="user_cmd", required=True
+    )
+    ua = u.add_parser(
+        "add", parents=[common], help="add a user (password from $RESPONDER_PASSWORD or a prompt)"
+    )
+    ua.add_argument("username")
+    ua.add_argument("--role", required=True, choices=list(auth.ROLES))
+    ua.add_argument("--no-password", action="store_true", help="API token only, no page login")
+
+    t = sub.add_parser("token", parents=[common], help="manage API tokens").add_subparsers(
+        dest="token_cmd", required=True
+    )
+    tc = t.add_parser("create", parents=[common], help="create an API token (printed once)")
+    tc.add_argument("username")
+    tc.add_argument("--name", default="cli")
+    tr = t.add_parser("revoke", parents=[common], help="revoke an API token by its id")
+    tr.add_argument("token_id", type=int)
+
+    sub.add_parser("verify-audit", parents=[common], help="prove the audit log is intact")
+    return p
+
+
+def _fail(message: str) -> int:
+    print(f"responder: {message}", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.config = getattr(args, "config", None) or os.environ.get(
+        "RESPONDER_CONFIG", config.DEFAULT_CONFIG
+    )
+    args.db = getattr(args, "db", None) or os.environ.get("RESPONDER_DB")
+    args.lang = getattr(args, "lang", None)
+    lang = args.lang or "zh"
+    try:
+        cfg = config.load(args.config)
+        if args.db:
+            cfg.service.database = args.db
+        lang = args.lang or cfg.service.language
+        return asyncio.run(_run(args, cfg, lang)) if args.command != "serve" else _serve(args, cfg)
+    except ConfigError as e:
+        return _fail(f"配置错误 config error: {e}")
+    except ResponderError as e:
+        return _fail(e.message(lang))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
+    from responder.web.server import serve
+
+    if args.host:
+        cfg.service.host = args.host
+    if args.port:
+        cfg.service.port = args.port
+    return serve(cfg, log_format=args.log_format)
+
+
+async def _run(args: argparse.Namespace, cfg: config.Config, lang: str) -> int:
+    clock = SystemClock()
+    if args.command == "check-config":
+        ids = ", ".join(f"{r.id} (from {r.effective_from.date()})" for r in cfg.rule_sets)
+        print(
+            f"OK: {cfg.path}: {len(cfg.units)} units, {len(cfg.people)} people, "
+            f"{len(cfg.channels)} channels; rule sets: {ids}"
+        )
+        return 0
+    if args.command == "plan":
+        return _plan(args, cfg, lang, clock)
+    async with Database(cfg.service.database) as db:
+        if args.command == "verify-audit":
+            assert db._reader is not None
+            verdict = await verify(db._reader)
+            if not verdict.ok:
+                return _fail(f"审计日志已被篡改 audit log tampered: {verdict.problem}")
+            print(f"OK: audit log intact, {verdict.entries} entries")
+            return 0
+        if args.command == "user":
+            password = None
+            if not args.no_password:
+                password = os.environ.get("RESPONDER_PASSWORD") or getpass.getpass("Password: ")
+            await auth.add_user(db, args.username, args.role, password, clock.now(), "cli")
+            print(f"OK: user {args.username} ({args.role}) added")
+            return 0
+        if args.command == "token":
+            if args.token_cmd == "create":
+                token = await auth.create_token(db, args.username, args.name, clock.now(), "cli")
+                print(token)
+                return 0
+            await auth.revoke_token(db, args.token_id, clock.now(), "cli")
+            print(f"OK: token {args.token_id} revoked")
+            return 0
+    return _fail(f"unknown command {args.command}")
+
+
+def _plan(args: argparse.Namespace, cfg: config.Config, lang: str, clock: SystemClock) -> int:
+    from responder.policy.rules import rule_set_in_force
+
+    occurred = parse_time(args.occurred_at, "--occurred-at")
+    now = parse_time(args.declared_at, "--declared-at") if args.declared_at else clock.now()
+    if occurred > now:
+        return _fail("--occurred-at 不能晚于申报时间 / cannot be after the declaration time")
+    rules = rule_set_in_force(cfg.rule_sets, occurred)
+    facts = Facts(args.level, occurred, now)
+    plan = plan_declaration(facts, rules, now) if rules else None
+    from responder.policy.planner import Plan
+
+    view = plan_view(plan or Plan(), rules, args.level, occurred, now, cfg.tz)
+    if args.json:
+        print(json.dumps(view, ensure_ascii=False, indent=2))
+    else:
+        sys.stdout.write(plan_text(view, lang))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

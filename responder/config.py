@@ -1,0 +1,228 @@
+"""Configuration: one TOML file, ``${NAME}`` from the environment, validated with pydantic.
+
+An error names the file, the key and what is wrong, so an administrator can fix it at once.
+Secrets belong in the environment (``${SMTP_PASS}``), never in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from responder.errors import ConfigError
+from responder.policy.rules import RuleSet
+from responder.timeutil import parse_duration, zone
+
+DEFAULT_CONFIG = "config/responder.toml"
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+ROLES = ("head", "spokesperson", "duty_officer", "leader", "publicity", "admin", "reviewer")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Service(_Strict):
+    timezone: str = "Asia/Shanghai"
+    public_url: str = "http://127.0.0.1:8080"
+    database: str = "var/responder.sqlite3"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    language: str = Field("zh", pattern="^(zh|en)$")
+    rules: list[str] = Field(default_factory=lambda: ["rules/*.toml"])
+    # A development inbox: the service itself receives json:// posts at /dev/inbox/{channel}
+    # and shows them at /dev/inbox, so `make run` shows real messages without any accounts.
+    dev_inbox: bool = False
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        zone(v)
+        return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class Alerts(_Strict):
+    concurrency: int = Field(16, ge=1, le=256)
+    attempts_per_channel: int = Field(3, ge=1, le=20)
+    retry_base: timedelta = timedelta(seconds=10)
+    retry_max: timedelta = timedelta(minutes=5)
+    send_timeout: timedelta = timedelta(seconds=30)
+    # The watchdog alerts the administrators when a step is this late, or a message failed
+    # on every channel.
+    max_lag: timedelta = timedelta(minutes=2)
+    admins: list[str] = Field(default_factory=list)
+
+    @field_validator("retry_base", "retry_max", "send_timeout", "max_lag", mode="before")
+    @classmethod
+    def _d(cls, v: object) -> object:
+        return parse_duration(v) if isinstance(v, str | int) else v
+
+
+class Unit(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    name: str
+    name_en: str = ""
+    tags: list[str] = Field(default_factory=list)
+
+
+class Person(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    name: str
+    unit: str
+    roles: list[str]
+    phone: str | None = None
+    email: str | None = None
+    contacts: dict[str, str] = Field(default_factory=dict)
+    channels: list[str] = Field(min_length=1)
+    language: str = Field("zh", pattern="^(zh|en)$")
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, v: list[str]) -> list[str]:
+        for r in v:
+            if r not in ROLES:
+                raise ValueError(f"unknown role '{r}' (known: {', '.join(ROLES)})")
+        return v
+
+    def fields(self) -> dict[str, str]:
+        """What a channel template may use: {phone}, {email}, {id}, and every contact."""
+        out = {"id": self.id, **self.contacts}
+        if self.phone:
+            out["phone"] = self.phone
+        if self.email:
+            out["email"] = self.email
+        return out
+
+
+class Config(_Strict):
+    service: Service = Field(default_factory=Service)
+    alerts: Alerts = Field(default_factory=Alerts)
+    channels: dict[str, str] = Field(default_factory=dict)
+    units: list[Unit] = Field(default_factory=list)
+    people: list[Person] = Field(default_factory=list)
+    # Filled in by load(): the rule sets named by service.rules, and where the file was.
+    rule_sets: list[RuleSet] = Field(default_factory=list, exclude=True)
+    path: str = Field("", exclude=True)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        units = {u.id for u in self.units}
+        if len(units) != len(self.units):
+            raise ValueError("units: two units share an id")
+        ids = [p.id for p in self.people]
+        if len(ids) != len(set(ids)):
+            raise ValueError("people: two people share an id")
+        for i, p in enumerate(self.people):
+            if p.unit not in units:
+                raise ValueError(f"people[{i}] ({p.id}): unknown unit '{p.unit}'")
+            for ch in p.channels:
+                if ch not in self.channels:
+                    raise ValueError(f"people[{i}] ({p.id}): unknown channel '{ch}'")
+                missing = template_fields(self.channels[ch]) - set(p.fields())
+                if missing:
+                    raise ValueError(
+                        f"people[{i}] ({p.id}): channel '{ch}' needs " + ", ".join(sorted(missing))
+                    )
+        for admin in self.alerts.admins:
+            if admin not in ids:
+                raise ValueError(f"alerts.admins: unknown person '{admin}'")
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return zone(self.service.timezone)
+
+    def unit(self, unit_id: str) -> Unit | None:
+        return next((u for u in self.units if u.id == unit_id), None)
+
+    def person(self, person_id: str) -> Person | None:
+        return next((p for p in self.people if p.id == person_id), None)
+
+
+def template_fields(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def _substitute(value: Any, where: str, path: str) -> Any:
+    """Replace ``${NAME}`` (or ``${NAME:-default}``) in every string, recursively."""
+    if isinstance(value, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(path, where, f"environment variable {name} is not set")
+
+        return _ENV.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, f"{where}.{k}" if where else k, path) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, f"{where}[{i}]", path) for i, v in enumerate(value)]
+    return value
+
+
+def _first_error(e: ValidationError) -> tuple[str, str]:
+    err = e.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    return key, msg
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(path), "", f"not valid TOML: {e}") from None
+
+
+def load_rule_set(path: Path) -> RuleSet:
+    try:
+        return RuleSet.model_validate(read_toml(path))
+    except ValidationError as e:
+        key, msg = _first_error(e)
+        raise ConfigError(str(path), key, msg) from None
+
+
+def load(path: str | Path = DEFAULT_CONFIG) -> Config:
+    path = Path(path)
+    raw = _substitute(read_toml(path), "", str(path))
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        key, msg = _first_error(e)
+        raise ConfigError(str(path), key, msg) from None
+    cfg.path = str(path)
+    base = path.parent
+    files: list[Path] = []
+    for pattern in cfg.service.rules:
+        matched = (
+            sorted(base.glob(pattern)) if any(c in pattern for c in "*?[") else [base / pattern]
+        )
+        if not matched:
+            raise ConfigError(str(path), "service.rules", f"no rule set matches '{pattern}'")
+        files.extend(matched)
+    cfg.rule_sets = [load_rule_set(f) for f in files]
+    ids = [r.id for r in cfg.rule_sets]
+    if len(ids) != len(set(ids)):
+        raise ConfigError(str(path), "service.rules", "two rule sets share an id")
+    return cfg

@@ -1,0 +1,115 @@
+"""What a client may send: pydantic models shared by the API, the pages and the CLI.
+
+Unknown fields are refused; times must carry an offset.  Business checks that need the
+database or the clock (is the unit known? is the time in the future?) live in ``ops``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from responder.timeutil import utc
+
+CATEGORIES = {
+    "natural_disaster": ("自然灾害", "natural disaster"),
+    "accident": ("事故灾难", "accident"),
+    "public_health": ("公共卫生事件", "public health event"),
+    "social_security": ("社会安全事件", "social security event"),
+}
+Category = Literal["natural_disaster", "accident", "public_health", "social_security"]
+Level = Literal["I", "II", "III", "IV"]
+
+CHECKLIST = {
+    "time_place": ("时间地点", "time and place"),
+    "what_happened": ("事件经过", "what happened"),
+    "casualties_losses": ("伤亡和损失", "casualties and losses"),
+    "measures": ("处置措施", "measures taken"),
+    "public_advice": ("公众提示", "advice to the public"),
+    "next_release": ("下次发布安排", "next release"),
+    "contact": ("联系方式", "contact"),
+}
+
+
+def _aware(v: datetime) -> datetime:
+    if v.tzinfo is None or v.utcoffset() is None:
+        raise ValueError("时间缺少时区偏移量,例如 +08:00 / the time has no offset, e.g. +08:00")
+    return utc(v)
+
+
+AwareTime = Annotated[datetime, AfterValidator(_aware)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=20000)
+
+
+class DeclareIncident(_In):
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    category: Category
+    level: Level
+    occurred_at: AwareTime
+    learned_at: AwareTime | None = None
+    location: ShortText = ""
+    summary: Text = ""
+    lead_unit: ShortText
+    co_units: list[ShortText] = Field(default_factory=list, max_length=50)
+    drill: bool = False
+
+
+class Checklist(_In):
+    """What an authoritative release covers, so that it is not perfunctory (不敷衍)."""
+
+    time_place: bool = False
+    what_happened: bool = False
+    casualties_losses: bool = False
+    measures: bool = False
+    public_advice: bool = False
+    next_release: bool = False
+    contact: bool = False
+
+    def missing(self) -> list[str]:
+        return [k for k in CHECKLIST if not getattr(self, k)]
+
+
+class RecordRelease(_In):
+    published_at: AwareTime
+    channels: list[ShortText] = Field(default_factory=list, max_length=20)
+    url: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] = ""
+    text: Text = ""
+    checklist: Checklist = Field(default_factory=Checklist)
+
+
+class SchedulePressConference(_In):
+    scheduled_at: AwareTime
+    venue: ShortText = ""
+    spokesperson: ShortText = ""
+
+
+class ReschedulePressConference(_In):
+    scheduled_at: AwareTime
+    venue: ShortText | None = None
+    spokesperson: ShortText | None = None
+    reason: Reason
+
+
+class PressConferenceHeld(_In):
+    held_at: AwareTime
+    venue: ShortText = ""
+    spokesperson: ShortText = ""
+    principal_leader_spoke: bool
+    notes: Text = ""
+
+
+class ChangeLevel(_In):
+    level: Level
+    reason: Reason
+
+
+class CloseIncident(_In):
+    reason: Reason

@@ -1,0 +1,627 @@
+"""Operations: the one service layer that the API, the pages and the CLI all call.
+
+Each operation checks everything first (and changes nothing when it refuses), then writes its
+change, its timers and its audit entry in one transaction, then wakes the scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from responder.clock import Clock
+from responder.config import Config
+from responder.errors import BadInput, Conflict, NotFound
+from responder.models import (
+    ChangeLevel,
+    CloseIncident,
+    DeclareIncident,
+    PressConferenceHeld,
+    RecordRelease,
+    ReschedulePressConference,
+    SchedulePressConference,
+)
+from responder.policy.planner import Facts, plan_declaration, plan_follow_up, plan_level_change
+from responder.policy.rules import RuleSet, rule_set_in_force
+from responder.store import Database, audit
+from responder.store.plans import (
+    breach,
+    cancel_queued_notifications,
+    cancel_steps,
+    insert_plan,
+    settle_accountability,
+)
+from responder.timeutil import from_db, show, to_db
+
+
+def _t(row: Any, key: str) -> datetime:
+    value = from_db(row[key])
+    assert value is not None
+    return value
+
+
+class Ops:
+    def __init__(
+        self, db: Database, cfg: Config, clock: Clock, wake: Callable[[], None] | None = None
+    ) -> None:
+        self.db = db
+        self.cfg = cfg
+        self.clock = clock
+        self._wake = wake or (lambda: None)
+
+    # -- checks ------------------------------------------------------------------------
+
+    def _not_future(self, t: datetime, field: str, now: datetime) -> None:
+        if t > now:
+            raise BadInput(
+                "time_in_future",
+                f"{field} 不能晚于当前时间({show(now, self.cfg.tz)})",
+                f"{field} cannot be in the future (now is {show(now, self.cfg.tz)})",
+            )
+
+    def _unit(self, unit_id: str, field: str) -> None:
+        if self.cfg.unit(unit_id) is None:
+            known = "、".join(u.id for u in self.cfg.units)
+            raise BadInput(
+                "unknown_unit",
+                f"{field}:未知单位“{unit_id}”(可选:{known})",
+                f"{field}: unknown unit '{unit_id}' (known: {known})",
+            )
+
+    def rule_set_for(self, occurred_at: datetime) -> RuleSet | None:
+        return rule_set_in_force(self.cfg.rule_sets, occurred_at)
+
+    async def incident_row(self, incident_id: str, tx: aiosqlite.Connection | None = None) -> Any:
+        sql = "SELECT * FROM incidents WHERE id = ?"
+        if tx is not None:
+            async with tx.execute(sql, (incident_id,)) as cur:
+                row = await cur.fetchone()
+        else:
+            row = await self.db.fetchone(sql, (incident_id,))
+        if row is None:
+            raise NotFound(
+                "incident_not_found",
+                f"找不到事件 {incident_id}",
+                f"no incident {incident_id}",
+            )
+        return row
+
+    async def _active(self, tx: aiosqlite.Connection, incident_id: str) -> Any:
+        row = await self.incident_row(incident_id, tx)
+        if row["status"] == "closed":
+            raise Conflict(
+                "incident_closed",
+                f"事件 {incident_id} 已关闭,不能再修改",
+                f"incident {incident_id} is closed and cannot be changed",
+            )
+        return row
+
+    def _milestone_time(self, t: datetime, field: str, incident: Any, now: datetime) -> None:
+        self._not_future(t, field, now)
+        occurred = _t(incident, "occurred_at")
+        if t < occurred:
+            raise BadInput(
+                "before_occurrence",
+                f"{field} 不能早于事件发生时间({show(occurred, self.cfg.tz)})",
+                f"{field} cannot be before the incident occurred ({show(occurred, self.cfg.tz)})",
+            )
+
+    # -- declare ---------------------------------------------------------------------
+
+    async def _next_id(self, tx: aiosqlite.Connection, now: datetime) -> str:
+        day = now.astimezone(self.cfg.tz).strftime("%Y%m%d")
+        await tx.execute(
+            "INSERT INTO counters (name, value) VALUES (?, 1)"
+            " ON CONFLICT(name) DO UPDATE SET value = value + 1",
+            (f"incident:{day}",),
+        )
+        async with tx.execute(
+            "SELECT value FROM counters WHERE name = ?", (f"incident:{day}",)
+        ) as c:
+            row = await c.fetchone()
+        assert row is not None
+        return f"INC-{day}-{row[0]:04d}"
+
+    async def declare(self, data: DeclareIncident, actor: str) -> str:
+        """Register an incident and set its clocks running.  Returns the incident id."""
+        now = self.clock.now()
+        self._not_future(data.occurred_at, "occurred_at", now)
+        if data.learned_at is not None:
+            self._not_future(data.learned_at, "learned_at", now)
+            if data.learned_at < data.occurred_at:
+                raise BadInput(
+                    "learned_before_occurred",
+                    "learned_at(获知时间)不能早于事件发生时间",
+                    "learned_at cannot be before occurred_at",
+                )
+        self._unit(data.lead_unit, "lead_unit")
+        for u in data.co_units:
+            self._unit(u, "co_units")
+        rules = self.rule_set_for(data.occurred_at)
+        facts = Facts(data.level, data.occurred_at, now, data.learned_at)
+        plan = plan_declaration(facts, rules, now) if rules else None
+        co_units = list(dict.fromkeys(u for u in data.co_units if u != data.lead_unit))
+        async with self.db.write() as tx:
+            incident_id = await self._next_id(tx, now)
+            await tx.execute(
+                "INSERT INTO incidents (id, title, category, level, occurred_at, declared_at,"
+                " learned_at, location, summary, lead_unit, co_units, drill, rule_set_id,"
+                " declared_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    incident_id,
+                    data.title,
+                    data.category,
+                    data.level,
+                    to_db(data.occurred_at),
+                    to_db(now),
+                    to_db(data.learned_at),
+                    data.location,
+                    data.summary,
+                    data.lead_unit,
+                    json.dumps(co_units),
+                    int(data.drill),
+                    rules.id if rules else None,
+                    actor,
+                ),
+            )
+            ids: list[int] = []
+            if plan is not None and rules is not None:
+                ids = await insert_plan(tx, incident_id, rules.id, plan, now)
+                for ob_id, ob in zip(ids, plan.obligations, strict=True):
+                    if ob.status == "breached":
+                        await breach(tx, self.cfg, ob_id, now)
+            await audit.append(
+                tx,
+                now,
+                actor,
+                "incident.declared",
+                incident_id,
+                {
+                    **data.model_dump(mode="json"),
+                    "rule_set": rules.id if rules else None,
+                    "obligations": [
+                        {"kind": o.kind, "deadline": to_db(o.deadline), "status": o.status}
+                        for o in (plan.obligations if plan else ())
+                    ],
+                },
+            )
+        self._wake()
+        return incident_id
+
+    # -- milestones ------------------------------------------------------------------
+
+    async def _meet(
+        self,
+        tx: aiosqlite.Connection,
+        incident_id: str,
+        milestone: str,
+        happened_at: datetime,
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """Meet the oldest unmet obligation of this milestone; cancel its steps.
+
+        Met at the time the milestone *happened*.  Dated before its deadline but typed in
+        after it: met, and flagged recorded_late for the reviewers.  Happened after the
+        deadline: it stays breached (with an accountability record) and records when it was met.
+        """
+        async with tx.execute(
+            "SELECT * FROM obligations WHERE incident_id = ? AND milestone = ?"
+            " AND status IN ('open', 'breached') AND met_at IS NULL ORDER BY seq LIMIT 1",
+            (incident_id, milestone),
+        ) as cur:
+            ob = await cur.fetchone()
+        if ob is None:
+            return []
+        deadline = _t(ob, "deadline")
+        in_time = happened_at <= deadline
+        recorded_late = in_time and now > deadline
+        if not in_time:
+            await breach(tx, self.cfg, ob["id"], now)
+        await tx.execute(
+            "UPDATE obligations SET status = ?, met_at = ?, met_recorded_at = ?, recorded_late = ?"
+            " WHERE id = ?",
+            (
+                "met" if in_time else "breached",
+                to_db(happened_at),
+                to_db(now),
+                int(recorded_late),
+                ob["id"],
+            ),
+        )
+        await settle_accountability(tx, ob["id"], happened_at, recorded_late)
+        await cancel_steps(tx, ob["id"], now)
+        await cancel_queued_notifications(tx, ob["id"], now)
+        return [
+            {
+                "obligation": ob["kind"],
+                "seq": ob["seq"],
+                "status": "met" if in_time else "breached",
+                "recorded_late": recorded_late,
+                "overrun_s": max(0, int((happened_at - deadline).total_seconds())),
+            }
+        ]
+
+    async def _start_follow_up(
+        self, tx: aiosqlite.Connection, incident: Any, released_at: datetime, now: datetime
+    ) -> None:
+        rules = self._rules_of(incident)
+        if rules is None:
+            return
+        async with tx.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM obligations WHERE incident_id = ? AND kind IN"
+            " (SELECT kind FROM obligations WHERE incident_id = ? AND milestone = 'follow_up_release')",
+            (incident["id"], incident["id"]),
+        ) as cur:
+            row = await cur.fetchone()
+        seq = (row[0] if row else 0) + 1
+        plan = plan_follow_up(rules, incident["level"], released_at, seq, now)
+        ids = await insert_plan(tx, incident["id"], rules.id, plan, now)
+        for ob_id, ob in zip(ids, plan.obligations, strict=True):
+            if ob.status == "breached":
+                await breach(tx, self.cfg, ob_id, now)
+
+    def _rules_of(self, incident: Any) -> RuleSet | None:
+        return next((r for r in self.cfg.rule_sets if r.id == incident["rule_set_id"]), None)
+
+    async def record_release(
+        self, incident_id: str, data: RecordRelease, actor: str, kind: str = "authoritative"
+    ) -> dict[str, Any]:
+        """Record an authoritative or follow-up release, dated when it actually went out."""
+        now = self.clock.now()
+        async with self.db.write() as tx:
+            incident = await self._active(tx, incident_id)
+            self._milestone_time(data.published_at, "published_at", incident, now)
+            if kind == "authoritative":
+                async with tx.execute(
+                    "SELECT 1 FROM releases WHERE incident_id = ? AND kind = 'authoritative'",
+                    (incident_id,),
+                ) as cur:
+                    if await cur.fetchone():
+                        raise Conflict(
+                            "already_released",
+                            "该事件已记录权威信息发布;后续发布请记录为“持续发布”",
+                            "the authoritative release is already recorded; record a follow-up",
+                        )
+            deadline_row = await self._open_deadline(tx, incident_id, f"{kind}_release")
+            recorded_late = deadline_row is not None and data.published_at <= deadline_row < now
+            cur = await tx.execute(
+                "INSERT INTO releases (incident_id, kind, published_at, channels, url, text,"
+                " checklist, recorded_at, recorded_by, recorded_late) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    incident_id,
+                    kind,
+                    to_db(data.published_at),
+                    json.dumps(data.channels, ensure_ascii=False),
+                    data.url,
+                    data.text,
+                    data.checklist.model_dump_json(),
+                    to_db(now),
+                    actor,
+                    int(recorded_late),
+                ),
+            )
+            release_id = cur.lastrowid
+            met = await self._meet(tx, incident_id, f"{kind}_release", data.published_at, now)
+            await self._start_follow_up(tx, incident, data.published_at, now)
+            missing = data.checklist.missing()
+            await audit.append(
+                tx,
+                now,
+                actor,
+                f"release.{kind}",
+                incident_id,
+                {"release_id": release_id, **data.model_dump(mode="json"), "met": met},
+            )
+        self._wake()
+        return {
+            "id": release_id,
+            "met": met,
+            "checklist_missing": missing,
+            "recorded_late": recorded_late,
+        }
+
+    async def _open_deadline(
+        self, tx: aiosqlite.Connection, incident_id: str, milestone: str
+    ) -> datetime | None:
+        async with tx.execute(
+            "SELECT deadline FROM obligations WHERE incident_id = ? AND milestone = ?"
+            " AND status IN ('open', 'breached') AND met_at IS NULL ORDER BY seq LIMIT 1",
+            (incident_id, milestone),
+        ) as cur:
+            row = await cur.fetchone()
+        return from_db(row["deadline"]) if row else None
+
+    async def schedule_press_conference(
+        self, incident_id: str, data: SchedulePressConference, actor: str
+    ) -> dict[str, Any]:
+        now = self.clock.now()
+        async with self.db.write() as tx:
+            incident = await self._active(tx, incident_id)
+            if data.scheduled_at < _t(incident, "occurred_at"):
+                raise BadInput(
+                    "before_occurrence",
+                    "发布会时间不能早于事件发生时间",
+                    "the press conference cannot be before the incident occurred",
+                )
+            async with tx.execute(
+                "SELECT id FROM press_conferences WHERE incident_id = ? AND status = 'scheduled'",
+                (incident_id,),
+            ) as cur:
+                if await cur.fetchone():
+                    raise Conflict(
+                        "already_scheduled",
+                        "已有一场待举行的新闻发布会;请改期或记录其已举行",
+                        "a press conference is already scheduled: reschedule it or record it held",
+                    )
+            cur = await tx.execute(
+                "INSERT INTO press_conferences (incident_id, status, scheduled_at, venue,"
+                " spokesperson, recorded_at, recorded_by) VALUES (?, 'scheduled', ?, ?, ?, ?, ?)",
+                (
+                    incident_id,
+                    to_db(data.scheduled_at),
+                    data.venue,
+                    data.spokesperson,
+                    to_db(now),
+                    actor,
+                ),
+            )
+            pc_id = cur.lastrowid
+            deadline = await self._open_deadline(tx, incident_id, "press_conference")
+            await audit.append(
+                tx,
+                now,
+                actor,
+                "press_conference.scheduled",
+                incident_id,
+                {"press_conference_id": pc_id, **data.model_dump(mode="json")},
+            )
+        return {
+            "id": pc_id,
+            "after_deadline": deadline is not None and data.scheduled_at > deadline,
+        }
+
+    async def reschedule_press_conference(
+        self, incident_id: str, pc_id: int, data: ReschedulePressConference, actor: str
+    ) -> dict[str, Any]:
+        now = self.clock.now()
+        async with self.db.write() as tx:
+            await self._active(tx, incident_id)
+            pc = await self._press_conference(tx, incident_id, pc_id)
+            if pc["status"] != "scheduled":
+                raise Conflict(
+                    "not_scheduled",
+                    "该发布会不是待举行状态,不能改期",
+                    "only a scheduled press conference can be rescheduled",
+                )
+            await tx.execute(
+                "UPDATE press_conferences SET scheduled_at = ?, venue = COALESCE(?, venue),"
+                " spokesperson = COALESCE(?, spokesperson) WHERE id = ?",
+                (to_db(data.scheduled_at), data.venue, data.spokesperson, pc_id),
+            )
+            deadline = await self._open_deadline(tx, incident_id, "press_conference")
+            await audit.append(
+                tx,
+                now,
+                actor,
+                "press_conference.rescheduled",
+                incident_id,
+                {
+                    "press_conference_id": pc_id,
+                    "from": pc["scheduled_at"],
+                    **data.model_dump(mode="json"),
+                },
+            )
+        return {
+            "id": pc_id,
+            "after_deadline": deadline is not None and data.scheduled_at > deadline,
+        }
+
+    async def _press_conference(
+        self, tx: aiosqlite.Connection, incident_id: str, pc_id: int
+    ) -> Any:
+        async with tx.execute(
+            "SELECT * FROM press_conferences WHERE id = ? AND incident_id = ?", (pc_id, incident_id)
+        ) as cur:
+            pc = await cur.fetchone()
+        if pc is None:
+            raise NotFound(
+                "press_conference_not_found",
+                f"事件 {incident_id} 没有编号为 {pc_id} 的新闻发布会",
+                f"incident {incident_id} has no press conference {pc_id}",
+            )
+        return pc
+
+    async def press_conference_held(
+        self, incident_id: str, data: PressConferenceHeld, actor: str, pc_id: int | None = None
+    ) -> dict[str, Any]:
+        """Record that a press conference was held (scheduled before, or not)."""
+        now = self.clock.now()
+        async with self.db.write() as tx:
+            incident = await self._active(tx, incident_id)
+            self._milestone_time(data.held_at, "held_at", incident, now)
+            deadline = await self._open_deadline(tx, incident_id, "press_conference")
+            recorded_late = deadline is not None and data.held_at <= deadline < now
+            if pc_id is not None:
+                pc = await self._press_conference(tx, incident_id, pc_id)
+                if pc["status"] == "held":
+                    raise Conflict(
+                        "already_held",
+                        "该新闻发布会已记录为已举行",
+                        "this press conference is already recorded as held",
+                    )
+                await tx.execute(
+                    "UPDATE press_conferences SET status = 'held', held_at = ?,"
+                    " venue = CASE WHEN ? = '' THEN venue ELSE ? END,"
+                    " spokesperson = CASE WHEN ? = '' THEN spokesperson ELSE ? END,"
+                    " principal_leader_spoke = ?, notes = ?, recorded_late = ? WHERE id = ?",
+                    (
+                        to_db(data.held_at),
+                        data.venue,
+                        data.venue,
+                        data.spokesperson,
+                        data.spokesperson,
+                        int(data.principal_leader_spoke),
+                        data.notes,
+                        int(recorded_late),
+                        pc_id,
+                    ),
+                )
+            else:
+                cur = await tx.execute(
+                    "INSERT INTO press_conferences (incident_id, status, held_at, venue, spokesperson,"
+                    " principal_leader_spoke, notes, recorded_at, recorded_by, recorded_late)"
+                    " VALUES (?, 'held', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        incident_id,
+                        to_db(data.held_at),
+                        data.venue,
+                        data.spokesperson,
+                        int(data.principal_leader_spoke),
+                        data.notes,
+                        to_db(now),
+                        actor,
+                        int(recorded_late),
+                    ),
+                )
+                pc_id = cur.lastrowid
+            met = await self._meet(tx, incident_id, "press_conference", data.held_at, now)
+            await audit.append(
+                tx,
+                now,
+                actor,
+                "press_conference.held",
+                incident_id,
+                {"press_conference_id": pc_id, **data.model_dump(mode="json"), "met": met},
+            )
+        self._wake()
+        return {"id": pc_id, "met": met, "recorded_late": recorded_late}
+
+    # -- level and close -------------------------------------------------------------
+
+    async def _latest_obligations(
+        self, tx: aiosqlite.Connection, incident_id: str
+    ) -> dict[str, Any]:
+        async with tx.execute(
+            "SELECT * FROM obligations WHERE incident_id = ? ORDER BY kind, seq, id", (incident_id,)
+        ) as cur:
+            rows = list(await cur.fetchall())
+        latest: dict[str, Any] = {}
+        for r in rows:
+            latest[r["kind"]] = r
+        return latest
+
+    async def change_level(self, incident_id: str, data: ChangeLevel, actor: str) -> dict[str, Any]:
+        """Raise or lower the level, with a reason.  Raising adds obligations; lowering waives."""
+        now = self.clock.now()
+        async with self.db.write() as tx:
+            incident = await self._active(tx, incident_id)
+            old = incident["level"]
+            if data.level == old:
+                raise BadInput(
+                    "same_level",
+                    f"事件已是 {old} 级,无需调整",
+                    f"the incident is already level {old}",
+                )
+            latest = await self._latest_obligations(tx, incident_id)
+            rules = self._rules_of(incident)
+            added: list[str] = []
+            waived: list[str] = []
+            if rules is not None:
+                facts = Facts(
+                    old,
+                    _t(incident, "occurred_at"),
+                    _t(incident, "declared_at"),
+                    from_db(incident["learned_at"]),
+                )
+                existing = {k: r["status"] for k, r in latest.items()}
+                change = plan_level_change(facts, data.level, rules, existing, now, now)
+                for kind in change.waive:
+                    ob_id = latest[kind]["id"]
+                    await tx.execute(
+                        "UPDATE obligations SET status = 'waived', waived_at = ?, waived_reason = ?"
+                        " WHERE id = ? AND status = 'open'",
+                        (to_db(now), f"级别由 {old} 调整为 {data.level}:{data.reason}", ob_id),
+                    )
+                    await cancel_steps(tx, ob_id, now)
+                    await cancel_queued_notifications(tx, ob_id, now)
+                    waived.append(kind)
+                ids = await insert_plan(tx, incident_id, rules.id, change.add, now)
+                for ob_id, ob in zip(ids, change.add.obligations, strict=True):
+                    added.append(ob.kind)
+                    if ob.status == "breached":
+                        await breach(tx, self.cfg, ob_id, now)
+            await tx.execute(
+                "UPDATE incidents SET level = ? WHERE id = ?", (data.level, incident_id)
+            )
+            await tx.execute(
+                "INSERT INTO level_changes (incident_id, from_level, to_level, changed_at, reason,"
+                " changed_by, recorded_at) VALUES (?,?,?,?,?,?,?)",
+                (incident_id, old, data.level, to_db(now), data.reason, actor, to_db(now)),
+            )
+            await audit.append(
+                tx,
+                now,
+                actor,
+                "incident.level_changed",
+                incident_id,
+                {
+                    "from": old,
+                    "to": data.level,
+                    "reason": data.reason,
+                    "added": added,
+                    "waived": waived,
+                },
+            )
+        self._wake()
+        return {"from": old, "to": data.level, "added": added, "waived": waived}
+
+    async def close(self, incident_id: str, data: CloseIncident, actor: str) -> dict[str, Any]:
+        """Close the incident: no more alerts.  What is overdue stays breached; the rest is waived."""
+        now = self.clock.now()
+        async with self.db.write() as tx:
+            await self._active(tx, incident_id)
+            async with tx.execute(
+                "SELECT id, kind, deadline FROM obligations WHERE incident_id = ? AND status = 'open'",
+                (incident_id,),
+            ) as cur:
+                open_obs = list(await cur.fetchall())
+            waived, breached = [], []
+            for ob in open_obs:
+                if _t(ob, "deadline") <= now:
+                    await breach(tx, self.cfg, ob["id"], now)
+                    breached.append(ob["kind"])
+                else:
+                    await tx.execute(
+                        "UPDATE obligations SET status = 'waived', waived_at = ?, waived_reason = ?"
+                        " WHERE id = ?",
+                        (to_db(now), f"事件已关闭:{data.reason}", ob["id"]),
+                    )
+                    waived.append(ob["kind"])
+            await tx.execute(
+                "UPDATE steps SET status = 'cancelled', cancelled_at = ?"
+                " WHERE incident_id = ? AND status = 'pending'",
+                (to_db(now), incident_id),
+            )
+            await tx.execute(
+                "UPDATE notifications SET status = 'cancelled', last_error = 'incident closed'"
+                " WHERE incident_id = ? AND status = 'queued' AND kind != 'watchdog'",
+                (incident_id,),
+            )
+            await tx.execute(
+                "UPDATE incidents SET status = 'closed', closed_at = ?, close_reason = ? WHERE id = ?",
+                (to_db(now), data.reason, incident_id),
+            )
+            await audit.append(
+                tx,
+                now,
+                actor,
+                "incident.closed",
+                incident_id,
+                {"reason": data.reason, "waived": waived, "breached": breached},
+            )
+        self._wake()
+        return {"waived": waived, "breached": breached}

@@ -1,0 +1,1 @@
+"""The pure core: rule sets and the planner.  No I/O, no clock: ``now`` is always an argument."""

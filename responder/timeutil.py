@@ -1,0 +1,115 @@
+"""Time: parse RFC 3339 with an offset, keep UTC, show the configured zone.
+
+Every time inside responder is an aware ``datetime`` in UTC.  Naive times are refused at
+the edge with a message a duty officer understands, never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from responder.errors import BadInput
+
+_DURATION = re.compile(r"^\s*(-)?\s*((?:\d+\s*[dhms]\s*)+)$")
+_PART = re.compile(r"(\d+)\s*([dhms])")
+_UNIT = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_time(value: str | datetime, field: str = "time") -> datetime:
+    """Parse an RFC 3339 time that carries an offset; return it in UTC."""
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        text = str(value).strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise BadInput(
+                "bad_time",
+                f"{field}:无法识别的时间“{value}”,请使用 RFC 3339 格式,例如 2026-11-26T08:00:00+08:00",
+                f"{field}: '{value}' is not an RFC 3339 time, e.g. 2026-11-26T08:00:00+08:00",
+            ) from None
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise BadInput(
+            "naive_time",
+            f"{field}:时间“{value}”缺少时区,请写明偏移量,例如 +08:00",
+            f"{field}: time '{value}' has no offset; add one, e.g. +08:00",
+        )
+    return dt.astimezone(UTC)
+
+
+def utc(dt: datetime) -> datetime:
+    """Normalise an aware datetime to UTC; refuse a naive one (a programming error)."""
+    if dt.tzinfo is None:
+        raise ValueError("naive datetime")
+    return dt.astimezone(UTC)
+
+
+def to_db(dt: datetime | None) -> str | None:
+    """The database form: UTC, second precision kept to microseconds, sortable as text."""
+    if dt is None:
+        return None
+    return utc(dt).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_db(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone '{name}'") from None
+
+
+def local(dt: datetime, tz: ZoneInfo) -> datetime:
+    return utc(dt).astimezone(tz)
+
+
+def show(dt: datetime | None, tz: ZoneInfo) -> str:
+    """A time as people read it: local, with the offset, to the minute."""
+    if dt is None:
+        return "—"
+    return local(dt, tz).strftime("%Y-%m-%d %H:%M %z").replace("+0800", "+08:00")
+
+
+def iso_local(dt: datetime | None, tz: ZoneInfo) -> str | None:
+    """RFC 3339 in the configured zone, for API answers."""
+    if dt is None:
+        return None
+    return local(dt, tz).isoformat()
+
+
+def parse_duration(text: str | int) -> timedelta:
+    """'5h', '30m', '1h30m', '-2h', '2d' → timedelta.  Integers are seconds."""
+    if isinstance(text, int):
+        return timedelta(seconds=text)
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ValueError(f"'{text}' is not a duration like 5h, 30m, 1h30m or -2h")
+    seconds = sum(int(n) * _UNIT[u] for n, u in _PART.findall(m.group(2)))
+    return timedelta(seconds=-seconds if m.group(1) else seconds)
+
+
+def format_duration(delta: timedelta, lang: str = "zh") -> str:
+    """A span as a person says it: 4小时59分 / 4 h 59 min."""
+    total = int(abs(delta).total_seconds())
+    days, rest = divmod(total, 86400)
+    if days < 3:  # "24小时" reads better than "1天" for a statutory limit
+        days, rest = 0, total
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if lang == "zh":
+        parts = [(days, "天"), (hours, "小时"), (minutes, "分钟")]
+        text = "".join(f"{n}{u}" for n, u in parts if n)
+        return text or f"{seconds}秒"
+    parts_en = [(days, "d"), (hours, "h"), (minutes, "min")]
+    text = " ".join(f"{n} {u}" for n, u in parts_en if n)
+    return text or f"{seconds} s"
