@@ -41,6 +41,9 @@ class Service(_Strict):
     # A development inbox: the service itself receives json:// posts at /dev/inbox/{channel}
     # and shows them at /dev/inbox, so `make run` shows real messages without any accounts.
     dev_inbox: bool = False
+    # Signs acknowledgement links and login sessions.  $RESPONDER_SECRET wins; otherwise this
+    # file is created on first start (mode 0600).  Keep it out of backups of the database.
+    secret_file: str = "var/secret.key"
 
     @field_validator("timezone")
     @classmethod

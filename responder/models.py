@@ -99,6 +99,9 @@ class ReschedulePressConference(_In):
 
 
 class PressConferenceHeld(_In):
+    press_conference_id: int | None = Field(
+        None, ge=1, description="the scheduled conference this was; omit if none was scheduled"
+    )
     held_at: AwareTime
     venue: ShortText = ""
     spokesperson: ShortText = ""

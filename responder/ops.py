@@ -389,8 +389,14 @@ class Ops:
     ) -> dict[str, Any]:
         now = self.clock.now()
         async with self.db.write() as tx:
-            await self._active(tx, incident_id)
+            incident = await self._active(tx, incident_id)
             pc = await self._press_conference(tx, incident_id, pc_id)
+            if data.scheduled_at < _t(incident, "occurred_at"):
+                raise BadInput(
+                    "before_occurrence",
+                    "发布会时间不能早于事件发生时间",
+                    "the press conference cannot be before the incident occurred",
+                )
             if pc["status"] != "scheduled":
                 raise Conflict(
                     "not_scheduled",
@@ -530,6 +536,7 @@ class Ops:
             rules = self._rules_of(incident)
             added: list[str] = []
             waived: list[str] = []
+            breached: list[str] = []
             if rules is not None:
                 facts = Facts(
                     old,
@@ -537,7 +544,15 @@ class Ops:
                     _t(incident, "declared_at"),
                     from_db(incident["learned_at"]),
                 )
-                existing = {k: r["status"] for k, r in latest.items()}
+                # An open obligation whose deadline has passed is breached, whether or not the
+                # scheduler has fired its deadline step yet: a lowering must not waive a breach.
+                existing = {}
+                for k, r in latest.items():
+                    existing[k] = r["status"]
+                    if r["status"] == "open" and _t(r, "deadline") <= now:
+                        await breach(tx, self.cfg, r["id"], now)
+                        existing[k] = "breached"
+                        breached.append(k)
                 change = plan_level_change(facts, data.level, rules, existing, now, now)
                 for kind in change.waive:
                     ob_id = latest[kind]["id"]
@@ -574,10 +589,17 @@ class Ops:
                     "reason": data.reason,
                     "added": added,
                     "waived": waived,
+                    "breached": breached,
                 },
             )
         self._wake()
-        return {"from": old, "to": data.level, "added": added, "waived": waived}
+        return {
+            "from": old,
+            "to": data.level,
+            "added": added,
+            "waived": waived,
+            "breached": breached,
+        }
 
     async def close(self, incident_id: str, data: CloseIncident, actor: str) -> dict[str, Any]:
         """Close the incident: no more alerts.  What is overdue stays breached; the rest is waived."""

@@ -11,8 +11,9 @@ How a declaration is planned:
 3. Lay out its escalation's steps on the clock.  Steps already due at ``now`` (a late
    declaration) collapse into one catch-up step due now, whose audience is the union of theirs:
    each person hears once, not once per missed step.
-4. A step at the deadline with ``repeat`` comes back every ``repeat`` until the obligation is met.
-   Only the next repeat is ever stored; the engine asks :func:`next_repeat` for the one after.
+4. A step at the deadline with ``repeat`` comes back every ``repeat`` until the obligation is
+   met.  The plan holds the deadline step with ``repeat_every``; firing it stores the next
+   repeat (:func:`next_repeat`), and firing that the one after.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class PlannedStep:
     is_deadline: bool = False  # firing it breaches the obligation
     repeat_every: timedelta | None = None
     collapsed: tuple[str, ...] = ()  # names of the steps a catch-up stands for
+    all_channels: bool = False  # every channel of each person at once (the breach alert)
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,7 @@ def plan_steps(
                 channels=rule.channels,
                 is_deadline=kind == "deadline",
                 repeat_every=rule.repeat,
+                all_channels=rule.all_channels,
             )
         )
     raw.sort(key=lambda s: (s.nominal_at, s.name))
@@ -201,36 +204,17 @@ def plan_steps(
                 is_deadline=deadline_step is not None,
                 repeat_every=deadline_step.repeat_every if deadline_step else None,
                 collapsed=tuple(s.name for s in due),
+                all_channels=any(s.all_channels for s in due),
             )
         )
     out.extend(later)
-    # A deadline already passed with a repeat: the next repeat after now is planned too.
-    for s in due:
-        if s.is_deadline and s.repeat_every is not None:
-            out.append(repeat_step(ob, s, now))
+    # Repeats are not laid out here: firing a step that carries repeat_every stores the next
+    # one (see next_repeat), so only one repeat is ever pending and none outlives "met".
     return tuple(out)
 
 
 def _replace_due(s: PlannedStep, now: datetime) -> PlannedStep:
     return PlannedStep(**{**s.__dict__, "due_at": max(s.due_at, now)})
-
-
-def repeat_step(ob: PlannedObligation, deadline_step: PlannedStep, after: datetime) -> PlannedStep:
-    """The next repeat of a deadline step after ``after``."""
-    assert deadline_step.repeat_every is not None
-    at = next_repeat(ob.deadline, deadline_step.repeat_every, after)
-    return PlannedStep(
-        obligation_kind=ob.kind,
-        obligation_seq=ob.seq,
-        name="repeat",
-        kind="repeat",
-        nominal_at=at,
-        due_at=at,
-        audience=deadline_step.audience,
-        channels=deadline_step.channels,
-        is_deadline=False,
-        repeat_every=deadline_step.repeat_every,
-    )
 
 
 def plan_declaration(facts: Facts, rules: RuleSet, now: datetime) -> Plan:

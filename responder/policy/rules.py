@@ -45,12 +45,13 @@ class StepRule(_Strict):
     anchor: Anchor = "deadline"
     offset: timedelta = timedelta(0)
     audience: tuple[str, ...]
-    channels: tuple[
-        str, ...
-    ] = ()  # preferred channel kinds, in order; empty = the person's own order
-    repeat: timedelta | None = (
-        None  # only on a step at the deadline: again every `repeat` until met
-    )
+    # Preferred channel kinds, in order; empty = the person's own order.
+    channels: tuple[str, ...] = ()
+    # Only on the step at the deadline: again every `repeat` until the obligation is met.
+    repeat: timedelta | None = None
+    # Send on every channel the person has at once, instead of one after another on failure:
+    # for the breach alert, which must reach the phone and leave a written record.
+    all_channels: bool = False
 
     @field_validator("offset", "repeat", mode="before")
     @classmethod
@@ -150,6 +151,14 @@ class RuleSet(_Strict):
             names = [s.name for s in steps]
             if len(names) != len(set(names)):
                 raise ValueError(f"escalation '{name}': step names must be unique")
+            # Firing the step at the deadline is what breaches the obligation: without one a
+            # missed deadline would never be recorded; with two, it would alert (and repeat) twice.
+            at_deadline = [s for s in steps if s.anchor == "deadline" and not s.offset]
+            if len(at_deadline) != 1:
+                raise ValueError(
+                    f"escalation '{name}' needs exactly one step at the deadline"
+                    f" (anchor deadline, offset 0); it has {len(at_deadline)}"
+                )
         if self.effective_until is not None and self.effective_until <= self.effective_from:
             raise ValueError("effective_until must be after effective_from")
         return self

@@ -55,7 +55,8 @@ async def insert_step(
 ) -> int:
     cur = await tx.execute(
         "INSERT INTO steps (incident_id, obligation_id, name, kind, nominal_at, due_at, audience,"
-        " channels, is_deadline, repeat_s, collapsed) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        " channels, is_deadline, repeat_s, collapsed, all_channels)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             incident_id,
             obligation_id,
@@ -68,6 +69,7 @@ async def insert_step(
             int(s.is_deadline),
             int(s.repeat_every.total_seconds()) if s.repeat_every else None,
             json.dumps(list(s.collapsed), ensure_ascii=False),
+            int(s.all_channels),
         ),
     )
     assert cur.lastrowid is not None
@@ -169,7 +171,8 @@ async def settle_accountability(
         "UPDATE accountability_records SET met_at = ?, overrun_s = ?, evidence = ? WHERE id = ?",
         (
             to_db(met_at),
-            int((met_at - deadline).total_seconds()),
+            # Met in time but recorded after the scheduler breached it: no overrun, not negative.
+            max(0, int((met_at - deadline).total_seconds())),
             json.dumps(evidence, ensure_ascii=False),
             row["id"],
         ),

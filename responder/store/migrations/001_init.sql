@@ -71,6 +71,7 @@ CREATE TABLE steps (
     is_deadline     INTEGER NOT NULL DEFAULT 0,
     repeat_s        INTEGER,
     collapsed       TEXT NOT NULL DEFAULT '[]',
+    all_channels    INTEGER NOT NULL DEFAULT 0,  -- every channel at once, not failover
     status          TEXT NOT NULL DEFAULT 'pending'
                     CHECK (status IN ('pending', 'fired', 'cancelled')),
     fired_at        TEXT,
@@ -114,7 +115,7 @@ CREATE INDEX press_conferences_incident ON press_conferences(incident_id);
 -- The outbox: one message to one person; the channel moves down the person's failover list.
 CREATE TABLE notifications (
     id              INTEGER PRIMARY KEY,
-    incident_id     TEXT NOT NULL REFERENCES incidents(id),
+    incident_id     TEXT REFERENCES incidents(id),   -- NULL for a watchdog message about the service
     obligation_id   INTEGER REFERENCES obligations(id),
     step_id         INTEGER REFERENCES steps(id),
     person_id       TEXT NOT NULL,
@@ -132,7 +133,8 @@ CREATE TABLE notifications (
     sent_at         TEXT,
     sent_channel    TEXT,
     last_error      TEXT,
-    ack_hash        TEXT UNIQUE,
+    ack_nonce       TEXT NOT NULL,            -- with the server secret, derives the ack token
+    ack_hash        TEXT UNIQUE,              -- sha256 of the token: the only form stored
     acked_at        TEXT
 );
 CREATE INDEX notifications_due ON notifications(next_attempt_at) WHERE status = 'queued';

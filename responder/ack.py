@@ -1,0 +1,60 @@
+"""Acknowledgement: the link in a message → a confirm page → POST → recorded.
+
+GET never acknowledges (link previews and mail scanners open links); only the POST from the
+confirm page does.  A token is looked up by its hash and can acknowledge only its own
+notification.  Acknowledging stops further repeats of that obligation to that person;
+escalation to everybody else goes on until the obligation is met.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from responder.clock import Clock
+from responder.errors import NotFound
+from responder.secret import token_hash
+from responder.store import Database, audit
+from responder.timeutil import to_db
+
+_NOT_FOUND = NotFound(
+    "ack_not_found",
+    "确认链接无效或已失效。如需帮助,请联系值班室。",
+    "This acknowledgement link is not valid. Please call the duty desk if you need help.",
+)
+
+
+async def find(db: Database, token: str) -> Any:
+    if not token or len(token) > 100:
+        raise _NOT_FOUND
+    row = await db.fetchone(
+        "SELECT n.*, i.title, i.level, i.drill, i.status AS incident_status,"
+        " o.name AS obligation_name, o.name_en AS obligation_name_en, o.deadline, o.status AS"
+        " obligation_status FROM notifications n LEFT JOIN incidents i ON i.id = n.incident_id"
+        " LEFT JOIN obligations o ON o.id = n.obligation_id WHERE n.ack_hash = ?",
+        (token_hash(token),),
+    )
+    if row is None:
+        raise _NOT_FOUND
+    return row
+
+
+async def acknowledge(db: Database, clock: Clock, token: str) -> tuple[Any, bool]:
+    """Record the acknowledgement.  Returns (notification, newly acknowledged)."""
+    row = await find(db, token)
+    now = clock.now()
+    async with db.write() as tx:
+        cur = await tx.execute(
+            "UPDATE notifications SET acked_at = ? WHERE id = ? AND acked_at IS NULL",
+            (to_db(now), row["id"]),
+        )
+        fresh = cur.rowcount == 1
+        if fresh:
+            await audit.append(
+                tx,
+                now,
+                f"person:{row['person_id']}",
+                "notification.acknowledged",
+                row["incident_id"] or "-",
+                {"notification": row["id"], "obligation": row["obligation_id"]},
+            )
+    return await find(db, token), fresh

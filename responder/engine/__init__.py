@@ -1,0 +1,1 @@
+"""The alert engine: scheduler (timers) → outbox → dispatcher (apprise), and a watchdog."""

@@ -1,0 +1,271 @@
+"""The dispatcher: takes due notifications from the outbox and sends them through apprise.
+
+One round:
+
+1. Clear the wake-up flag, then claim due notifications (``queued`` → ``sending``) with one
+   conditional UPDATE, as many as there are free sending slots, and record an attempt for
+   each in the same transaction.
+2. Send each in a worker thread (bounded concurrency).  A send is awaited until its thread
+   finishes, never abandoned: a send that outlives a timeout may still complete, and
+   retrying beside it would deliver the message twice.
+3. Record the outcome in one transaction: ``sent``; or retry the same channel with exponential
+   back-off and jitter; or fail over to the person's next channel; or, with every channel
+   spent, ``failed`` — and the administrators are told (the watchdog message).
+4. Sleep until the next queued notification is due, a send finishes, or a wake-up.
+
+After a crash, notifications left ``sending`` are queued again on the same channel (their
+attempt is recorded as ``unknown``): nothing is lost.  If the crash fell in the milliseconds
+between a gateway accepting a message and this process committing ``sent``, the message goes
+out again carrying the same ``X-Responder-Notification`` key, which an HTTP gateway can use to
+drop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+
+from responder.clock import Clock
+from responder.config import Config
+from responder.engine import context, outbox
+from responder.engine.messages import channel_kind, render
+from responder.engine.metrics import Metrics
+from responder.engine.send import Outcome, send, with_idempotency_key
+from responder.secret import ack_token
+from responder.store import Database, audit
+from responder.timeutil import from_db, to_db
+
+log = logging.getLogger("responder.dispatcher")
+LEASE = timedelta(minutes=10)
+
+
+class Dispatcher:
+    def __init__(
+        self, db: Database, cfg: Config, clock: Clock, secret: bytes, metrics: Metrics
+    ) -> None:
+        self.db = db
+        self.cfg = cfg
+        self.clock = clock
+        self.secret = secret
+        self.metrics = metrics
+        self.wakeup = asyncio.Event()
+        self.slots = cfg.alerts.concurrency
+        self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="send")
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.stopping = False
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    # -- 0. after a crash --------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Queue again what a previous process left half-sent."""
+        now = self.clock.now()
+        async with self.db.write() as tx:
+            await tx.execute(
+                "UPDATE attempts SET outcome = 'unknown', finished_at = ?,"
+                " error = 'interrupted: the service stopped during this send'"
+                " WHERE outcome = 'started'",
+                (to_db(now),),
+            )
+            cur = await tx.execute(
+                "UPDATE notifications SET status = 'queued', lease_until = NULL,"
+                " next_attempt_at = ? WHERE status = 'sending'",
+                (to_db(now),),
+            )
+            n = cur.rowcount
+            if n:
+                await audit.append(
+                    tx, now, "dispatcher", "notifications.recovered", "-", {"count": n}
+                )
+        return n
+
+    # -- 1. claim ----------------------------------------------------------------------
+
+    async def claim(self, limit: int) -> list[Any]:
+        if limit <= 0:
+            return []
+        now = self.clock.now()
+        async with self.db.write() as tx:
+            async with tx.execute(
+                "UPDATE notifications SET status = 'sending', lease_until = ?"
+                " WHERE id IN (SELECT id FROM notifications WHERE status = 'queued'"
+                " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)"
+                " AND status = 'queued' RETURNING *",
+                (to_db(now + LEASE), to_db(now), limit),
+            ) as cur:
+                rows = list(await cur.fetchall())
+            for r in rows:
+                channel = json.loads(r["channels"])[r["channel_index"]]
+                await tx.execute(
+                    "INSERT INTO attempts (notification_id, channel, started_at) VALUES (?,?,?)",
+                    (r["id"], channel, to_db(now)),
+                )
+        return rows
+
+    async def next_due(self) -> datetime | None:
+        row = await self.db.fetchone(
+            "SELECT MIN(next_attempt_at) FROM notifications WHERE status = 'queued'"
+        )
+        return from_db(row[0]) if row and row[0] else None
+
+    # -- 2. send -----------------------------------------------------------------------
+
+    async def _message(self, n: Any, channel: str) -> tuple[str, str, str]:
+        """(url, title, body) for one notification on one channel."""
+        person = self.cfg.person(n["person_id"])
+        if person is None:
+            raise LookupError(f"person {n['person_id']} is no longer in the config")
+        template = self.cfg.channels.get(channel)
+        if template is None:
+            raise LookupError(f"channel {channel} is no longer in the config")
+        incident = await self.db.fetchone(
+            "SELECT * FROM incidents WHERE id = ?", (n["incident_id"],)
+        )
+        obligation = None
+        if n["obligation_id"] is not None:
+            obligation = await self.db.fetchone(
+                "SELECT * FROM obligations WHERE id = ?", (n["obligation_id"],)
+            )
+        token = ack_token(self.secret, n["id"], n["ack_nonce"])
+        ack_url = f"{self.cfg.service.public_url}/ack/{token}"
+        ctx = context.build(n, incident, obligation, self.cfg, person, ack_url, self.clock.now())
+        rendered = render(channel_kind(channel), person.language, ctx)
+        url = with_idempotency_key(context.channel_url(template, person), f"{n['id']}-{channel}")
+        return url, rendered.title, rendered.body
+
+    async def deliver(self, n: Any) -> None:
+        channel = json.loads(n["channels"])[n["channel_index"]]
+        try:
+            url, title, body = await self._message(n, channel)
+        except Exception as e:  # the message cannot even be built: count it as a failed try
+            outcome = Outcome(False, f"{type(e).__name__}: {e}")
+        else:
+            loop = asyncio.get_running_loop()
+            # Shielded: a shutdown waits for the thread instead of forgetting a send in flight.
+            outcome = await asyncio.shield(
+                loop.run_in_executor(self.pool, send, url, title, body, channel_kind(channel))
+            )
+        self.metrics.observe("send_duration_seconds", outcome.seconds, channel=channel)
+        self.metrics.inc(
+            "send_attempts_total", channel=channel, outcome="sent" if outcome.ok else "error"
+        )
+        await self.record(n, channel, outcome)
+
+    # -- 3. record -----------------------------------------------------------------------
+
+    def backoff(self, attempt: int) -> timedelta:
+        base = self.cfg.alerts.retry_base * (2 ** (attempt - 1))
+        return min(self.cfg.alerts.retry_max, base) * random.uniform(0.75, 1.25)
+
+    async def record(self, n: Any, channel: str, outcome: Outcome) -> None:
+        now = self.clock.now()
+        channels = json.loads(n["channels"])
+        async with self.db.write() as tx:
+            await tx.execute(
+                "UPDATE attempts SET outcome = ?, finished_at = ?, error = ?"
+                " WHERE notification_id = ? AND outcome = 'started'",
+                ("sent" if outcome.ok else "error", to_db(now), outcome.error or None, n["id"]),
+            )
+            if outcome.ok:
+                await tx.execute(
+                    "UPDATE notifications SET status = 'sent', sent_at = ?, sent_channel = ?,"
+                    " lease_until = NULL WHERE id = ? AND status = 'sending'",
+                    (to_db(now), channel, n["id"]),
+                )
+                return
+            attempt = n["attempt"] + 1
+            index = n["channel_index"]
+            if attempt < self.cfg.alerts.attempts_per_channel:
+                status, next_at = "queued", now + self.backoff(attempt)
+            elif index + 1 < len(channels):
+                status, next_at, index, attempt = "queued", now, index + 1, 0
+            else:
+                status, next_at = "failed", now
+            await tx.execute(
+                "UPDATE notifications SET status = ?, attempt = ?, channel_index = ?,"
+                " next_attempt_at = ?, last_error = ?, lease_until = NULL"
+                " WHERE id = ? AND status = 'sending'",
+                (status, attempt, index, to_db(next_at), outcome.error, n["id"]),
+            )
+            if status == "failed":
+                self.metrics.inc("notifications_failed_total", channel=channel)
+                await audit.append(
+                    tx,
+                    now,
+                    "dispatcher",
+                    "notification.failed",
+                    n["incident_id"],
+                    {"notification": n["id"], "person": n["person_id"], "error": outcome.error},
+                )
+                if n["kind"] != "watchdog":
+                    await self.tell_admins(tx, n, now)
+
+    async def tell_admins(self, tx: Any, n: Any, now: datetime) -> None:
+        """A message that failed on every channel is itself news for the administrators."""
+        person = self.cfg.person(n["person_id"])
+        who = person.name if person else n["person_id"]
+        for admin in self.cfg.alerts.admins:
+            p = self.cfg.person(admin)
+            if p is None:
+                continue
+            await outbox.queue(
+                tx,
+                self.secret,
+                incident_id=n["incident_id"],
+                obligation_id=None,
+                step_id=None,
+                person_id=admin,
+                channels=list(p.channels),
+                kind="watchdog",
+                context={
+                    "action": f"发给{who}的提醒在所有渠道均发送失败,请电话联系并检查渠道配置",
+                    "action_en": f"The alert to {who} failed on every channel: phone them and check the channel settings",
+                },
+                now=now,
+            )
+
+    # -- 4. the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.recover()
+        try:
+            while True:
+                self.wakeup.clear()
+                try:
+                    for n in await self.claim(self.slots - len(self.in_flight)):
+                        task = asyncio.create_task(self._deliver_and_wake(n))
+                        self.in_flight.add(task)
+                        task.add_done_callback(self.in_flight.discard)
+                    nxt = await self.next_due()
+                except Exception:
+                    log.exception("dispatcher round failed; retrying")
+                    nxt = None
+                    await asyncio.sleep(1)
+                if len(self.in_flight) >= self.slots:
+                    nxt = None  # full: wait for a send to finish (it wakes us)
+                await self.clock.sleep_until(nxt, self.wakeup)
+        finally:
+            await self.drain()
+
+    async def _deliver_and_wake(self, n: Any) -> None:
+        try:
+            await self.deliver(n)
+        except Exception:
+            log.exception(
+                "recording notification %s failed; it is retried after a restart", n["id"]
+            )
+        finally:
+            self.wakeup.set()
+
+    async def drain(self, grace: float = 30.0) -> None:
+        """On shutdown: let sends in flight finish and record, so none is left half-done."""
+        if self.in_flight:
+            await asyncio.wait(set(self.in_flight), timeout=grace)
+        self.pool.shutdown(wait=False)

@@ -1,0 +1,178 @@
+"""Firing due steps: the scheduler's one transaction per batch.
+
+For each obligation with steps due (``fire_due``):
+
+1. Mark its due steps fired — conditionally (``status = 'pending'``), so a step cancelled
+   by a milestone in the meantime is not fired, and no step fires twice.
+2. If one of them is the deadline step, breach the obligation and open its accountability
+   record (:func:`responder.store.plans.breach`, itself conditional).
+3. Resolve the union of their audiences to people.  Several steps due at once (a late
+   declaration, or the service coming back after downtime) give each person ONE catch-up
+   message for the obligation, not a storm.  People who acknowledged get no more repeats.
+4. Queue one notification per person (the outbox).
+5. If a step repeats (at the deadline, every 30 min until met), store the next repeat.
+6. One audit entry records what fired and who was told.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiosqlite
+
+from responder.audience import channels_for, resolve
+from responder.config import Config
+from responder.engine import outbox
+from responder.policy.planner import next_repeat
+from responder.store import audit
+from responder.store.plans import breach
+from responder.timeutil import from_db, to_db
+
+
+async def due_steps(conn: aiosqlite.Connection, now: datetime, limit: int) -> list[Any]:
+    async with conn.execute(
+        "SELECT * FROM steps WHERE status = 'pending' AND due_at <= ? ORDER BY due_at LIMIT ?",
+        (to_db(now), limit),
+    ) as cur:
+        return list(await cur.fetchall())
+
+
+async def _acked_people(tx: aiosqlite.Connection, obligation_id: int) -> set[str]:
+    async with tx.execute(
+        "SELECT DISTINCT person_id FROM notifications WHERE obligation_id = ? AND acked_at IS NOT NULL",
+        (obligation_id,),
+    ) as cur:
+        return {r[0] for r in await cur.fetchall()}
+
+
+async def fire_obligation(
+    tx: aiosqlite.Connection,
+    cfg: Config,
+    secret: bytes,
+    steps: list[Any],
+    now: datetime,
+) -> tuple[int, list[float]]:
+    """Fire one obligation's due steps.  Returns (notifications queued, lateness seconds)."""
+    ids = [s["id"] for s in steps]
+    marks = ",".join("?" * len(ids))
+    async with tx.execute(
+        f"UPDATE steps SET status = 'fired', fired_at = ? WHERE id IN ({marks})"
+        " AND status = 'pending' RETURNING id",
+        (to_db(now), *ids),
+    ) as cur:
+        won = {r[0] for r in await cur.fetchall()}
+    steps = [s for s in steps if s["id"] in won]
+    if not steps:
+        return 0, []
+    lateness = [(now - from_db(s["due_at"])).total_seconds() for s in steps]  # type: ignore[operator]
+    obligation_id = steps[0]["obligation_id"]
+    async with tx.execute(
+        "SELECT o.*, i.title, i.level AS incident_level, i.category, i.location, i.occurred_at,"
+        " i.lead_unit, i.co_units, i.drill, i.status AS incident_status"
+        " FROM obligations o JOIN incidents i ON i.id = o.incident_id WHERE o.id = ?",
+        (obligation_id,),
+    ) as cur:
+        ob = await cur.fetchone()
+    assert ob is not None
+    if ob["incident_status"] != "active" or ob["met_at"] is not None or ob["status"] == "waived":
+        return 0, lateness  # nothing to say any more; the steps are spent
+
+    breached_now = False
+    if any(s["is_deadline"] for s in steps):
+        breached_now = await breach(tx, cfg, obligation_id, now) is not None
+
+    acked = await _acked_people(tx, obligation_id)
+    per_person: dict[str, dict[str, Any]] = {}
+    for s in steps:
+        for person in resolve(
+            json.loads(s["audience"]), cfg, ob["lead_unit"], json.loads(ob["co_units"])
+        ):
+            if s["kind"] == "repeat" and person.id in acked:
+                continue
+            entry = per_person.setdefault(
+                person.id, {"person": person, "steps": [], "channels": [], "all": False}
+            )
+            entry["all"] = entry["all"] or bool(s["all_channels"])
+            entry["steps"].append(s)
+            entry["channels"].extend(
+                c for c in json.loads(s["channels"]) if c not in entry["channels"]
+            )
+
+    queued = 0
+    for entry in per_person.values():
+        person_steps = entry["steps"]
+        last = max(person_steps, key=lambda s: (s["nominal_at"], s["id"]))
+        collapsed: list[str] = []
+        for s in person_steps:
+            collapsed.extend(json.loads(s["collapsed"]) or [s["name"]])
+        kind = "catch_up" if len(person_steps) > 1 else last["kind"]
+        if any(s["is_deadline"] for s in person_steps) and kind == "catch_up":
+            kind = "deadline"  # the breach is the news; the rest is folded into it
+        order = channels_for(entry["person"], entry["channels"])
+        # Failover: one message walking down the person's channels.  All channels: one
+        # message per channel at once (the breach alert reaches the phone *and* the mailbox).
+        for channels in [[c] for c in order] if entry["all"] else [order]:
+            await outbox.queue(
+                tx,
+                secret,
+                incident_id=ob["incident_id"],
+                obligation_id=obligation_id,
+                step_id=last["id"],
+                person_id=entry["person"].id,
+                channels=channels,
+                kind=kind,
+                context={
+                    "step": last["name"],
+                    "collapsed": collapsed if len(collapsed) > 1 else [],
+                },
+                now=now,
+            )
+            queued += 1
+
+    for s in steps:
+        if s["repeat_s"]:
+            deadline = from_db(ob["deadline"])
+            assert deadline is not None
+            at = next_repeat(deadline, timedelta(seconds=s["repeat_s"]), now)
+            await tx.execute(
+                "INSERT INTO steps (incident_id, obligation_id, name, kind, nominal_at, due_at,"
+                " audience, channels, is_deadline, repeat_s) VALUES (?,?,?,?,?,?,?,?,0,?)",
+                (
+                    ob["incident_id"],
+                    obligation_id,
+                    "repeat",
+                    "repeat",
+                    to_db(at),
+                    to_db(at),
+                    s["audience"],
+                    s["channels"],
+                    s["repeat_s"],
+                ),
+            )
+            break  # one next repeat per obligation, however many fired together
+
+    await audit.append(
+        tx,
+        now,
+        "scheduler",
+        "steps.fired",
+        ob["incident_id"],
+        {
+            "obligation": ob["kind"],
+            "seq": ob["seq"],
+            "steps": [s["name"] for s in steps],
+            "breached": breached_now,
+            "told": sorted(per_person),
+        },
+    )
+    return queued, lateness
+
+
+def by_obligation(steps: list[Any]) -> list[list[Any]]:
+    groups: dict[int, list[Any]] = defaultdict(list)
+    for s in steps:
+        groups[s["obligation_id"]].append(s)
+    return list(groups.values())

@@ -1,0 +1,97 @@
+"""The scheduler: sleep until the earliest pending step (or a wake-up), then fire what is due.
+
+The database is the truth: nothing is held in memory between rounds, so a restart simply
+resumes, and what fell due while the service was down fires at once, collapsed per person and
+obligation (see :mod:`responder.engine.fire`).
+
+One round:
+
+1. Clear the wake-up flag *before* looking at the database, so a declaration committed while
+   this round runs wakes the next sleep at once instead of being missed.
+2. Fire every due step, a batch of obligations per transaction.
+3. Wake the dispatcher if anything was queued.
+4. Sleep until the next pending step's due time, or until woken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from responder.clock import Clock
+from responder.config import Config
+from responder.engine.fire import by_obligation, due_steps, fire_obligation
+from responder.engine.metrics import Metrics
+from responder.store import Database
+from responder.timeutil import from_db
+
+log = logging.getLogger("responder.scheduler")
+
+BATCH = 500  # steps read per round; obligations per transaction below
+OBLIGATIONS_PER_TX = 100
+
+
+class Scheduler:
+    def __init__(
+        self,
+        db: Database,
+        cfg: Config,
+        clock: Clock,
+        secret: bytes,
+        metrics: Metrics,
+        wake_dispatcher: Callable[[], None],
+    ) -> None:
+        self.db = db
+        self.cfg = cfg
+        self.clock = clock
+        self.secret = secret
+        self.metrics = metrics
+        self.wake_dispatcher = wake_dispatcher
+        self.wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    async def next_due(self) -> datetime | None:
+        row = await self.db.fetchone("SELECT MIN(due_at) FROM steps WHERE status = 'pending'")
+        return from_db(row[0]) if row and row[0] else None
+
+    async def fire_due(self) -> int:
+        """Fire everything due now.  Returns the number of notifications queued."""
+        queued_total = 0
+        while True:
+            now = self.clock.now()
+            steps = await due_steps(self.db._reader, now, BATCH)  # type: ignore[arg-type]
+            if not steps:
+                return queued_total
+            groups = by_obligation(steps)
+            for i in range(0, len(groups), OBLIGATIONS_PER_TX):
+                async with self.db.write() as tx:
+                    for group in groups[i : i + OBLIGATIONS_PER_TX]:
+                        queued, lateness = await fire_obligation(
+                            tx, self.cfg, self.secret, group, now
+                        )
+                        queued_total += queued
+                        for late in lateness:
+                            self.metrics.observe("step_lateness_seconds", late)
+                if queued_total:
+                    self.wake_dispatcher()
+            if len(steps) < BATCH:
+                return queued_total
+
+    async def run(self) -> None:
+        while True:
+            self.wakeup.clear()
+            try:
+                await self.fire_due()
+                nxt = await self.next_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug or a locked database must not stop the clock: log, wait, try again.
+                log.exception("scheduler round failed; retrying")
+                nxt = None
+                await asyncio.sleep(1)
+            await self.clock.sleep_until(nxt, self.wakeup)

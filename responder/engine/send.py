@@ -1,0 +1,90 @@
+"""One message through apprise to one URL, with the outcome and a scrubbed error.
+
+apprise plugins are synchronous; the dispatcher runs :func:`send` in a worker thread and
+waits for it to *finish* (it never abandons a running send to retry: a timed-out send may
+still complete in its thread, and a retry beside it would deliver the message twice).
+
+Errors and URLs are scrubbed before they leave this module: passwords, tokens and query values
+of the channel URL are replaced by ``****``, so nothing secret reaches the database, the logs,
+the pages or the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+import apprise
+
+# apprise's log records are captured per call into AppriseResult (which needs them created at
+# WARNING); they are kept from our log handlers, which get the scrubbed error instead.
+_apprise_log = logging.getLogger("apprise")
+_apprise_log.setLevel(logging.WARNING)
+_apprise_log.propagate = False
+_apprise_log.addHandler(logging.NullHandler())
+
+FORMATS = {"chat": apprise.NotifyFormat.MARKDOWN}
+_HEADER_SCHEMES = {"json", "jsons", "form", "forms", "xml", "xmls"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    error: str = ""
+    seconds: float = 0.0
+
+
+def secrets_in(url: str) -> list[str]:
+    """The parts of a channel URL that may be secret: credentials, tokens, query values."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [url]
+    out = [parts.password or "", parts.username or ""]
+    out += [unquote(seg) for seg in parts.path.split("/") if len(seg) >= 8]
+    out += [v for _, v in parse_qsl(parts.query) if len(v) >= 4]
+    if "@" in parts.netloc:
+        out.append(parts.netloc.split("@", 1)[0])
+    return sorted({s for s in out if s}, key=len, reverse=True)
+
+
+def scrub(text: str, url: str) -> str:
+    for s in secrets_in(url):
+        text = text.replace(s, "****").replace(quote(s, safe=""), "****")
+    return text
+
+
+def with_idempotency_key(url: str, key: str) -> str:
+    """HTTP gateways get ``X-Responder-Notification``: a retry after a crash carries the same
+    key, so a gateway that honours it drops the duplicate."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in _HEADER_SCHEMES:
+        return url
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}+X-Responder-Notification={quote(key)}"
+
+
+def send(url: str, title: str, body: str, channel_kind: str) -> Outcome:
+    """Send synchronously (run it in a thread).  Never raises for a delivery problem."""
+    started = time.monotonic()
+    try:
+        ap = apprise.Apprise()
+        if not ap.add(url):
+            return Outcome(
+                False, "channel URL not understood by apprise", time.monotonic() - started
+            )
+        result = ap.notify(
+            body=body,
+            title=title,
+            body_format=FORMATS.get(channel_kind, apprise.NotifyFormat.TEXT),
+        )
+    except Exception as e:  # a plugin bug must not take the dispatcher down
+        return Outcome(False, scrub(f"{type(e).__name__}: {e}", url), time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    if result.status == apprise.AppriseResultStatus.SUCCESS:
+        return Outcome(True, "", elapsed)
+    messages = [e.message for e in result.logs() if e.level in ("WARNING", "ERROR", "CRITICAL")]
+    error = "; ".join(dict.fromkeys(messages)) or f"apprise status {result.status.name}"
+    return Outcome(False, scrub(error, url)[:500], elapsed)

@@ -1,0 +1,113 @@
+"""The watchdog: the service watching its own lateness.
+
+Lag is ``now`` minus the due time of the oldest step not yet fired (the scheduler) and of the
+oldest notification not yet handed to a channel (the dispatcher).  Both are shown by
+``/healthz`` and ``/metrics``.  When either exceeds ``alerts.max_lag``, the administrators are
+told — at most once per ``REMIND`` while it lasts, so a stuck service does not spam them.
+(A message that failed on every channel is reported by the dispatcher as it happens.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from responder.clock import Clock
+from responder.config import Config
+from responder.engine import outbox
+from responder.store import Database, audit
+from responder.timeutil import format_duration, from_db, to_db
+
+log = logging.getLogger("responder.watchdog")
+CHECK_EVERY = timedelta(seconds=30)
+REMIND = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Lag:
+    steps: float  # seconds the oldest due step has waited to fire
+    outbox: float  # seconds the oldest due notification has waited to be sent
+
+    @property
+    def worst(self) -> float:
+        return max(self.steps, self.outbox)
+
+
+async def measure(db: Database, now: datetime) -> Lag:
+    row = await db.fetchone(
+        "SELECT (SELECT MIN(due_at) FROM steps WHERE status = 'pending'),"
+        " (SELECT MIN(next_attempt_at) FROM notifications WHERE status = 'queued')"
+    )
+    assert row is not None
+
+    def lag(value: str | None) -> float:
+        t = from_db(value)
+        return max(0.0, (now - t).total_seconds()) if t else 0.0
+
+    return Lag(lag(row[0]), lag(row[1]))
+
+
+class Watchdog:
+    def __init__(self, db: Database, cfg: Config, clock: Clock, secret: bytes) -> None:
+        self.db = db
+        self.cfg = cfg
+        self.clock = clock
+        self.secret = secret
+        self.last_alert: datetime | None = None
+        self.wakeup = asyncio.Event()
+
+    async def check(self) -> Lag:
+        now = self.clock.now()
+        lag = await measure(self.db, now)
+        bound = self.cfg.alerts.max_lag.total_seconds()
+        if lag.worst <= bound:
+            self.last_alert = None
+            return lag
+        if self.last_alert is not None and now - self.last_alert < REMIND:
+            return lag
+        self.last_alert = now
+        late = format_duration(timedelta(seconds=lag.worst), "zh")
+        late_en = format_duration(timedelta(seconds=lag.worst), "en")
+        async with self.db.write() as tx:
+            for admin in self.cfg.alerts.admins:
+                p = self.cfg.person(admin)
+                if p is None:
+                    continue
+                await outbox.queue(
+                    tx,
+                    self.secret,
+                    incident_id=None,
+                    obligation_id=None,
+                    step_id=None,
+                    person_id=admin,
+                    channels=list(p.channels),
+                    kind="watchdog",
+                    context={
+                        "action": f"提醒服务已滞后{late}(提醒未按时发出),请立即检查服务",
+                        "action_en": f"Alerts are running {late_en} late: check the service now",
+                    },
+                    now=now,
+                )
+            await audit.append(
+                tx,
+                now,
+                "watchdog",
+                "lag.alerted",
+                "-",
+                {"steps_s": lag.steps, "outbox_s": lag.outbox, "at": to_db(now)},
+            )
+        log.warning("alerts are %.0f s late; administrators told", lag.worst)
+        return lag
+
+    async def run(self, on_queued: callable) -> None:  # type: ignore[valid-type]
+        while True:
+            try:
+                before = self.last_alert
+                await self.check()
+                if self.last_alert is not None and self.last_alert != before:
+                    on_queued()
+            except Exception:
+                log.exception("watchdog check failed")
+            await self.clock.sleep_until(self.clock.now() + CHECK_EVERY, self.wakeup)

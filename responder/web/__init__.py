@@ -1,0 +1,1 @@
+"""The aiohttp application: JSON API, pages, health."""

@@ -1,0 +1,318 @@
+"""The JSON API under ``/api/v1/``.  Handlers are thin: check the caller, parse the body with
+the route's model, call the one service layer (``ops``), shape the answer with the route's
+response model.  The route table at the bottom is also the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from responder import queries
+from responder.errors import BadInput
+from responder.models import (
+    ChangeLevel,
+    CloseIncident,
+    DeclareIncident,
+    Level,
+    PressConferenceHeld,
+    RecordRelease,
+    ReschedulePressConference,
+    SchedulePressConference,
+)
+from responder.policy.planner import Facts, Plan, plan_declaration
+from responder.policy.rules import rule_set_in_force
+from responder.timeutil import parse_time
+from responder.views import plan_view
+from responder.web import schemas
+from responder.web.identity import actor, require
+from responder.web.keys import CFG, CLOCK, DB, ENGINE
+from responder.web.routing import OPERATE, READ, Route, openapi
+
+ROUTE = "responder.route"
+
+
+def _dumps(o: Any) -> str:
+    return json.dumps(o, ensure_ascii=False)
+
+
+def answer(request: web.Request, data: Any, status: int | None = None) -> web.Response:
+    route: Route = request[ROUTE]
+    if route.response is not None:
+        if route.many:
+            data = [
+                route.response.model_validate(d).model_dump(mode="json", by_alias=True)
+                for d in data
+            ]
+        else:
+            data = route.response.model_validate(data).model_dump(mode="json", by_alias=True)
+    return web.json_response(data, status=status or route.status, dumps=_dumps)
+
+
+async def body(request: web.Request) -> Any:
+    route: Route = request[ROUTE]
+    assert route.body is not None
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType()
+    raw = await request.read()  # bounded by client_max_size → 413
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadInput(
+            "bad_json", "请求内容不是有效的 JSON", "the body is not valid JSON"
+        ) from None
+    return route.body.model_validate(data)
+
+
+def query(request: web.Request) -> Any:
+    route: Route = request[ROUTE]
+    assert route.query is not None
+    return route.query.model_validate(dict(request.query))
+
+
+def incident_id(request: web.Request) -> str:
+    value = request.match_info["incident_id"]
+    if len(value) > 64:
+        raise BadInput("bad_id", "事件编号格式不正确", "malformed incident id")
+    return value
+
+
+def int_param(request: web.Request, name: str) -> int:
+    try:
+        value = int(request.match_info[name])
+    except ValueError:
+        raise BadInput("bad_id", f"{name} 必须是数字", f"{name} must be a number") from None
+    if not 0 < value < 2**62:
+        raise BadInput("bad_id", f"{name} 超出范围", f"{name} is out of range")
+    return value
+
+
+# -- query models ---------------------------------------------------------------------------
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class IncidentQuery(_Query):
+    status: Literal["active", "closed"] | None = None
+    level: Level | None = None
+    unit: str | None = Field(None, max_length=64)
+    drill: bool | None = None
+    limit: int = Field(50, ge=1, le=500)
+    offset: int = Field(0, ge=0, le=10_000_000)
+
+
+class PlanQuery(_Query):
+    level: Level
+    occurred_at: str = Field(max_length=64, description="RFC 3339 with an offset")
+    declared_at: str | None = Field(None, max_length=64, description="default: now")
+
+
+class RecordQuery(_Query):
+    incident_id: str | None = Field(None, max_length=64)
+    unit: str | None = Field(None, max_length=64)
+    status: Literal["open", "decided"] | None = None
+
+
+# -- handlers -------------------------------------------------------------------------------
+
+
+async def _incident(request: web.Request, iid: str) -> dict[str, Any]:
+    return await queries.incident(request.app[DB], request.app[CFG], iid)
+
+
+async def declare_incident(request: web.Request) -> web.Response:
+    user = await require(request, OPERATE)
+    data = await body(request)
+    iid = await request.app[ENGINE].ops.declare(data, actor(user))
+    response = answer(request, await _incident(request, iid))
+    response.headers["Location"] = f"/api/v1/incidents/{iid}"
+    return response
+
+
+async def list_incidents(request: web.Request) -> web.Response:
+    await require(request, READ)
+    q = query(request)
+    return answer(
+        request, await queries.incidents(request.app[DB], request.app[CFG], **q.model_dump())
+    )
+
+
+async def get_incident(request: web.Request) -> web.Response:
+    await require(request, READ)
+    return answer(request, await _incident(request, incident_id(request)))
+
+
+async def change_level(request: web.Request) -> web.Response:
+    user = await require(request, OPERATE)
+    data = await body(request)
+    iid = incident_id(request)
+    result = await request.app[ENGINE].ops.change_level(iid, data, actor(user))
+    return answer(request, {**result, "incident": await _incident(request, iid)})
+
+
+async def close_incident(request: web.Request) -> web.Response:
+    user = await require(request, OPERATE)
+    data = await body(request)
+    iid = incident_id(request)
+    result = await request.app[ENGINE].ops.close(iid, data, actor(user))
+    return answer(request, {**result, "incident": await _incident(request, iid)})
+
+
+async def incident_timeline(request: web.Request) -> web.Response:
+    await require(request, READ)
+    return answer(
+        request, await queries.timeline(request.app[DB], request.app[CFG], incident_id(request))
+    )
+
+
+async def record_release(request: web.Request) -> web.Response:
+    user = await require(request, OPERATE)
+    data = await body(request)
+    iid = incident_id(request)
+    result = await request.app[ENGINE].ops.record_release(iid, data, actor(user), "authoritative")
+    return answer(request, {**result, "incident": await _incident(request, iid)})
+
+
+async def record_follow_up(request: web.Request) -> web.Response:
+    user = await require(request, OPERATE)
+    data = await body(request)
+    iid = incident_id(request)
+    result = await request.app[ENGINE].ops.record_release(iid, data, actor(user), "follow_up")
+    return answer(request, {**result, "incident": await _incident(request, iid)})
+
+
+async def schedule_press_conference(request: web.Request) -> web.Response:
+    user = await require(request, OPERATE)
+    data = await body(request)
+    iid = incident_id(request)
+    result = await request.app[ENGINE].ops.schedule_press_conference(iid, data, actor(user))
+    return answer(request, {**result, "incident": await _incident(request, iid)})
+
+
+async def reschedule_press_conference(request: web.Request) -> web.Response:
+    user = await require(request, OPERATE)
+    data = await body(request)
+    iid = incident_id(request)
+    pc = int_param(request, "press_conference_id")
+    result = await request.app[ENGINE].ops.reschedule_press_conference(iid, pc, data, actor(user))
+    return answer(request, {**result, "incident": await _incident(request, iid)})
+
+
+async def press_conference_held(request: web.Request) -> web.Response:
+    user = await require(request, OPERATE)
+    data = await body(request)
+    iid = incident_id(request)
+    pc = data.press_conference_id
+    result = await request.app[ENGINE].ops.press_conference_held(iid, data, actor(user), pc)
+    return answer(request, {**result, "incident": await _incident(request, iid)})
+
+
+async def incident_notifications(request: web.Request) -> web.Response:
+    await require(request, READ)
+    return answer(
+        request,
+        await queries.notifications(request.app[DB], request.app[CFG], incident_id(request)),
+    )
+
+
+async def list_accountability(request: web.Request) -> web.Response:
+    await require(request, READ)
+    q = query(request)
+    return answer(
+        request,
+        await queries.accountability_records(request.app[DB], request.app[CFG], **q.model_dump()),
+    )
+
+
+async def get_accountability(request: web.Request) -> web.Response:
+    await require(request, READ)
+    rid = int_param(request, "record_id")
+    return answer(
+        request, await queries.accountability_record(request.app[DB], request.app[CFG], rid)
+    )
+
+
+async def get_plan(request: web.Request) -> web.Response:
+    await require(request, READ)
+    q = query(request)
+    cfg = request.app[CFG]
+    occurred = parse_time(q.occurred_at, "occurred_at")
+    now = parse_time(q.declared_at, "declared_at") if q.declared_at else request.app[CLOCK].now()
+    if occurred > now:
+        raise BadInput(
+            "time_in_future",
+            "occurred_at 不能晚于申报时间",
+            "occurred_at cannot be after the declaration time",
+        )
+    rules = rule_set_in_force(cfg.rule_sets, occurred)
+    plan = plan_declaration(Facts(q.level, occurred, now), rules, now) if rules else Plan()
+    return answer(request, plan_view(plan, rules, q.level, occurred, now, cfg.tz))
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI], dumps=_dumps)
+
+
+ROUTES: list[Route] = [
+    Route("POST", "/incidents", declare_incident, "Declare an incident (申报突发事件)", OPERATE,
+          body=DeclareIncident, response=schemas.Incident, status=201),
+    Route("GET", "/incidents", list_incidents, "List incidents", READ,
+          query=IncidentQuery, response=schemas.IncidentList),
+    Route("GET", "/incidents/{incident_id}", get_incident, "Get one incident with its obligations",
+          READ, response=schemas.Incident, errors=(404,)),
+    Route("POST", "/incidents/{incident_id}/level", change_level, "Raise or lower the level",
+          OPERATE, body=ChangeLevel, response=schemas.LevelChangeResult, errors=(404, 409)),
+    Route("POST", "/incidents/{incident_id}/close", close_incident, "Close the incident",
+          OPERATE, body=CloseIncident, response=schemas.CloseResult, errors=(404, 409)),
+    Route("GET", "/incidents/{incident_id}/timeline", incident_timeline,
+          "The incident's audit trail", READ, response=schemas.TimelineEntry, many=True,
+          errors=(404,)),
+    Route("POST", "/incidents/{incident_id}/releases", record_release,
+          "Record the authoritative release (发布权威信息)", OPERATE, body=RecordRelease,
+          response=schemas.ReleaseResult, status=201, errors=(404, 409)),
+    Route("POST", "/incidents/{incident_id}/follow-ups", record_follow_up,
+          "Record a follow-up release (持续发布)", OPERATE, body=RecordRelease,
+          response=schemas.ReleaseResult, status=201, errors=(404, 409)),
+    Route("POST", "/incidents/{incident_id}/press-conferences", schedule_press_conference,
+          "Schedule a press conference", OPERATE, body=SchedulePressConference,
+          response=schemas.PressConferenceResult, status=201, errors=(404, 409)),
+    Route("POST", "/incidents/{incident_id}/press-conferences/{press_conference_id}/reschedule",
+          reschedule_press_conference, "Reschedule a press conference", OPERATE,
+          body=ReschedulePressConference, response=schemas.PressConferenceResult,
+          errors=(404, 409)),
+    Route("POST", "/incidents/{incident_id}/press-conferences/held", press_conference_held,
+          "Record that a press conference was held (举行新闻发布会)", OPERATE,
+          body=PressConferenceHeld, response=schemas.PressConferenceResult, errors=(404, 409)),
+    Route("GET", "/incidents/{incident_id}/notifications", incident_notifications,
+          "Messages sent about the incident (contacts masked)", READ,
+          response=schemas.Notification, many=True, errors=(404,)),
+    Route("GET", "/accountability", list_accountability, "Accountability records", READ,
+          query=RecordQuery, response=schemas.AccountabilityRecord, many=True,
+          tag="accountability"),
+    Route("GET", "/accountability/{record_id}", get_accountability,
+          "One accountability record with the notifications about it", READ,
+          response=schemas.AccountabilityRecord, errors=(404,), tag="accountability"),
+    Route("GET", "/plan", get_plan, "What a declaration would plan (as `responder plan`)", READ,
+          query=PlanQuery, response=schemas.Plan, tag="plan"),
+]  # fmt: skip
+
+OPENAPI = web.AppKey("openapi", dict)
+
+
+def _bind(route: Route) -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        request[ROUTE] = route
+        return await route.handler(request)
+
+    return handler
+
+
+def setup(app: web.Application) -> None:
+    for route in ROUTES:
+        app.router.add_route(route.method, "/api/v1" + route.path, _bind(route))
+    app.router.add_get("/api/v1/openapi.json", openapi_document)
+    app[OPENAPI] = openapi(ROUTES)

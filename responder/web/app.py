@@ -1,0 +1,58 @@
+"""The application factory: one aiohttp app with the API, the pages, the engine and health.
+
+The engine (scheduler, dispatcher, watchdog) starts and stops with the app through
+``cleanup_ctx``: on shutdown (SIGTERM) it stops taking work and lets sends in flight finish
+and be recorded before the database closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from responder.clock import Clock, SystemClock
+from responder.config import Config
+from responder.engine.runner import Engine
+from responder.secret import load_secret
+from responder.store import Database
+from responder.web import api, devinbox, health, pages
+from responder.web.errors import errors
+from responder.web.keys import CFG, CLOCK, DB, ENGINE, SECRET
+from responder.web.security import security_headers
+
+MAX_BODY = 256 * 1024  # a declaration or a release is a few KB; anything bigger is refused (413)
+
+
+def create_app(
+    cfg: Config,
+    *,
+    clock: Clock | None = None,
+    secret: bytes | None = None,
+    run_engine: bool = True,
+) -> web.Application:
+    app = web.Application(middlewares=[security_headers, errors], client_max_size=MAX_BODY)
+    app[CFG] = cfg
+    app[CLOCK] = clock or SystemClock()
+    app[SECRET] = secret if secret is not None else load_secret(cfg.service.secret_file)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        db = await Database(cfg.service.database).open()
+        app[DB] = db
+        engine = Engine(db, cfg, app[CLOCK], app[SECRET])
+        app[ENGINE] = engine
+        if run_engine:
+            await engine.start()
+        try:
+            yield
+        finally:
+            await engine.stop()
+            await db.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    api.setup(app)
+    pages.setup(app)
+    health.setup(app)
+    if cfg.service.dev_inbox:
+        devinbox.setup(app)
+    return app

@@ -1,0 +1,60 @@
+"""The development inbox: the example config's channels post here (json://…/dev/inbox/sms),
+so a new user sees exactly what each recipient would receive without any gateway account.
+
+Only mounted when ``service.dev_inbox = true``; it keeps the last 500 messages in memory and
+shows them at ``/dev/inbox``.  Never enable it in production.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from responder.web.keys import CFG
+from responder.web.pages import render_page
+
+INBOX = web.AppKey("dev_inbox", deque)
+
+
+async def receive(request: web.Request) -> web.Response:
+    if request.remote not in ("127.0.0.1", "::1"):
+        raise web.HTTPForbidden()
+    raw = await request.read()
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        payload = {"message": raw.decode("utf-8", "replace")}
+    if not isinstance(payload, dict):
+        payload = {"message": str(payload)}
+    request.app[INBOX].appendleft(
+        {
+            "at": datetime.now(UTC).astimezone(request.app[CFG].tz).strftime("%Y-%m-%d %H:%M:%S"),
+            "channel": request.match_info["channel"][:20],
+            "to": str(payload.get("to", ""))[:100],
+            "title": str(payload.get("title", ""))[:300],
+            "message": str(payload.get("message", ""))[:5000],
+        }
+    )
+    return web.json_response({"ok": True})
+
+
+async def show(request: web.Request) -> web.Response:
+    if request.query.get("format") == "json":
+        return web.json_response(
+            list(request.app[INBOX]), dumps=lambda o: json.dumps(o, ensure_ascii=False)
+        )
+    return render_page("inbox.html", {"messages": list(request.app[INBOX])})
+
+
+def setup(app: web.Application) -> None:
+    app[INBOX] = deque(maxlen=500)
+    app.router.add_post("/dev/inbox/{channel}", receive)
+    app.router.add_get("/dev/inbox", show)
+
+
+def messages(app: web.Application) -> list[dict[str, Any]]:
+    return list(app[INBOX])

@@ -1,0 +1,98 @@
+"""Every failure a client can cause becomes a clear 4xx; nothing it sends yields a 500.
+
+API answers are JSON ``{"error": code, "detail": …, "message": 中文, "message_en": English}``;
+pages get a readable page.  Unexpected failures are logged with a reference and answered
+with a plain 500 that reveals nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from responder.errors import ResponderError
+
+log = logging.getLogger("responder.web")
+
+_HTTP_CODES = {
+    400: ("bad_request", "请求格式不正确", "the request is malformed"),
+    401: ("unauthorized", "需要登录或有效的令牌", "a valid token or login is required"),
+    403: ("forbidden", "您的角色无权执行此操作", "your role may not do this"),
+    404: ("not_found", "找不到该地址", "no such address"),
+    405: ("method_not_allowed", "该地址不支持此请求方法", "this method is not allowed here"),
+    413: ("too_large", "请求内容过大", "the request body is too large"),
+    415: ("unsupported_media_type", "请以 JSON 格式提交", "send the body as JSON"),
+    429: ("too_many_requests", "请求过于频繁,请稍后再试", "too many attempts; try again later"),
+}
+
+
+def error_body(code: str, zh: str, en: str, detail: Any = None) -> dict[str, Any]:
+    return {
+        "error": code,
+        "detail": detail if detail is not None else en,
+        "message": zh,
+        "message_en": en,
+    }
+
+
+def json_error(status: int, code: str, zh: str, en: str, detail: Any = None) -> web.Response:
+    return web.json_response(
+        error_body(code, zh, en, detail),
+        status=status,
+        dumps=lambda o: json.dumps(o, ensure_ascii=False),
+    )
+
+
+def validation_detail(e: ValidationError) -> list[dict[str, Any]]:
+    """Per-field errors, without echoing the input back."""
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]), "problem": err["msg"], "type": err["type"]}
+        for err in e.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def _page(status: int, zh: str, en: str) -> web.Response:
+    from responder.web.pages import render_page
+
+    return render_page("error.html", {"status": status, "zh": zh, "en": en}, status=status)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    api = request.path.startswith("/api/")
+    try:
+        return await handler(request)
+    except ResponderError as e:
+        if api:
+            return json_error(e.status, e.code, e.zh, e.en, e.detail)
+        return _page(e.status, e.zh, e.en)
+    except ValidationError as e:
+        zh, en = "提交的内容有误,请检查各字段", "some fields are not valid"
+        if api:
+            return json_error(422, "invalid", zh, en, validation_detail(e))
+        return _page(422, zh, en)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code, zh, en = _HTTP_CODES.get(e.status, ("http_error", e.reason, e.reason))
+        if api or e.status in (401, 429):
+            resp = json_error(e.status, code, zh, en) if api else _page(e.status, zh, en)
+        else:
+            resp = _page(e.status, zh, en)
+        for h in ("WWW-Authenticate", "Allow", "Retry-After"):
+            if h in e.headers:
+                resp.headers[h] = e.headers[h]
+        return resp
+    except Exception:
+        ref = secrets.token_hex(4)
+        log.exception("unhandled error %s on %s %s", ref, request.method, request.path)
+        zh = f"服务内部错误(编号 {ref}),请联系管理员"
+        en = f"internal error (reference {ref}); please tell the administrator"
+        if api:
+            return json_error(500, "internal", zh, en)
+        return _page(500, zh, en)

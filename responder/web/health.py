@@ -1,0 +1,68 @@
+"""``/healthz`` and ``/metrics``.
+
+``/healthz`` answers 503 when the database does not answer, the engine is not running, or the
+scheduler or dispatcher lag exceeds ``alerts.max_lag``.  ``/metrics`` is Prometheus text:
+counts read from the database at scrape time, and the engine's histograms.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from responder.web.keys import CFG, DB, ENGINE
+
+
+async def healthz(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    problems: list[str] = []
+    lag = None
+    try:
+        await request.app[DB].fetchone("SELECT 1")
+        lag = await engine.lag()
+    except Exception:
+        problems.append("database not reachable")
+    if not engine.running:
+        problems.append("engine not running")
+    bound = request.app[CFG].alerts.max_lag.total_seconds()
+    if lag is not None and lag.worst > bound:
+        problems.append(f"alerts are {lag.worst:.0f} s late (bound {bound:.0f} s)")
+    body = {
+        "status": "ok" if not problems else "unhealthy",
+        "problems": problems,
+        "scheduler_lag_s": round(lag.steps, 3) if lag else None,
+        "dispatcher_lag_s": round(lag.outbox, 3) if lag else None,
+    }
+    return web.json_response(body, status=200 if not problems else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    db = request.app[DB]
+    engine = request.app[ENGINE]
+    lines = [
+        "# TYPE responder_incidents_active gauge",
+        "responder_incidents_active "
+        + str((await db.fetchone("SELECT COUNT(*) FROM incidents WHERE status = 'active'"))[0]),  # type: ignore[index]
+        "# TYPE responder_obligations gauge",
+    ]
+    for row in await db.fetchall("SELECT status, COUNT(*) FROM obligations GROUP BY status"):
+        lines.append(f'responder_obligations{{status="{row[0]}"}} {row[1]}')
+    lines.append("# TYPE responder_notifications gauge")
+    for row in await db.fetchall(
+        "SELECT json_extract(channels, '$[' || channel_index || ']') AS channel, status, COUNT(*)"
+        " FROM notifications GROUP BY channel, status"
+    ):
+        lines.append(f'responder_notifications{{channel="{row[0]}",status="{row[1]}"}} {row[2]}')
+    lag = await engine.lag()
+    lines += [
+        "# TYPE responder_scheduler_lag_seconds gauge",
+        f"responder_scheduler_lag_seconds {lag.steps}",
+        "# TYPE responder_dispatcher_lag_seconds gauge",
+        f"responder_dispatcher_lag_seconds {lag.outbox}",
+    ]
+    lines += engine.metrics.render()
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,66 @@
+"""Who is asking: an API bearer token, or a page login session.  And may they?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from responder import auth
+from responder.errors import ResponderError
+from responder.web.keys import DB, SECRET
+from responder.web.security import COOKIE, read_session
+
+IDENTITY = "responder.identity"
+
+
+class Unauthorized(ResponderError):
+    status = 401
+
+
+class Forbidden(ResponderError):
+    status = 403
+
+
+async def identify(request: web.Request) -> dict[str, Any] | None:
+    if IDENTITY in request:
+        return request[IDENTITY]
+    user = None
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and 0 < len(token.strip()) <= 200:
+            user = await auth.user_for_token(request.app[DB], token.strip())
+    else:
+        session = read_session(request.app[SECRET], request.cookies.get(COOKIE))
+        if session is not None:
+            row = await request.app[DB].fetchone(
+                "SELECT id, username, role FROM users WHERE id = ? AND disabled = 0",
+                (session.get("u"),),
+            )
+            if row is not None:
+                user = {**dict(row), "csrf": session.get("csrf")}
+    request[IDENTITY] = user
+    return user
+
+
+async def require(request: web.Request, roles: tuple[str, ...]) -> dict[str, Any]:
+    """The caller, if their role is among ``roles``; else 401 (who are you?) or 403 (not you)."""
+    user = await identify(request)
+    if user is None:
+        raise Unauthorized(
+            "unauthorized",
+            "需要有效的令牌(Authorization: Bearer …)或登录",
+            "a valid bearer token (Authorization: Bearer …) or a login is required",
+        )
+    if user["role"] not in roles:
+        raise Forbidden(
+            "forbidden",
+            f"角色 {user['role']} 无权执行此操作",
+            f"role {user['role']} may not do this",
+        )
+    return user
+
+
+def actor(user: dict[str, Any]) -> str:
+    return f"user:{user['username']}"

@@ -1,0 +1,130 @@
+"""Pages: login, acknowledgement, the development inbox, and errors.
+
+Jinja2 with autoescaping on: whatever a user typed is shown as text, never run.  No inline
+script or style (the CSP forbids both); every form carries the CSRF token of the session.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from responder import ack, auth
+from responder.paths import templates_dir
+from responder.timeutil import from_db, show
+from responder.web.identity import identify
+from responder.web.keys import CFG, CLOCK, DB, SECRET
+from responder.web.security import COOKIE, LoginLimiter, make_session, set_session_cookie
+
+TEMPLATES = templates_dir() / "pages"
+ENV = Environment(
+    loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True)
+)
+LIMITER = web.AppKey("login_limiter", LoginLimiter)
+
+
+def render_page(name: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
+    html = ENV.get_template(name).render(**ctx)
+    return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+
+
+# -- acknowledgement --------------------------------------------------------------------------
+
+
+def _ack_ctx(request: web.Request, row: Any) -> dict[str, Any]:
+    cfg = request.app[CFG]
+    person = cfg.person(row["person_id"])
+    return {
+        "title": row["title"] or "responder",
+        "level": row["level"],
+        "drill": bool(row["drill"]),
+        "obligation": row["obligation_name"],
+        "obligation_en": row["obligation_name_en"],
+        "deadline": show(from_db(row["deadline"]), cfg.tz) if row["deadline"] else "",
+        "person": person.name if person else row["person_id"],
+        "acked_at": show(from_db(row["acked_at"]), cfg.tz) if row["acked_at"] else "",
+    }
+
+
+async def ack_page(request: web.Request) -> web.Response:
+    """GET shows what is acknowledged and a button; it never acknowledges (link previews)."""
+    row = await ack.find(request.app[DB], request.match_info["token"])
+    return render_page("ack.html", _ack_ctx(request, row))
+
+
+async def ack_post(request: web.Request) -> web.Response:
+    row, fresh = await ack.acknowledge(
+        request.app[DB], request.app[CLOCK], request.match_info["token"]
+    )
+    return render_page("ack_done.html", {**_ack_ctx(request, row), "fresh": fresh})
+
+
+# -- login ------------------------------------------------------------------------------------
+
+
+async def login_page(request: web.Request) -> web.Response:
+    return render_page("login.html", {"error": ""})
+
+
+async def login_post(request: web.Request) -> web.Response:
+    form = await request.post()
+    username = str(form.get("username", ""))[:64]
+    password = str(form.get("password", ""))[:200]
+    peer = request.remote or "-"
+    keys = [f"ip:{peer}", f"user:{username}"]
+    limiter = request.app[LIMITER]
+    wait = limiter.blocked(keys)
+    if wait:
+        raise web.HTTPTooManyRequests(headers={"Retry-After": str(int(wait) + 1)})
+    row = await request.app[DB].fetchone(
+        "SELECT id, password_hash FROM users WHERE username = ? AND disabled = 0", (username,)
+    )
+    ok = auth.verify_password(password, row["password_hash"] if row else None)
+    if row is None or not ok:
+        limiter.fail(keys)
+        return render_page(
+            "login.html", {"error": "用户名或密码不正确 / wrong username or password"}, status=401
+        )
+    value, _csrf = make_session(request.app[SECRET], row["id"], time.time())
+    response = web.HTTPSeeOther("/")
+    set_session_cookie(response, value, request.app[CFG].service.public_url.startswith("https"))
+    raise response
+
+
+async def logout_post(request: web.Request) -> web.Response:
+    user = await identify(request)
+    form = await request.post()
+    if user is None or not hmac.compare_digest(str(form.get("csrf", "")), user.get("csrf") or ""):
+        raise web.HTTPForbidden()
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(COOKIE, path="/")
+    raise response
+
+
+async def index(request: web.Request) -> web.Response:
+    user = await identify(request)
+    if user is None or "csrf" not in user:
+        raise web.HTTPSeeOther("/login")
+    from responder import queries
+
+    cfg = request.app[CFG]
+    active = await queries.incidents(request.app[DB], cfg, status="active", limit=100)
+    return render_page(
+        "index.html", {"user": user, "incidents": active["items"], "tz": cfg.service.timezone}
+    )
+
+
+def setup(app: web.Application) -> None:
+    app[LIMITER] = LoginLimiter()
+    app.router.add_get("/", index)
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login_post)
+    app.router.add_post("/logout", logout_post)
+    app.router.add_get("/ack/{token}", ack_page)
+    app.router.add_post("/ack/{token}", ack_post)
+    app.router.add_static("/static", Path(__file__).parent / "static")

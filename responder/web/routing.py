@@ -1,0 +1,136 @@
+"""The API's route table, and the OpenAPI 3.1 document generated from it.
+
+Each route names its request and response models and the roles it admits; the handlers use
+the same table to parse bodies and query strings and to shape answers, so the document and
+the server cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from responder import __version__
+from responder.web.schemas import Error
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+READ = ("viewer", "reviewer", "duty_officer", "admin")
+OPERATE = ("duty_officer", "admin")
+ADMIN = ("admin",)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    roles: tuple[str, ...]
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    many: bool = False  # the response is a list of `response`
+    status: int = 200
+    errors: tuple[int, ...] = field(default=())
+    tag: str = "incidents"
+
+
+def _path_params(path: str) -> list[dict[str, Any]]:
+    out = []
+    for part in path.split("/"):
+        if part.startswith("{") and part.endswith("}"):
+            name = part[1:-1]
+            kind = "integer" if name.endswith("_id") and name != "incident_id" else "string"
+            out.append({"name": name, "in": "path", "required": True, "schema": {"type": kind}})
+    return out
+
+
+def _query_params(model: type[BaseModel], defs: dict[str, Any]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs.update(schema.get("$defs", {}))
+    required = set(schema.get("required", []))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        for name, prop in schema["properties"].items()
+    ]
+
+
+def openapi(routes: list[Route], base: str = "/api/v1") -> dict[str, Any]:
+    models: set[type[BaseModel]] = {Error}
+    for r in routes:
+        models.update(m for m in (r.body, r.response) if m is not None)
+    _, top = models_json_schema(
+        [
+            (m, "validation" if any(m is r.body for r in routes) else "serialization")
+            for m in models
+        ],
+        ref_template="#/components/schemas/{model}",
+    )
+    schemas: dict[str, Any] = dict(top.get("$defs", {}))
+    paths: dict[str, Any] = {}
+    error_ref = {"$ref": "#/components/schemas/Error"}
+    for r in routes:
+        op: dict[str, Any] = {
+            "summary": r.summary,
+            "tags": [r.tag],
+            "operationId": r.handler.__name__,
+            "parameters": _path_params(r.path),
+            "responses": {},
+        }
+        if r.roles:
+            op["security"] = [{"bearer": []}]
+            op["description"] = "Roles: " + ", ".join(r.roles)
+        else:
+            op["security"] = []
+        if r.query is not None:
+            op["parameters"] += _query_params(r.query, schemas)
+        if r.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{r.body.__name__}"}
+                    }
+                },
+            }
+        ok: dict[str, Any] = {"description": "OK"}
+        if r.response is not None:
+            ref = {"$ref": f"#/components/schemas/{r.response.__name__}"}
+            ok["content"] = {
+                "application/json": {"schema": {"type": "array", "items": ref} if r.many else ref}
+            }
+        op["responses"][str(r.status)] = ok
+        codes = set(r.errors)
+        if r.roles:
+            codes |= {401, 403}
+        if r.body is not None:
+            codes |= {400, 413, 415, 422}
+        if r.query is not None:
+            codes |= {422}
+        for code in sorted(codes):
+            op["responses"][str(code)] = {
+                "description": "error",
+                "content": {"application/json": {"schema": error_ref}},
+            }
+        paths.setdefault(base + r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "responder API",
+            "version": __version__,
+            "description": "突发事件信息发布时限:申报事件、记录发布与发布会、查询时限与提醒。"
+            " Times are RFC 3339 with an offset; naive times are refused.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,226 @@
+"""Response bodies of the API as pydantic models: every answer is validated through one of
+these before it leaves, so the OpenAPI document generated from them is what the server does."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Error(_Out):
+    error: str = Field(description="stable machine-readable code")
+    detail: Any = Field(description="what is wrong, in Chinese and English, or per-field errors")
+    message: str = Field(description="the message in Chinese (中文)")
+    message_en: str
+
+
+class Obligation(_Out):
+    id: int
+    kind: str
+    seq: int
+    name: str
+    name_en: str
+    level: str
+    rule_set: str
+    clock_start: str
+    clock_start_at: str | None
+    within_s: int
+    deadline: str | None
+    status: Literal["open", "met", "breached", "waived"]
+    met_at: str | None
+    recorded_late: bool
+    breached_at: str | None
+    waived_reason: str | None
+
+
+class Incident(_Out):
+    id: str
+    title: str
+    category: str
+    category_name: str
+    level: str
+    level_name: str
+    level_name_en: str
+    occurred_at: str | None
+    declared_at: str | None
+    learned_at: str | None
+    location: str
+    summary: str
+    lead_unit: str
+    co_units: list[str]
+    drill: bool
+    status: Literal["active", "closed"]
+    rule_set: str | None
+    declared_by: str
+    closed_at: str | None
+    close_reason: str | None
+    obligations: list[Obligation]
+
+
+class IncidentList(_Out):
+    total: int
+    limit: int
+    offset: int
+    items: list[Incident]
+
+
+class Met(_Out):
+    obligation: str
+    seq: int
+    status: str
+    recorded_late: bool
+    overrun_s: int
+
+
+class ReleaseResult(_Out):
+    id: int
+    met: list[Met]
+    checklist_missing: list[str]
+    recorded_late: bool
+    incident: Incident
+
+
+class PressConferenceResult(_Out):
+    id: int
+    after_deadline: bool = False
+    met: list[Met] = Field(default_factory=list)
+    recorded_late: bool = False
+    incident: Incident
+
+
+class LevelChangeResult(_Out):
+    from_level: str = Field(alias="from")
+    to: str
+    added: list[str]
+    waived: list[str]
+    incident: Incident
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class CloseResult(_Out):
+    waived: list[str]
+    breached: list[str]
+    incident: Incident
+
+
+class TimelineEntry(_Out):
+    seq: int
+    at: str | None
+    actor: str
+    action: str
+    data: dict[str, Any]
+
+
+class Attempt(_Out):
+    channel: str
+    started_at: str | None
+    finished_at: str | None
+    outcome: str
+    error: str | None
+
+
+class Notification(_Out):
+    id: int
+    obligation: str | None
+    kind: str
+    person: str
+    person_name: str
+    phone: str | None
+    email: str | None
+    channels: list[str]
+    status: str
+    sent_channel: str | None
+    created_at: str | None
+    sent_at: str | None
+    acknowledged_at: str | None
+    last_error: str | None
+    attempts: list[Attempt]
+
+
+class RecordNotification(_Out):
+    person: str
+    kind: str
+    status: str
+    channel: str | None
+    sent_at: str | None
+    acknowledged_at: str | None
+
+
+class AccountabilityRecord(_Out):
+    id: int
+    incident_id: str
+    obligation_id: int
+    unit: str
+    responsible_person: str | None
+    deadline: str | None
+    breached_at: str | None
+    met_at: str | None
+    overrun_s: int | None
+    evidence: dict[str, Any]
+    proposed_measure: str | None
+    decided_measure: str | None
+    decision_reason: str | None
+    decided_by: str | None
+    decided_at: str | None
+    status: str
+    notifications: list[RecordNotification] = Field(default_factory=list)
+
+
+class PlanObligation(_Out):
+    kind: str
+    seq: int
+    name: str
+    name_en: str
+    clock_start: str
+    clock_start_at: str | None
+    within: str
+    within_s: int
+    deadline: str | None
+    status: str
+
+
+class PlanStep(_Out):
+    obligation: str
+    seq: int
+    name: str
+    kind: str
+    due_at: str | None
+    nominal_at: str | None
+    audience: list[str]
+    channels: list[str]
+    breach: bool
+    repeat_every_s: int | None
+    collapsed: list[str]
+
+
+class PlanAfterRelease(_Out):
+    kind: str
+    name: str
+    name_en: str
+    within: str
+    within_s: int
+
+
+class PlanRuleSet(_Out):
+    id: str
+    title: str
+    title_en: str
+
+
+class Plan(_Out):
+    level: str
+    level_name: str
+    level_name_en: str
+    occurred_at: str | None
+    declared_at: str | None
+    timezone: str
+    rule_set: PlanRuleSet | None
+    after_release: list[PlanAfterRelease]
+    obligations: list[PlanObligation]
+    steps: list[PlanStep]

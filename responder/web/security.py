@@ -1,0 +1,117 @@
+"""Security headers, login sessions, CSRF tokens and the login rate limit.
+
+Sessions are signed cookies (HMAC-SHA256 with the server secret): user id, expiry and a
+CSRF token; HttpOnly, SameSite=Strict, Secure when the public URL is https.  Every form
+carries the CSRF token and every page POST checks it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+from aiohttp import web
+
+COOKIE = "responder_session"
+SESSION_SECONDS = 12 * 3600
+
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+        " object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    response = await handler(request)
+    for name, value in HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def _sign(secret: bytes, payload: bytes) -> str:
+    return base64.urlsafe_b64encode(hmac.new(secret, payload, hashlib.sha256).digest()).decode()
+
+
+def make_session(secret: bytes, user_id: int, now: float | None = None) -> tuple[str, str]:
+    """A signed session cookie value and its CSRF token."""
+    csrf = secrets.token_urlsafe(24)
+    body = json.dumps(
+        {"u": user_id, "exp": int((now or time.time()) + SESSION_SECONDS), "csrf": csrf},
+        separators=(",", ":"),
+    ).encode()
+    data = base64.urlsafe_b64encode(body).decode()
+    return f"{data}.{_sign(secret, ('session:' + data).encode())}", csrf
+
+
+def read_session(
+    secret: bytes, value: str | None, now: float | None = None
+) -> dict[str, Any] | None:
+    if not value or "." not in value or len(value) > 1000:
+        return None
+    data, sig = value.rsplit(".", 1)
+    if not hmac.compare_digest(sig, _sign(secret, ("session:" + data).encode())):
+        return None
+    try:
+        session = json.loads(base64.urlsafe_b64decode(data))
+    except ValueError:
+        return None
+    if not isinstance(session, dict) or session.get("exp", 0) < (now or time.time()):
+        return None
+    return session
+
+
+def set_session_cookie(response: web.StreamResponse, value: str, secure: bool) -> None:
+    response.set_cookie(
+        COOKIE,
+        value,
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="Strict",
+        secure=secure,
+        path="/",
+    )
+
+
+class LoginLimiter:
+    """At most ``attempts`` failed logins per ``window`` seconds per client address and per
+    username: slows guessing without locking a duty officer out for long."""
+
+    def __init__(self, attempts: int = 5, window: float = 300.0) -> None:
+        self.attempts = attempts
+        self.window = window
+        self.failures: dict[str, deque[float]] = defaultdict(deque)
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        q = self.failures[key]
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        return q
+
+    def blocked(self, keys: list[str], now: float | None = None) -> float:
+        """Seconds to wait, or 0 when a login may be tried."""
+        t = now if now is not None else time.monotonic()
+        waits = [
+            self.window - (t - q[0])
+            for q in (self._recent(k, t) for k in keys)
+            if len(q) >= self.attempts
+        ]
+        return max(waits, default=0.0)
+
+    def fail(self, keys: list[str], now: float | None = None) -> None:
+        t = now if now is not None else time.monotonic()
+        for k in keys:
+            self._recent(k, t).append(t)

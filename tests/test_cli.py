@@ -1,0 +1,394 @@
+"""The ``responder`` command, run in-process: output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from responder.cli import main
+from responder.store.audit import _digest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = str(ROOT / "config" / "responder.toml")
+PLAN_II = [
+    "plan",
+    "--level",
+    "II",
+    "--occurred-at",
+    "2026-11-26T08:00:00+08:00",
+    "--declared-at",
+    "2026-11-26T08:30:00+08:00",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "RESPONDER_CONFIG",
+        "RESPONDER_DB",
+        "RESPONDER_PUBLIC_URL",
+        "RESPONDER_DEV_INBOX",
+        "RESPONDER_PASSWORD",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["--config", CONFIG, *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("responder: ")
+    return lines[0]
+
+
+# -- plan ---------------------------------------------------------------------------
+
+
+def test_plan_text(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, *PLAN_II)
+    assert code == 0 and err == ""
+    assert "2026-11-26T13:00:00+08:00  发布权威信息" in out
+    assert "2026-11-27T08:00:00+08:00  举行新闻发布会" in out
+    assert "gbf-2016-80" in out
+
+
+def test_plan_text_in_english(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, *PLAN_II, "--lang", "en")
+    assert code == 0
+    assert "Deadlines:" in out
+    assert "2026-11-26T13:00:00+08:00  Authoritative information released" in out
+    assert "2026-11-27T08:00:00+08:00  Press conference held" in out
+
+
+def test_plan_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, *PLAN_II, "--json")
+    assert code == 0
+    view = json.loads(out)
+    assert view["rule_set"]["id"] == "gbf-2016-80"
+    assert [(o["kind"], o["deadline"], o["status"]) for o in view["obligations"]] == [
+        ("authoritative_release", "2026-11-26T13:00:00+08:00", "open"),
+        ("press_conference", "2026-11-27T08:00:00+08:00", "open"),
+    ]
+    assert view["declared_at"] == "2026-11-26T08:30:00+08:00"
+    # the declaration notice is due at once, the breach alert at the deadline
+    first = view["steps"][0]
+    assert first["name"] == "declared" and first["due_at"] == "2026-11-26T08:30:00+08:00"
+    assert [s["due_at"] for s in view["steps"] if s["breach"]] == [
+        "2026-11-26T13:00:00+08:00",
+        "2026-11-27T08:00:00+08:00",
+    ]
+
+
+def test_plan_json_for_a_late_declaration(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys,
+        "plan",
+        "--level",
+        "I",
+        "--occurred-at",
+        "2026-11-26T08:00:00+08:00",
+        "--declared-at",
+        "2026-11-26T14:00:00+08:00",
+        "--json",
+    )
+    assert code == 0
+    view = json.loads(out)
+    assert [o["status"] for o in view["obligations"]] == ["breached", "open"]
+    [catch_up] = [s for s in view["steps"] if s["obligation"] == "authoritative_release"]
+    assert catch_up["kind"] == "catch_up" and catch_up["breach"] is True
+    assert catch_up["due_at"] == "2026-11-26T14:00:00+08:00"
+
+
+@pytest.mark.parametrize("level", ["III", "IV"])
+def test_plan_low_level_has_no_obligations(capsys: pytest.CaptureFixture[str], level: str) -> None:
+    args = ["plan", "--level", level, "--occurred-at", "2026-11-26T08:00:00+08:00"]
+    code, out, _ = run(capsys, *args, "--json")
+    assert code == 0
+    view = json.loads(out)
+    assert view["obligations"] == [] and view["steps"] == []
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and "没有发布时限要求" in out
+
+
+def test_plan_under_the_2016_local_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys,
+        "plan",
+        "--level",
+        "II",
+        "--occurred-at",
+        "2016-06-01T08:00:00+08:00",
+        "--declared-at",
+        "2016-06-01T08:10:00+08:00",
+        "--json",
+    )
+    assert code == 0
+    view = json.loads(out)
+    assert view["rule_set"]["id"] == "js-2016-local"
+    assert view["obligations"][0]["deadline"] == "2016-06-01T14:00:00+08:00"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--occurred-at", "2026-11-26T08:00:00"],
+        ["--occurred-at", "2026-11-26T08:00:00+08:00", "--declared-at", "2026-11-26T08:30:00"],
+        ["--occurred-at", "yesterday"],
+        ["--occurred-at", "2026-11-26T09:00:00+08:00", "--declared-at", "2026-11-26T08:00:00+08:00"],
+    ],
+)
+def test_plan_bad_times_exit_1_with_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    code, out, err = run(capsys, "plan", "--level", "II", *args)
+    assert code == 1 and out == ""
+    one_error_line(err)
+
+
+def test_naive_time_message_names_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(
+        capsys, "--lang", "en", "plan", "--level", "II", "--occurred-at", "2026-11-26T08:00:00"
+    )
+    assert code == 1
+    line = one_error_line(err)
+    assert "--occurred-at" in line and "offset" in line
+
+
+# -- check-config ---------------------------------------------------------------------
+
+
+def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "check-config")
+    assert code == 0 and err == ""
+    assert out.startswith("OK: ")
+    assert "gbf-2016-80" in out and "js-2016-local" in out
+
+
+GOOD_UNITS = """
+[channels]
+sms = "json://gateway.example/send?:to={phone}"
+
+[[units]]
+id = "emergency"
+name = "应急管理局"
+"""
+
+
+def write_config(tmp_path: Path, body: str, rules: str | None = None) -> Path:
+    path = tmp_path / "responder.toml"
+    rule_line = 'rules = ["rules/*.toml"]'
+    if rules is not None:
+        (tmp_path / "rules").mkdir(exist_ok=True)
+        (tmp_path / "rules" / "r.toml").write_text(rules, encoding="utf-8")
+    else:
+        rule_line = f'rules = ["{ROOT / "config" / "rules" / "gbf-2016-80.toml"}"]'
+    path.write_text(f"[service]\n{rule_line}\n{body}", encoding="utf-8")
+    return path
+
+
+def check(capsys: pytest.CaptureFixture[str], path: Path) -> tuple[int, str]:
+    code = main(["check-config", "--config", str(path)])
+    out, err = capsys.readouterr()
+    assert out == ""
+    return code, one_error_line(err)
+
+
+def test_broken_config_unknown_unit(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        GOOD_UNITS
+        + """
+[[people]]
+id = "wang"
+name = "王"
+unit = "fire-brigade"
+roles = ["head"]
+phone = "+8613800000001"
+channels = ["sms"]
+""",
+    )
+    code, line = check(capsys, path)
+    assert code == 1
+    assert str(path) in line
+    assert "people[0]" in line and "fire-brigade" in line
+
+
+def test_broken_config_missing_env(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        """
+[channels]
+email = "mailtos://${SMTP_USER_FOR_TEST}:secret@smtp.example.gov.cn?to={email}"
+""",
+    )
+    code, line = check(capsys, path)
+    assert code == 1
+    assert str(path) in line
+    assert "channels.email" in line and "SMTP_USER_FOR_TEST" in line
+
+
+def test_broken_config_person_channel_needs_field(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = write_config(
+        tmp_path,
+        GOOD_UNITS
+        + """
+[[people]]
+id = "wang"
+name = "王"
+unit = "emergency"
+roles = ["head"]
+channels = ["sms"]
+""",
+    )
+    code, line = check(capsys, path)
+    assert code == 1
+    assert str(path) in line and "people[0]" in line and "phone" in line
+
+
+def test_broken_rule_set_names_its_file_and_key(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rules = (ROOT / "config" / "rules" / "gbf-2016-80.toml").read_text(encoding="utf-8")
+    path = write_config(tmp_path, GOOD_UNITS, rules=rules.replace('"I", "II"]', '"I", "V"]', 1))
+    code, line = check(capsys, path)
+    assert code == 1
+    assert str(tmp_path / "rules" / "r.toml") in line
+    assert "obligations.0.levels" in line and "'V'" in line
+
+
+def test_rule_set_without_a_deadline_step_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rules = (ROOT / "config" / "rules" / "js-2016-local.toml").read_text(encoding="utf-8")
+    broken = "\n".join(
+        line for line in rules.splitlines() if not line.startswith('  { name = "deadline"')
+    )
+    path = write_config(tmp_path, GOOD_UNITS, rules=broken)
+    code, line = check(capsys, path)
+    assert code == 1
+    assert str(tmp_path / "rules" / "r.toml") in line
+    assert "escalation 'default' needs exactly one step at the deadline" in line
+
+
+def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, line = check(capsys, tmp_path / "nope.toml")
+    assert code == 1 and "nope.toml" in line
+
+
+# -- users, tokens, audit ---------------------------------------------------------------
+
+
+def db_args(tmp_path: Path) -> list[str]:
+    return ["--db", str(tmp_path / "cli.sqlite3")]
+
+
+def add_users(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> str:
+    code, out, err = run(capsys, "user", "add", "duty.zhang", "--role", "duty_officer", *db_args(tmp_path))
+    assert (code, err) == (0, "") and "duty.zhang" in out
+    code, out, err = run(capsys, "token", "create", "duty.zhang", "--name", "ci", *db_args(tmp_path))
+    assert code == 0 and err == ""
+    token = out.strip()
+    code, _, _ = run(capsys, "user", "add", "reviewer-li", "--role", "reviewer", *db_args(tmp_path))
+    assert code == 0
+    return token
+
+
+def test_user_add_and_token_create(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESPONDER_PASSWORD", "correct horse battery")
+    token = add_users(capsys, tmp_path)
+    assert token.startswith("rsp_") and len(token) > 40 and "\n" not in token
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:
+        (stored,) = conn.execute("SELECT password_hash FROM users WHERE username = 'duty.zhang'").fetchone()
+        assert stored.startswith("scrypt$") and "correct horse" not in stored
+        hashes = [r[0] for r in conn.execute("SELECT token_hash FROM tokens")]
+        assert hashes and token not in hashes  # only the hash is kept
+    # a second user of the same name, a weak password, an unknown user: one line, exit 1
+    code, _, err = run(capsys, "user", "add", "duty.zhang", "--role", "viewer", *db_args(tmp_path))
+    assert code == 1 and "duty.zhang" in one_error_line(err)
+    monkeypatch.setenv("RESPONDER_PASSWORD", "short")
+    code, _, err = run(capsys, "user", "add", "wang", "--role", "viewer", *db_args(tmp_path))
+    assert code == 1
+    one_error_line(err)
+    code, out, err = run(capsys, "token", "create", "nobody", *db_args(tmp_path))
+    assert code == 1 and out == "" and "nobody" in one_error_line(err)
+
+
+def verify_audit(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> tuple[int, str, str]:
+    return run(capsys, "verify-audit", *db_args(tmp_path))
+
+
+def test_verify_audit_ok_then_tampered_field(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESPONDER_PASSWORD", "correct horse battery")
+    add_users(capsys, tmp_path)
+    code, out, err = verify_audit(capsys, tmp_path)
+    assert code == 0 and err == ""
+    assert "OK" in out and "3 entries" in out
+
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:
+        # the triggers refuse a plain edit ...
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("UPDATE audit_log SET actor = 'x' WHERE seq = 1")
+        # ... so a tamperer drops them first
+        conn.execute("DROP TRIGGER audit_log_no_update")
+        conn.execute("""UPDATE audit_log SET data = '{"role":"admin"}' WHERE seq = 1""")
+    code, out, err = verify_audit(capsys, tmp_path)
+    assert code == 1 and out == ""
+    line = one_error_line(err)
+    assert "tampered" in line and "entry 1" in line
+
+
+def test_verify_audit_detects_a_rehashed_entry(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rewriting an entry *and* its own hash still breaks the link to the next one."""
+    monkeypatch.setenv("RESPONDER_PASSWORD", "correct horse battery")
+    add_users(capsys, tmp_path)
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:
+        conn.execute("DROP TRIGGER audit_log_no_update")
+        seq, at, actor, action, subject, prev = conn.execute(
+            "SELECT seq, at, actor, action, subject, prev_hash FROM audit_log WHERE seq = 1"
+        ).fetchone()
+        data = '{"role":"admin"}'
+        conn.execute(
+            "UPDATE audit_log SET data = ?, hash = ? WHERE seq = 1",
+            (data, _digest(prev, seq, at, actor, action, subject, data)),
+        )
+    code, _, err = verify_audit(capsys, tmp_path)
+    assert code == 1
+    line = one_error_line(err)
+    assert "tampered" in line and "entry 2" in line
+
+
+def test_verify_audit_detects_a_deleted_entry(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESPONDER_PASSWORD", "correct horse battery")
+    add_users(capsys, tmp_path)
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM audit_log WHERE seq = 2")
+        conn.execute("DROP TRIGGER audit_log_no_delete")
+        conn.execute("DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) - 1 FROM audit_log)")
+    code, out, err = verify_audit(capsys, tmp_path)
+    assert code == 1 and out == ""
+    line = one_error_line(err)
+    assert "tampered" in line and "entry 2" in line
+
+
+def test_verify_audit_on_an_empty_database(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = verify_audit(capsys, tmp_path)
+    assert code == 0 and "0 entries" in out

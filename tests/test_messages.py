@@ -1,0 +1,259 @@
+"""Message templates: every channel × language renders, carries what it must, leaks nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from responder.engine.messages import CHANNEL_KINDS, Rendered, channel_kind, render
+
+ACK_URL = "http://127.0.0.1:8080/ack/" + "AbCdEfGhIjKlMnOpQrSt_-"  # 22 url-safe chars
+TITLE_ZH = "江城化工园区储罐爆炸事故"  # 12 Chinese characters
+
+BASE_ZH: dict[str, Any] = {
+    "drill": False,
+    "incident_id": "INC-20261126-001",
+    "title": TITLE_ZH,
+    "level": "II",
+    "level_name": "重大",
+    "category_name": "事故灾难",
+    "location": "江城市化工园区",
+    "occurred_at": "2026-11-26 08:00 +08:00",
+    "lead_unit": "江城市应急管理局",
+    "obligation": "发布权威信息",
+    "basis": "国办发〔2016〕80号",
+    "deadline": "2026-11-26 13:00 +08:00",
+    "deadline_spoken": "11月26日13时00分",
+    "state": "upcoming",
+    "remaining": "1小时",
+    "overdue": "",
+    "step_kind": "reminder",
+    "collapsed": [],
+    "action": "请立即组织发布权威信息",
+    "ack_url": ACK_URL,
+    "recipient_name": "张明",
+}
+BASE_EN: dict[str, Any] = {
+    **BASE_ZH,
+    "title": "Tank explosion at Jiangcheng chemical park",
+    "level_name": "major",
+    "category_name": "Accident",
+    "location": "Jiangcheng chemical park",
+    "lead_unit": "Jiangcheng Emergency Management Bureau",
+    "obligation": "Authoritative information released",
+    "basis": "State Council General Office 2016 No. 80",
+    "deadline_spoken": "13:00 on 26 November",
+    "remaining": "1 h",
+    "action": "Organise the release of authoritative information now",
+    "recipient_name": "Zhang Ming",
+}
+
+
+def case(name: str, lang: str) -> dict[str, Any]:
+    base = BASE_ZH if lang == "zh" else BASE_EN
+    if name == "upcoming_reminder":
+        return dict(base)
+    if name == "overdue_drill_repeat":
+        return {
+            **base,
+            "drill": True,
+            "step_kind": "repeat",
+            "state": "overdue",
+            "remaining": "",
+            "overdue": "30分钟" if lang == "zh" else "30 min",
+        }
+    if name == "catch_up":
+        return {
+            **base,
+            "step_kind": "catch_up",
+            "collapsed": ["declared", "T-2h", "T-1h"],
+            "remaining": "40分钟" if lang == "zh" else "40 min",
+        }
+    raise AssertionError(name)
+
+
+CASES = ("upcoming_reminder", "overdue_drill_repeat", "catch_up")
+LANGS = ("zh", "en")
+DRILL_MARK = {"zh": "【演练】", "en": "[DRILL]"}
+
+
+def text_of(r: Rendered) -> str:
+    return f"{r.title}\n{r.body}"
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("kind", CHANNEL_KINDS)
+def test_renders_without_leaks(kind: str, lang: str, name: str) -> None:
+    ctx = case(name, lang)
+    r = render(kind, lang, ctx)
+    text = text_of(r)
+    assert r.body.strip()
+    assert "{{" not in text and "{%" not in text and "}}" not in text
+    assert "None" not in text
+    assert ctx["title"] in text or kind == "sms"  # sms may shorten a long title
+    if kind in ("sms", "email", "chat"):
+        assert ACK_URL in r.body
+    else:
+        assert ACK_URL not in text
+    if kind in ("sms", "voice"):
+        assert r.title == ""
+        assert "\n" not in r.body
+    else:
+        assert r.title.strip()
+        assert "\n" not in r.title
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("kind", CHANNEL_KINDS)
+def test_drill_is_marked_in_every_channel(kind: str, lang: str) -> None:
+    drill = text_of(render(kind, lang, case("overdue_drill_repeat", lang)))
+    real = text_of(render(kind, lang, case("upcoming_reminder", lang)))
+    if kind == "voice":
+        word = "演练" if lang == "zh" else "drill"
+        assert word in drill.lower()
+        assert word not in real.lower()
+    else:
+        assert DRILL_MARK[lang] in drill
+        assert DRILL_MARK[lang] not in real
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("lang", LANGS)
+def test_voice_is_speakable(lang: str, name: str) -> None:
+    body = render("voice", lang, case(name, lang)).body
+    for bad in ("http", "【", "】", "*", "#", "[", "]", "ack/"):
+        assert bad not in body
+    if lang == "zh":
+        assert "二级" in body and "II" not in body
+        assert "11月26日13时00分" in body
+        assert body.endswith("请尽快处理。收到短信后请点击链接确认。")
+    else:
+        assert "Level 2" in body
+        assert " h " not in body and " min " not in body  # durations spelled out
+
+
+def test_voice_states() -> None:
+    assert "还剩1小时" in render("voice", "zh", case("upcoming_reminder", "zh")).body
+    assert "已超时30分钟" in render("voice", "zh", case("overdue_drill_repeat", "zh")).body
+    assert "30 minutes" in render("voice", "en", case("overdue_drill_repeat", "en")).body
+    due = {**BASE_ZH, "state": "due_now", "step_kind": "deadline", "remaining": ""}
+    assert "已到时限" in render("voice", "zh", due).body
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_zh_sms_fits_two_segments(name: str) -> None:
+    body = render("sms", "zh", case(name, "zh")).body
+    assert len(body) <= 134, (len(body), body)
+
+
+def test_zh_sms_typical_case_is_terse() -> None:
+    body = render("sms", "zh", case("upcoming_reminder", "zh")).body
+    assert len(body) <= 120, (len(body), body)
+    for part in (
+        "【II级重大】",
+        TITLE_ZH,
+        "发布权威信息",
+        "2026-11-26 13:00",
+        "剩余1小时",
+        ACK_URL,
+    ):
+        assert part in body
+    overdue = render("sms", "zh", case("overdue_drill_repeat", "zh")).body
+    assert overdue.startswith("【演练】") and "已超时30分钟" in overdue
+
+
+def test_zh_sms_shortens_a_long_title() -> None:
+    ctx = {**BASE_ZH, "title": "江城市经济技术开发区化工园区危险化学品储罐区重大爆炸火灾事故"}
+    body = render("sms", "zh", ctx).body
+    assert len(body) <= 134 and "…" in body
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_email_has_full_detail(lang: str) -> None:
+    ctx = case("catch_up", lang)
+    r = render("email", lang, ctx)
+    for key in (
+        "incident_id",
+        "title",
+        "category_name",
+        "location",
+        "occurred_at",
+        "lead_unit",
+        "obligation",
+        "basis",
+        "deadline",
+        "remaining",
+    ):
+        assert ctx[key] in r.body, key
+    assert ctx["action"] in r.body
+    for step in ctx["collapsed"]:
+        assert f"- {step}" in r.body
+    assert ("II级(重大)" if lang == "zh" else "II (major)") in r.body
+    assert ctx["title"] in r.title
+    assert "<" not in r.body  # plain text, not HTML
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_collapsed_steps_only_for_catch_up(lang: str) -> None:
+    ctx = {**case("upcoming_reminder", lang), "collapsed": ["T-2h"]}
+    assert "- T-2h" not in render("email", lang, ctx).body
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_chat_is_markdown_with_link(lang: str) -> None:
+    r = render("dingtalk", lang, case("overdue_drill_repeat", lang))
+    assert r.body.startswith("#### ")
+    assert f"]({ACK_URL})" in r.body
+    assert "**" in r.body
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("kind", CHANNEL_KINDS)
+def test_watchdog_without_obligation(kind: str, lang: str) -> None:
+    explanation = "提醒 T-1h 已延迟12分钟未发出" if lang == "zh" else "Alert T-1h is 12 min late"
+    ctx = {
+        **case("upcoming_reminder", lang),
+        "step_kind": "watchdog",
+        "obligation": "",
+        "basis": "",
+        "deadline": "",
+        "deadline_spoken": "",
+        "state": "",
+        "remaining": "",
+        "action": explanation,
+    }
+    r = render(kind, lang, ctx)
+    text = text_of(r)
+    assert explanation in text
+    assert "None" not in text and "{{" not in text
+    assert "须于" not in text and " due " not in text
+    if kind in ("email", "chat"):
+        assert r.title.strip()
+
+
+def test_missing_optional_keys_and_none_values() -> None:
+    ctx = {
+        "drill": False,
+        "title": TITLE_ZH,
+        "step_kind": "watchdog",
+        "action": "所有通道发送失败",
+        "ack_url": ACK_URL,
+        "location": None,
+    }
+    for kind in CHANNEL_KINDS:
+        text = text_of(render(kind, "zh", ctx))
+        assert "None" not in text and "所有通道发送失败" in text
+
+
+def test_channel_names_and_language_fallback() -> None:
+    assert channel_kind("sms") == "sms"
+    assert channel_kind("Voice") == "voice"
+    assert channel_kind("email") == "email"
+    for robot in ("dingtalk", "wecom", "feishu", "chat"):
+        assert channel_kind(robot) == "chat"
+    ctx = case("upcoming_reminder", "zh")
+    assert render("wecom", "zh", ctx) == render("chat", "zh", ctx)
+    assert render("sms", "fr", ctx) == render("sms", "zh", ctx)
+    assert render("sms", "en-US", case("upcoming_reminder", "en")).body.startswith("[Level II")
