@@ -247,14 +247,15 @@ class Ops:
 
     async def _start_follow_up(
         self, tx: aiosqlite.Connection, incident: Any, released_at: datetime, now: datetime
-    ) -> None:
+    ) -> list[str]:
+        """Start the next follow-up release clock (if the level has one); return its kinds."""
         rules = self._rules_of(incident)
         if rules is None:
-            return
+            return []
         async with tx.execute(
-            "SELECT COALESCE(MAX(seq), 0) FROM obligations WHERE incident_id = ? AND kind IN"
-            " (SELECT kind FROM obligations WHERE incident_id = ? AND milestone = 'follow_up_release')",
-            (incident["id"], incident["id"]),
+            "SELECT COALESCE(MAX(seq), 0) FROM obligations"
+            " WHERE incident_id = ? AND milestone = 'follow_up_release'",
+            (incident["id"],),
         ) as cur:
             row = await cur.fetchone()
         seq = (row[0] if row else 0) + 1
@@ -263,6 +264,21 @@ class Ops:
         for ob_id, ob in zip(ids, plan.obligations, strict=True):
             if ob.status == "breached":
                 await breach(tx, self.cfg, ob_id, now)
+        return [ob.kind for ob in plan.obligations]
+
+    async def _needs_follow_up(self, tx: aiosqlite.Connection, incident_id: str) -> bool:
+        """Released before, and no release obligation is live (open, or breached and unmet):
+        neither a follow-up nor an authoritative release whose recording will start one."""
+        async with tx.execute(
+            "SELECT EXISTS (SELECT 1 FROM releases WHERE incident_id = ?),"
+            " EXISTS (SELECT 1 FROM obligations WHERE incident_id = ? AND milestone IN"
+            " ('follow_up_release', 'authoritative_release')"
+            " AND status IN ('open', 'breached') AND met_at IS NULL)",
+            (incident_id, incident_id),
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return bool(row[0]) and not row[1]
 
     def _rules_of(self, incident: Any) -> RuleSet | None:
         return next((r for r in self.cfg.rule_sets if r.id == incident["rule_set_id"]), None)
@@ -275,18 +291,20 @@ class Ops:
         async with self.db.write() as tx:
             incident = await self._active(tx, incident_id)
             self._milestone_time(data.published_at, "published_at", incident, now)
+            deadline_row = await self._open_deadline(tx, incident_id, f"{kind}_release")
             if kind == "authoritative":
                 async with tx.execute(
                     "SELECT 1 FROM releases WHERE incident_id = ? AND kind = 'authoritative'",
                     (incident_id,),
                 ) as cur:
-                    if await cur.fetchone():
-                        raise Conflict(
-                            "already_released",
-                            "该事件已记录权威信息发布;后续发布请记录为“持续发布”",
-                            "the authoritative release is already recorded; record a follow-up",
-                        )
-            deadline_row = await self._open_deadline(tx, incident_id, f"{kind}_release")
+                    released = await cur.fetchone() is not None
+                # A second one only when a raise has since opened a new, unmet obligation.
+                if released and deadline_row is None:
+                    raise Conflict(
+                        "already_released",
+                        "该事件已记录权威信息发布;后续发布请记录为“持续发布”",
+                        "the authoritative release is already recorded; record a follow-up",
+                    )
             recorded_late = deadline_row is not None and data.published_at <= deadline_row < now
             cur = await tx.execute(
                 "INSERT INTO releases (incident_id, kind, published_at, channels, url, text,"
@@ -564,11 +582,22 @@ class Ops:
                     await cancel_steps(tx, ob_id, now)
                     await cancel_queued_notifications(tx, ob_id, now)
                     waived.append(kind)
+                # A breach stays on record after a lowering, but the new level no longer asks
+                # for the duty: its repeats stop.
+                for kind, r in latest.items():
+                    rule = rules.obligation(kind)
+                    if existing[kind] == "breached" and rule and data.level not in rule.levels:
+                        await cancel_steps(tx, r["id"], now)
                 ids = await insert_plan(tx, incident_id, rules.id, change.add, now)
                 for ob_id, ob in zip(ids, change.add.obligations, strict=True):
                     added.append(ob.kind)
                     if ob.status == "breached":
                         await breach(tx, self.cfg, ob_id, now)
+                # Raised back into continuous release after an earlier release: the follow-up
+                # clock restarts from the raise (a lowering had waived it).
+                if change.direction == "raised" and await self._needs_follow_up(tx, incident_id):
+                    raised = {**dict(incident), "level": data.level}
+                    added += await self._start_follow_up(tx, raised, now, now)
             await tx.execute(
                 "UPDATE incidents SET level = ? WHERE id = ?", (data.level, incident_id)
             )

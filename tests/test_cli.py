@@ -142,7 +142,12 @@ def test_plan_under_the_2016_local_rule(capsys: pytest.CaptureFixture[str]) -> N
         ["--occurred-at", "2026-11-26T08:00:00"],
         ["--occurred-at", "2026-11-26T08:00:00+08:00", "--declared-at", "2026-11-26T08:30:00"],
         ["--occurred-at", "yesterday"],
-        ["--occurred-at", "2026-11-26T09:00:00+08:00", "--declared-at", "2026-11-26T08:00:00+08:00"],
+        [
+            "--occurred-at",
+            "2026-11-26T09:00:00+08:00",
+            "--declared-at",
+            "2026-11-26T08:00:00+08:00",
+        ],
     ],
 )
 def test_plan_bad_times_exit_1_with_one_line(
@@ -293,9 +298,13 @@ def db_args(tmp_path: Path) -> list[str]:
 
 
 def add_users(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> str:
-    code, out, err = run(capsys, "user", "add", "duty.zhang", "--role", "duty_officer", *db_args(tmp_path))
+    code, out, err = run(
+        capsys, "user", "add", "duty.zhang", "--role", "duty_officer", *db_args(tmp_path)
+    )
     assert (code, err) == (0, "") and "duty.zhang" in out
-    code, out, err = run(capsys, "token", "create", "duty.zhang", "--name", "ci", *db_args(tmp_path))
+    code, out, err = run(
+        capsys, "token", "create", "duty.zhang", "--name", "ci", *db_args(tmp_path)
+    )
     assert code == 0 and err == ""
     token = out.strip()
     code, _, _ = run(capsys, "user", "add", "reviewer-li", "--role", "reviewer", *db_args(tmp_path))
@@ -310,7 +319,9 @@ def test_user_add_and_token_create(
     token = add_users(capsys, tmp_path)
     assert token.startswith("rsp_") and len(token) > 40 and "\n" not in token
     with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:
-        (stored,) = conn.execute("SELECT password_hash FROM users WHERE username = 'duty.zhang'").fetchone()
+        (stored,) = conn.execute(
+            "SELECT password_hash FROM users WHERE username = 'duty.zhang'"
+        ).fetchone()
         assert stored.startswith("scrypt$") and "correct horse" not in stored
         hashes = [r[0] for r in conn.execute("SELECT token_hash FROM tokens")]
         assert hashes and token not in hashes  # only the hash is kept
@@ -389,6 +400,8 @@ def test_verify_audit_detects_a_deleted_entry(
     assert "tampered" in line and "entry 2" in line
 
 
-def test_verify_audit_on_an_empty_database(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_verify_audit_on_an_empty_database(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     code, out, _ = verify_audit(capsys, tmp_path)
     assert code == 0 and "0 entries" in out

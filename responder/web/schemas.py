@@ -98,6 +98,7 @@ class LevelChangeResult(_Out):
     to: str
     added: list[str]
     waived: list[str]
+    breached: list[str] = Field(description="overdue obligations breached by this change")
     incident: Incident
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -1,0 +1,105 @@
+"""Shared fixtures for the whole suite: the deadline core's tests and the engine / web tests.
+
+Kept deliberately generic so that later tests can reuse them as they are:
+
+* ``cfg_env`` — the environment ``${NAME}`` substitution sees while ``cfg`` loads.  Override it
+  in a test module (a fixture of the same name) to point the channels at test sinks, e.g.
+  ``{"RESPONDER_DEV_INBOX": f"127.0.0.1:{port}"}``.
+* ``cfg`` — ``config/responder.toml`` as shipped, with ``service.database`` set to ``db_path``.
+* ``clock`` — a :class:`~responder.clock.FakeClock` at 2026-11-26T09:00:00+08:00; it moves only
+  when a test moves it.  Nothing in the suite sleeps on the wall clock.
+* ``db_path`` / ``db`` — a real SQLite *file* in ``tmp_path`` (WAL, triggers, migrations), opened
+  for the test and closed after it.
+* ``ops`` — :class:`~responder.ops.Ops` over those three; ``ops_wakes`` counts its wake-ups.
+* ``dump_tables`` — every table's rows, to prove that a refused operation changed nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from responder import config
+from responder.clock import FakeClock
+from responder.ops import Ops
+from responder.store import Database
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_PATH = ROOT / "config" / "responder.toml"
+START = datetime.fromisoformat("2026-11-26T09:00:00+08:00")
+
+# Every variable the example config substitutes: cleared so the developer's shell cannot leak in.
+CONFIG_ENV = ("RESPONDER_DB", "RESPONDER_PUBLIC_URL", "RESPONDER_DEV_INBOX")
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "responder.sqlite3"
+
+
+@pytest.fixture
+def cfg_env() -> dict[str, str]:
+    """Extra environment for loading the config; override per module when needed."""
+    return {}
+
+
+@pytest.fixture
+def cfg(cfg_env: dict[str, str], db_path: Path, monkeypatch: pytest.MonkeyPatch) -> config.Config:
+    for name in CONFIG_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in cfg_env.items():
+        monkeypatch.setenv(name, value)
+    loaded = config.load(CONFIG_PATH)
+    loaded.service.database = str(db_path)
+    return loaded
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+async def db(db_path: Path) -> AsyncIterator[Database]:
+    database = Database(str(db_path))
+    await database.open()
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+@pytest.fixture
+def ops_wakes() -> list[int]:
+    """One entry per scheduler wake-up ``ops`` asked for."""
+    return []
+
+
+@pytest.fixture
+def ops(db: Database, cfg: config.Config, clock: FakeClock, ops_wakes: list[int]) -> Ops:
+    return Ops(db, cfg, clock, wake=lambda: ops_wakes.append(1))
+
+
+async def _dump(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    tables = [
+        r[0]
+        for r in await db.fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            " ORDER BY name"
+        )
+    ]
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for table in tables:
+        rows = await db.fetchall(f'SELECT * FROM "{table}" ORDER BY rowid')
+        out[table] = [tuple(r) for r in rows]
+    return out
+
+
+@pytest.fixture
+def dump_tables() -> Callable[[Database], Awaitable[dict[str, list[tuple[Any, ...]]]]]:
+    """``await dump_tables(db)``: {table: rows} for every table, in rowid order."""
+    return _dump
