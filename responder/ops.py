@@ -7,6 +7,7 @@ change, its timers and its audit entry in one transaction, then wakes the schedu
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,8 @@ from responder.store.plans import (
 )
 from responder.timeutil import from_db, show, to_db
 
+log = logging.getLogger("responder.ops")
+
 
 def _t(row: Any, key: str) -> datetime:
     value = from_db(row[key])
@@ -52,6 +55,13 @@ class Ops:
         self.cfg = cfg
         self.clock = clock
         self._wake = wake or (lambda: None)
+
+    def _done(self, what: str, incident_id: str, actor: str, **facts: object) -> None:
+        """One log line per change (never a secret: ids, levels and counts only); wake the
+        scheduler so new or cancelled timers take effect at once."""
+        extra = "".join(f" {k}={v}" for k, v in facts.items())
+        log.info("%s %s by %s%s", what, incident_id, actor, extra)
+        self._wake()
 
     # -- checks ------------------------------------------------------------------------
 
@@ -189,7 +199,7 @@ class Ops:
                     ],
                 },
             )
-        self._wake()
+        self._done("incident declared", incident_id, actor, level=data.level, drill=data.drill)
         return incident_id
 
     # -- milestones ------------------------------------------------------------------
@@ -334,7 +344,7 @@ class Ops:
                 incident_id,
                 {"release_id": release_id, **data.model_dump(mode="json"), "met": met},
             )
-        self._wake()
+        self._done(f"{kind} release recorded", incident_id, actor, met=len(met))
         return {
             "id": release_id,
             "met": met,
@@ -521,7 +531,7 @@ class Ops:
                 incident_id,
                 {"press_conference_id": pc_id, **data.model_dump(mode="json"), "met": met},
             )
-        self._wake()
+        self._done("press conference held", incident_id, actor, met=len(met))
         return {"id": pc_id, "met": met, "recorded_late": recorded_late}
 
     # -- level and close -------------------------------------------------------------
@@ -621,7 +631,7 @@ class Ops:
                     "breached": breached,
                 },
             )
-        self._wake()
+        self._done("level changed", incident_id, actor, level=f"{old}->{data.level}")
         return {
             "from": old,
             "to": data.level,
@@ -674,5 +684,5 @@ class Ops:
                 incident_id,
                 {"reason": data.reason, "waived": waived, "breached": breached},
             )
-        self._wake()
+        self._done("incident closed", incident_id, actor)
         return {"waived": waived, "breached": breached}

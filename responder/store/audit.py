@@ -65,6 +65,7 @@ class Verdict:
     entries: int
     problem: str = ""
     seq: int | None = None
+    head: str = ""  # the last entry's hash: record it elsewhere to detect a cut-off tail
 
 
 async def verify(conn: aiosqlite.Connection) -> Verdict:
@@ -85,4 +86,4 @@ async def verify(conn: aiosqlite.Connection) -> Verdict:
             prev = digest
             expected_seq += 1
             count += 1
-    return Verdict(True, count)
+    return Verdict(True, count, head=prev if count else "")

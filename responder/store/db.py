@@ -99,6 +99,12 @@ class Database:
             else:
                 await self._writer.execute("COMMIT")
 
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        """The read connection, for code that iterates a cursor (audit verification)."""
+        assert self._reader is not None, "database not open"
+        return self._reader
+
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         assert self._reader is not None, "database not open"
         async with self._reader.execute(sql, tuple(params)) as cur:
