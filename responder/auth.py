@@ -31,8 +31,16 @@ def hash_password(password: str) -> str:
     )
 
 
+_DUMMY_SALT = b"responder-dummy!"
+
+
 def verify_password(password: str, stored: str | None) -> bool:
     if not stored or not stored.startswith("scrypt$"):
+        # The same work as a real check, so the answer's timing does not tell whether the
+        # username exists (or has a password).
+        hashlib.scrypt(
+            password.encode(), salt=_DUMMY_SALT, n=_N, r=_R, p=_P, maxmem=64 * 1024 * 1024
+        )
         return False
     _, n, r, p, salt, key = stored.split("$")
     got = hashlib.scrypt(

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from responder.timeutil import utc
+from responder.timeutil import OUT_OF_RANGE_EN, OUT_OF_RANGE_ZH, in_range, utc
 
 CATEGORIES = {
     "natural_disaster": ("自然灾害", "natural disaster"),
@@ -33,10 +33,19 @@ CHECKLIST = {
 }
 
 
+OUT_OF_RANGE = f"{OUT_OF_RANGE_ZH} / {OUT_OF_RANGE_EN}"
+
+
 def _aware(v: datetime) -> datetime:
     if v.tzinfo is None or v.utcoffset() is None:
         raise ValueError("时间缺少时区偏移量,例如 +08:00 / the time has no offset, e.g. +08:00")
-    return utc(v)
+    try:
+        t = utc(v)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise ValueError(OUT_OF_RANGE) from None
+    if not in_range(t):
+        raise ValueError(OUT_OF_RANGE)
+    return t
 
 
 AwareTime = Annotated[datetime, AfterValidator(_aware)]
@@ -100,7 +109,10 @@ class ReschedulePressConference(_In):
 
 class PressConferenceHeld(_In):
     press_conference_id: int | None = Field(
-        None, ge=1, description="the scheduled conference this was; omit if none was scheduled"
+        None,
+        ge=1,
+        le=2**62 - 1,
+        description="the scheduled conference this was; omit if none was scheduled",
     )
     held_at: AwareTime
     venue: ShortText = ""

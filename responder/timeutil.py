@@ -17,6 +17,22 @@ _PART = re.compile(r"(\d+)\s*([dhms])")
 _UNIT = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
+# Times outside these bounds are refused: near datetime's limits a UTC conversion, a deadline
+# or the local display overflows, and years before 1000 are not stored in a sortable form.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+OUT_OF_RANGE_ZH = "时间超出可接受的范围(1900—2999 年)"
+OUT_OF_RANGE_EN = "the time is out of range (years 1900 to 2999)"
+
+
+def in_range(v: datetime) -> bool:
+    """Whether an aware time lies within [EARLIEST, LATEST)."""
+    try:
+        return EARLIEST <= v < LATEST
+    except OverflowError:
+        return False
+
+
 def parse_time(value: str | datetime, field: str = "time") -> datetime:
     """Parse an RFC 3339 time that carries an offset; return it in UTC."""
     if isinstance(value, datetime):
@@ -39,7 +55,15 @@ def parse_time(value: str | datetime, field: str = "time") -> datetime:
             f"{field}:时间“{value}”缺少时区,请写明偏移量,例如 +08:00",
             f"{field}: time '{value}' has no offset; add one, e.g. +08:00",
         )
-    return dt.astimezone(UTC)
+    try:
+        dt = dt.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        dt = EARLIEST - timedelta(days=1)
+    if not in_range(dt):
+        raise BadInput(
+            "time_out_of_range", f"{field}:{OUT_OF_RANGE_ZH}", f"{field}: {OUT_OF_RANGE_EN}"
+        )
+    return dt
 
 
 def utc(dt: datetime) -> datetime:

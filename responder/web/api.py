@@ -8,10 +8,10 @@ import json
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from responder import queries
-from responder.errors import BadInput
+from responder.errors import BadInput, ResponderError
 from responder.models import (
     ChangeLevel,
     CloseIncident,
@@ -28,10 +28,10 @@ from responder.timeutil import parse_time
 from responder.views import plan_view
 from responder.web import schemas
 from responder.web.identity import actor, require
-from responder.web.keys import CFG, CLOCK, DB, ENGINE
+from responder.web.keys import CFG, CLOCK, DB, ENGINE, request_key
 from responder.web.routing import OPERATE, READ, Route, openapi
 
-ROUTE = "responder.route"
+ROUTE = request_key("route", Route)
 
 
 def _dumps(o: Any) -> str:
@@ -41,14 +41,27 @@ def _dumps(o: Any) -> str:
 def answer(request: web.Request, data: Any, status: int | None = None) -> web.Response:
     route: Route = request[ROUTE]
     if route.response is not None:
-        if route.many:
-            data = [
-                route.response.model_validate(d).model_dump(mode="json", by_alias=True)
-                for d in data
-            ]
-        else:
-            data = route.response.model_validate(data).model_dump(mode="json", by_alias=True)
+        try:
+            if route.many:
+                data = [
+                    route.response.model_validate(d).model_dump(mode="json", by_alias=True)
+                    for d in data
+                ]
+            else:
+                data = route.response.model_validate(data).model_dump(mode="json", by_alias=True)
+        except ValidationError as e:
+            # Our answer does not match our own document: a server bug (500, logged), never a
+            # 422 that would blame the client for a change that has already been made.
+            raise RuntimeError(
+                f"{route.method} {route.path}: answer does not match {route.response.__name__}: {e}"
+            ) from None
     return web.json_response(data, status=status or route.status, dumps=_dumps)
+
+
+class BadRequest(ResponderError):
+    """The body cannot be read at all (not JSON): 400, as the OpenAPI document says."""
+
+    status = 400
 
 
 async def body(request: web.Request) -> Any:
@@ -59,8 +72,8 @@ async def body(request: web.Request) -> Any:
     raw = await request.read()  # bounded by client_max_size → 413
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadInput(
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; [[[[… nests
+        raise BadRequest(
             "bad_json", "请求内容不是有效的 JSON", "the body is not valid JSON"
         ) from None
     return route.body.model_validate(data)

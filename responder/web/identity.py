@@ -1,4 +1,8 @@
-"""Who is asking: an API bearer token, or a page login session.  And may they?"""
+"""Who is asking: an API bearer token, or a page login session.  And may they?
+
+The API takes bearer tokens only: a browser's session cookie is never enough to change
+anything through it, so a page elsewhere cannot make a logged-in browser write (no CSRF).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ from aiohttp import web
 
 from responder import auth
 from responder.errors import ResponderError
-from responder.web.keys import DB, SECRET
+from responder.web.keys import DB, SECRET, request_key
 from responder.web.security import COOKIE, read_session
 
-IDENTITY = "responder.identity"
+IDENTITY = request_key("identity", object)
 
 
 class Unauthorized(ResponderError):
@@ -31,7 +35,7 @@ async def identify(request: web.Request) -> dict[str, Any] | None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and 0 < len(token.strip()) <= 200:
             user = await auth.user_for_token(request.app[DB], token.strip())
-    else:
+    elif not request.path.startswith("/api/"):
         session = read_session(request.app[SECRET], request.cookies.get(COOKIE))
         if session is not None:
             row = await request.app[DB].fetchone(
@@ -50,8 +54,8 @@ async def require(request: web.Request, roles: tuple[str, ...]) -> dict[str, Any
     if user is None:
         raise Unauthorized(
             "unauthorized",
-            "需要有效的令牌(Authorization: Bearer …)或登录",
-            "a valid bearer token (Authorization: Bearer …) or a login is required",
+            "需要有效的令牌(Authorization: Bearer …)",
+            "a valid bearer token is required (Authorization: Bearer …)",
         )
     if user["role"] not in roles:
         raise Forbidden(

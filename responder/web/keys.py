@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from responder.clock import Clock
@@ -14,3 +16,9 @@ DB = web.AppKey("db", Database)
 CLOCK = web.AppKey("clock", Clock)
 SECRET = web.AppKey("secret", bytes)
 ENGINE = web.AppKey("engine", Engine)
+
+
+def request_key(name: str, kind: type) -> Any:
+    """A typed per-request key where aiohttp has them (3.14+), else a plain string."""
+    make = getattr(web, "RequestKey", None)
+    return make(name, kind) if make is not None else f"responder.{name}"

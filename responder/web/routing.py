@@ -41,13 +41,19 @@ class Route:
     tag: str = "incidents"
 
 
+# What the handlers accept in a path (``api.incident_id`` / ``api.int_param``); anything else
+# is answered 422 (or 404 when the router cannot match it at all).
+ID_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 2**62 - 1}
+INCIDENT_ID_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 64}
+
+
 def _path_params(path: str) -> list[dict[str, Any]]:
     out = []
     for part in path.split("/"):
         if part.startswith("{") and part.endswith("}"):
             name = part[1:-1]
-            kind = "integer" if name.endswith("_id") and name != "incident_id" else "string"
-            out.append({"name": name, "in": "path", "required": True, "schema": {"type": kind}})
+            schema = INCIDENT_ID_SCHEMA if name == "incident_id" else ID_SCHEMA
+            out.append({"name": name, "in": "path", "required": True, "schema": dict(schema)})
     return out
 
 
@@ -111,7 +117,7 @@ def openapi(routes: list[Route], base: str = "/api/v1") -> dict[str, Any]:
             codes |= {401, 403}
         if r.body is not None:
             codes |= {400, 413, 415, 422}
-        if r.query is not None:
+        if r.query is not None or "{" in r.path:
             codes |= {422}
         for code in sorted(codes):
             op["responses"][str(code)] = {

@@ -36,7 +36,12 @@ HEADERS = {
 
 @web.middleware
 async def security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as e:  # redirects are raised (HTTPSeeOther): they get them too
+        for name, value in HEADERS.items():
+            e.headers.setdefault(name, value)
+        raise
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
     return response

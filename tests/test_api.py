@@ -1,0 +1,806 @@
+"""The JSON API under /api/v1/, /healthz and /metrics, over a real socket.
+
+Time is the FakeClock's (2026-11-26 09:00 +08:00).  Bad input gets a clear 4xx with
+``{error, detail, message, message_en}`` and changes nothing; no client input yields a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from responder.web.keys import ENGINE
+from tests.web_helpers import ZONE, Web, assert_error_body
+
+pytest_plugins = ["tests.web_fixtures"]
+
+INCIDENTS = "/api/v1/incidents"
+
+
+async def ok(resp: Any, status: int = 200) -> Any:
+    data = await resp.json()
+    assert resp.status == status, data
+    return data
+
+
+async def refused(resp: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    data = await resp.json()
+    assert resp.status == status, data
+    assert_error_body(data)
+    if code is not None:
+        assert data["error"] == code, data
+    return data
+
+
+def obligation(incident: dict[str, Any], kind: str, seq: int = 1) -> dict[str, Any]:
+    matches = [o for o in incident["obligations"] if o["kind"] == kind and o["seq"] == seq]
+    assert len(matches) == 1, incident["obligations"]
+    return matches[0]
+
+
+# -- incidents -------------------------------------------------------------------------------
+
+
+async def test_declare_answers_201_with_deadlines_in_the_local_zone(web: Web) -> None:
+    body = web.declaration(occurred_at="2026-11-26T08:00:00+08:00", co_units=["health"])
+    resp = await web.post(INCIDENTS, body, "duty_officer")
+    incident = await ok(resp, 201)
+    assert re.fullmatch(r"INC-20261126-\d{4}", incident["id"])
+    assert resp.headers["Location"] == f"{INCIDENTS}/{incident['id']}"
+    assert incident["status"] == "active"
+    assert incident["level"] == "II" and incident["level_name"] == "重大"
+    assert incident["occurred_at"] == "2026-11-26T08:00:00+08:00"
+    assert incident["declared_at"] == "2026-11-26T09:00:00+08:00"
+    assert incident["co_units"] == ["health"]
+    assert incident["declared_by"] == "user:duty-officer-1"
+    assert incident["rule_set"] == "gbf-2016-80"
+    release = obligation(incident, "authoritative_release")
+    conference = obligation(incident, "press_conference")
+    assert release["deadline"] == "2026-11-26T13:00:00+08:00"  # 5 h
+    assert release["within_s"] == 5 * 3600
+    assert conference["deadline"] == "2026-11-27T08:00:00+08:00"  # 24 h
+    assert {release["status"], conference["status"]} == {"open"}
+    for o in incident["obligations"]:
+        assert o["deadline"].endswith(ZONE) and o["clock_start_at"].endswith(ZONE)
+    # A time given in another offset means the same instant; answers come back in +08:00.
+    other = await ok(
+        await web.post(INCIDENTS, web.declaration(occurred_at="2026-11-26T00:30:00Z")), 201
+    )
+    assert other["occurred_at"] == "2026-11-26T08:30:00+08:00"
+    assert obligation(other, "authoritative_release")["deadline"] == "2026-11-26T13:30:00+08:00"
+    # A level III incident has no 5 h / 24 h duties.
+    minor = await web.declare(level="III")
+    assert minor["obligations"] == []
+
+
+async def test_list_filters_and_pages(web: Web) -> None:
+    a = await web.declare(title="A", level="II", lead_unit="emergency")
+    b = await web.declare(title="B", level="IV", lead_unit="health", co_units=["emergency"])
+    c = await web.declare(title="C", level="I", lead_unit="health", drill=True)
+    d = await web.declare(title="D", level="II", lead_unit="publicity")
+    await ok(await web.post(f"{INCIDENTS}/{d['id']}/close", {"reason": "误报"}))
+
+    async def ids(who: str = "viewer", **params: Any) -> list[str]:
+        data = await ok(await web.get(INCIDENTS, who, params=params))
+        return [i["id"] for i in data["items"]]
+
+    newest_first = [d["id"], c["id"], b["id"], a["id"]]
+    assert await ids() == newest_first
+    assert await ids(status="active") == [c["id"], b["id"], a["id"]]
+    assert await ids(status="closed") == [d["id"]]
+    assert await ids(level="II") == [d["id"], a["id"]]
+    assert await ids(unit="emergency") == [b["id"], a["id"]]  # lead or co-unit
+    assert await ids(unit="nobody") == []
+    assert await ids(drill="true") == [c["id"]]
+    assert await ids(drill="false") == [d["id"], b["id"], a["id"]]
+    assert await ids(status="active", level="I", drill="true") == [c["id"]]
+    page = await ok(await web.get(INCIDENTS, params={"limit": "2", "offset": "1"}))
+    assert page["total"] == 4 and page["limit"] == 2 and page["offset"] == 1
+    assert [i["id"] for i in page["items"]] == newest_first[1:3]
+    assert await ids(limit="2", offset="10") == []
+    for bad in ({"limit": "0"}, {"limit": "501"}, {"limit": "x"}, {"offset": "-1"},
+                {"status": "open"}, {"level": "V"}, {"drill": "maybe"}):  # fmt: skip
+        await refused(await web.get(INCIDENTS, params=bad), 422, "invalid")
+
+
+async def test_get_one_incident(web: Web) -> None:
+    incident = await web.declare()
+    got = await ok(await web.get(f"{INCIDENTS}/{incident['id']}", "reviewer"))
+    assert got == incident
+    await refused(await web.get(f"{INCIDENTS}/INC-20991231-0001"), 404, "incident_not_found")
+
+
+async def test_level_change_adds_and_waives(web: Web, dump_tables: Any) -> None:
+    incident = await web.declare(level="IV")
+    iid = incident["id"]
+    assert incident["obligations"] == []
+    web.clock.advance(timedelta(minutes=10))
+    raised = await ok(
+        await web.post(f"{INCIDENTS}/{iid}/level", {"level": "II", "reason": "死亡人数上升"})
+    )
+    assert raised["from"] == "IV" and raised["to"] == "II"
+    assert sorted(raised["added"]) == ["authoritative_release", "press_conference"]
+    assert raised["waived"] == [] and raised["breached"] == []
+    release = obligation(raised["incident"], "authoritative_release")
+    # Raised into II: the clock counts from the raise (09:10), not from the occurrence.
+    assert release["clock_start"] == "level_changed_at"
+    assert release["deadline"] == "2026-11-26T14:10:00+08:00"
+    assert raised["incident"]["level"] == "II"
+
+    lowered = await ok(
+        await web.post(f"{INCIDENTS}/{iid}/level", {"level": "III", "reason": "核实后降级"})
+    )
+    assert sorted(lowered["waived"]) == ["authoritative_release", "press_conference"]
+    assert {o["status"] for o in lowered["incident"]["obligations"]} == {"waived"}
+
+    before = await dump_tables(web.db)
+    await refused(
+        await web.post(f"{INCIDENTS}/{iid}/level", {"level": "III", "reason": "x"}),
+        422,
+        "same_level",
+    )
+    await refused(
+        await web.post(f"{INCIDENTS}/{iid}/level", {"level": "II", "reason": ""}), 422, "invalid"
+    )
+    await refused(
+        await web.post(f"{INCIDENTS}/{iid}/level", {"level": "V", "reason": "x"}), 422, "invalid"
+    )
+    assert await dump_tables(web.db) == before
+
+
+async def test_level_change_after_a_deadline_reports_the_breach(web: Web) -> None:
+    incident = await web.declare(occurred_at=web.at(hours=-4))
+    web.clock.advance(timedelta(hours=2))  # the 5 h release deadline has passed unrecorded
+    result = await ok(
+        await web.post(f"{INCIDENTS}/{incident['id']}/level", {"level": "III", "reason": "降级"})
+    )
+    assert result["breached"] == ["authoritative_release"]
+    assert obligation(result["incident"], "authoritative_release")["status"] == "breached"
+    assert obligation(result["incident"], "press_conference")["status"] == "waived"
+
+
+async def test_close_then_every_change_is_409(web: Web, dump_tables: Any) -> None:
+    incident = await web.declare()
+    iid = incident["id"]
+    closed = await ok(await web.post(f"{INCIDENTS}/{iid}/close", {"reason": "处置完毕"}))
+    assert closed["incident"]["status"] == "closed"
+    assert closed["incident"]["close_reason"] == "处置完毕"
+    assert closed["incident"]["closed_at"] == "2026-11-26T09:00:00+08:00"
+    assert sorted(closed["waived"]) == ["authoritative_release", "press_conference"]
+    assert closed["breached"] == []
+
+    before = await dump_tables(web.db)
+    for path, body in (
+        ("close", {"reason": "again"}),
+        ("level", {"level": "I", "reason": "x"}),
+        ("releases", {"published_at": web.at(minutes=-1)}),
+        ("follow-ups", {"published_at": web.at(minutes=-1)}),
+        ("press-conferences", {"scheduled_at": web.at(hours=1)}),
+        ("press-conferences/1/reschedule", {"scheduled_at": web.at(hours=1), "reason": "x"}),
+        ("press-conferences/held", {"held_at": web.at(minutes=-1), "principal_leader_spoke": True}),
+    ):
+        await refused(await web.post(f"{INCIDENTS}/{iid}/{path}", body), 409, "incident_closed")
+    assert await dump_tables(web.db) == before
+    # Reading still works.
+    assert (await ok(await web.get(f"{INCIDENTS}/{iid}")))["status"] == "closed"
+
+
+async def test_timeline_is_the_audit_trail_in_order(web: Web) -> None:
+    incident = await web.declare()
+    iid = incident["id"]
+    web.clock.advance(timedelta(minutes=30))
+    await ok(
+        await web.post(f"{INCIDENTS}/{iid}/releases", {"published_at": web.at(minutes=-5)}), 201
+    )
+    await ok(await web.post(f"{INCIDENTS}/{iid}/close", {"reason": "完毕"}))
+    timeline = await ok(await web.get(f"{INCIDENTS}/{iid}/timeline", "viewer"))
+    assert [e["action"] for e in timeline] == [
+        "incident.declared",
+        "release.authoritative",
+        "incident.closed",
+    ]
+    assert [e["seq"] for e in timeline] == sorted(e["seq"] for e in timeline)
+    assert timeline[0]["at"] == "2026-11-26T09:00:00+08:00"
+    assert timeline[1]["at"] == "2026-11-26T09:30:00+08:00"
+    assert timeline[0]["actor"] == "user:admin-1"
+    assert timeline[0]["data"]["title"] == incident["title"]
+    await refused(await web.get(f"{INCIDENTS}/INC-X/timeline"), 404)
+
+
+# -- releases and press conferences -------------------------------------------------------
+
+
+async def test_releases_checklist_and_follow_ups(web: Web) -> None:
+    incident = await web.declare(occurred_at=web.at(hours=-2))
+    iid = incident["id"]
+    release = {
+        "published_at": web.at(minutes=-10),
+        "channels": ["政府网站", "微博"],
+        "url": "https://example.gov.cn/a/1",
+        "text": "权威发布:……",
+        "checklist": {"time_place": True, "what_happened": True, "measures": True},
+    }
+    result = await ok(await web.post(f"{INCIDENTS}/{iid}/releases", release, "duty_officer"), 201)
+    assert result["checklist_missing"] == [
+        "casualties_losses",
+        "public_advice",
+        "next_release",
+        "contact",
+    ]
+    assert result["met"] == [
+        {
+            "obligation": "authoritative_release",
+            "seq": 1,
+            "status": "met",
+            "recorded_late": False,
+            "overrun_s": 0,
+        }
+    ]
+    assert result["recorded_late"] is False
+    met = obligation(result["incident"], "authoritative_release")
+    assert met["status"] == "met" and met["met_at"] == "2026-11-26T08:50:00+08:00"
+    follow = obligation(result["incident"], "follow_up_release", 1)
+    assert follow["status"] == "open" and follow["deadline"] == "2026-11-27T08:50:00+08:00"
+
+    await refused(await web.post(f"{INCIDENTS}/{iid}/releases", release), 409, "already_released")
+    await refused(
+        await web.post(f"{INCIDENTS}/{iid}/releases", {"published_at": web.at(hours=1)}),
+        422,
+        "time_in_future",
+    )
+    await refused(
+        await web.post(f"{INCIDENTS}/{iid}/follow-ups", {"published_at": web.at(hours=-3)}),
+        422,
+        "before_occurrence",
+    )
+    web.clock.advance(timedelta(hours=3))
+    second = await ok(
+        await web.post(f"{INCIDENTS}/{iid}/follow-ups", {"published_at": web.at(minutes=-1)}), 201
+    )
+    assert [m["obligation"] for m in second["met"]] == ["follow_up_release"]
+    assert second["checklist_missing"] == list(
+        ("time_place", "what_happened", "casualties_losses", "measures", "public_advice",
+         "next_release", "contact")
+    )  # fmt: skip
+    assert obligation(second["incident"], "follow_up_release", 2)["status"] == "open"
+
+
+async def test_press_conference_schedule_reschedule_held(web: Web) -> None:
+    incident = await web.declare(occurred_at=web.at(hours=-2))
+    iid = incident["id"]
+    base = f"{INCIDENTS}/{iid}/press-conferences"
+    scheduled = await ok(
+        await web.post(base, {"scheduled_at": web.at(hours=3), "venue": "区政府新闻发布厅"}), 201
+    )
+    pc = scheduled["id"]
+    assert scheduled["after_deadline"] is False
+    await refused(await web.post(base, {"scheduled_at": web.at(hours=4)}), 409, "already_scheduled")
+    late = await ok(
+        await web.post(
+            f"{base}/{pc}/reschedule", {"scheduled_at": web.at(hours=30), "reason": "领导出差"}
+        )
+    )
+    assert late["id"] == pc and late["after_deadline"] is True  # past the 24 h deadline
+    back = await ok(
+        await web.post(
+            f"{base}/{pc}/reschedule", {"scheduled_at": web.at(hours=5), "reason": "提前"}
+        )
+    )
+    assert back["after_deadline"] is False
+    await refused(
+        await web.post(f"{base}/999/reschedule", {"scheduled_at": web.at(hours=5), "reason": "x"}),
+        404,
+        "press_conference_not_found",
+    )
+    web.clock.advance(timedelta(hours=6))
+    held = await ok(
+        await web.post(
+            f"{base}/held",
+            {
+                "press_conference_id": pc,
+                "held_at": web.at(minutes=-30),
+                "spokesperson": "李强",
+                "principal_leader_spoke": True,
+            },
+        )
+    )
+    assert held["id"] == pc
+    assert [m["obligation"] for m in held["met"]] == ["press_conference"]
+    assert obligation(held["incident"], "press_conference")["status"] == "met"
+    await refused(
+        await web.post(
+            f"{base}/held",
+            {
+                "press_conference_id": pc,
+                "held_at": web.at(minutes=-1),
+                "principal_leader_spoke": False,
+            },
+        ),
+        409,
+        "already_held",
+    )
+    await refused(
+        await web.post(f"{base}/{pc}/reschedule", {"scheduled_at": web.at(hours=1), "reason": "x"}),
+        409,
+        "not_scheduled",
+    )
+    # A conference held without being scheduled first.
+    other = await web.declare()
+    unscheduled = await ok(
+        await web.post(
+            f"{INCIDENTS}/{other['id']}/press-conferences/held",
+            {"held_at": web.at(minutes=-1), "principal_leader_spoke": False},
+        )
+    )
+    assert isinstance(unscheduled["id"], int)
+
+
+# -- notifications, accountability, plan -------------------------------------------------------
+
+
+@pytest.mark.parametrize("run_engine", [True])
+async def test_notifications_are_sent_and_contacts_masked(web: Web) -> None:
+    incident = await web.declare()
+    iid = incident["id"]
+    await web.wait_for(
+        "SELECT COUNT(*) FROM notifications WHERE incident_id = ? AND status = 'sent'", (iid,)
+    )
+    # Let the rest of the first wave go out too (real sends to the dev inbox).
+    await web.wait_for(
+        "SELECT COUNT(*) = 0 FROM notifications WHERE incident_id = ? AND status IN"
+        " ('queued', 'sending')",
+        (iid,),
+    )
+    resp = await web.get(f"{INCIDENTS}/{iid}/notifications", "viewer")
+    text = await resp.text()
+    notes = json.loads(text)
+    assert resp.status == 200 and notes
+    people = {n["person"] for n in notes}
+    assert {"wang-fang", "li-qiang", "chen-jing"} <= people
+    for person in web.cfg.people:
+        for contact in (person.phone, person.email):
+            if contact:
+                assert contact not in text, f"{contact} unmasked in the API answer"
+    wang = next(n for n in notes if n["person"] == "wang-fang")
+    assert wang["phone"] == "+86138****0001"
+    assert wang["email"] == "wa****@example.gov.cn"
+    assert wang["person_name"] == "王芳"
+    assert wang["status"] == "sent" and wang["sent_channel"] == "sms"
+    assert wang["attempts"][0]["outcome"] == "sent"
+    assert wang["sent_at"].endswith(ZONE)
+    await refused(await web.get(f"{INCIDENTS}/INC-NOPE/notifications"), 404)
+
+    # /metrics after some sends: database gauges and the send-duration histogram.
+    metrics = await web.client.get("/metrics")
+    assert metrics.status == 200
+    body = await metrics.text()
+    assert "responder_incidents_active 1" in body
+    assert 'responder_obligations{status="open"} 2' in body
+    assert re.search(r'responder_notifications\{channel="sms",status="sent"\} \d+', body)
+    assert "# TYPE responder_send_duration_seconds histogram" in body
+    assert re.search(
+        r'responder_send_duration_seconds_bucket\{channel="sms",le="\+Inf"\} \d+', body
+    )
+    assert re.search(r"responder_send_duration_seconds_count\{channel=\"sms\"\} [1-9]", body)
+    for person in web.cfg.people:
+        assert person.phone not in body
+
+
+async def test_accountability_records(web: Web) -> None:
+    late = await web.declare(occurred_at=web.at(hours=-6), lead_unit="health")
+    await web.declare()  # in time: no record
+    records = await ok(await web.get("/api/v1/accountability", "reviewer"))
+    assert len(records) == 1
+    record = records[0]
+    assert record["incident_id"] == late["id"]
+    assert record["unit"] == "health" and record["responsible_person"] == "zhao-min"
+    assert record["deadline"] == "2026-11-26T08:00:00+08:00"
+    assert record["status"] == "open" and record["met_at"] is None
+
+    async def count(**params: str) -> int:
+        return len(await ok(await web.get("/api/v1/accountability", params=params)))
+
+    assert await count(incident_id=late["id"]) == 1
+    assert await count(unit="health") == 1
+    assert await count(unit="emergency") == 0
+    assert await count(status="open") == 1
+    assert await count(status="decided") == 0
+    await refused(await web.get("/api/v1/accountability", params={"status": "x"}), 422)
+
+    one = await ok(await web.get(f"/api/v1/accountability/{record['id']}", "viewer"))
+    assert one["id"] == record["id"] and isinstance(one["notifications"], list)
+    await refused(await web.get("/api/v1/accountability/999"), 404, "record_not_found")
+
+    # Recording the release late settles the record with the overrun.
+    await ok(
+        await web.post(f"{INCIDENTS}/{late['id']}/releases", {"published_at": web.at(minutes=-1)}),
+        201,
+    )
+    settled = await ok(await web.get(f"/api/v1/accountability/{record['id']}"))
+    assert settled["met_at"] == "2026-11-26T08:59:00+08:00"
+    assert settled["overrun_s"] == 59 * 60
+
+
+async def test_plan(web: Web) -> None:
+    plan = await ok(
+        await web.get(
+            "/api/v1/plan",
+            "viewer",
+            params={"level": "I", "occurred_at": "2026-11-26T08:00:00+08:00"},
+        )
+    )
+    assert plan["level"] == "I" and plan["timezone"] == "Asia/Shanghai"
+    assert plan["declared_at"] == "2026-11-26T09:00:00+08:00"
+    assert plan["rule_set"]["id"] == "gbf-2016-80"
+    deadlines = {o["kind"]: o["deadline"] for o in plan["obligations"]}
+    assert deadlines == {
+        "authoritative_release": "2026-11-26T13:00:00+08:00",
+        "press_conference": "2026-11-27T08:00:00+08:00",
+    }
+    assert plan["steps"] and all(s["due_at"].endswith(ZONE) for s in plan["steps"])
+    # 2016 Jiangsu practice: 6 h.
+    old = await ok(
+        await web.get(
+            "/api/v1/plan",
+            params={
+                "level": "II",
+                "occurred_at": "2016-06-01T08:00:00+08:00",
+                "declared_at": "2016-06-01T09:00:00+08:00",
+            },
+        )
+    )
+    assert {o["kind"]: o["within_s"] for o in old["obligations"]}[
+        "authoritative_release"
+    ] == 6 * 3600
+    level_iv = await ok(
+        await web.get("/api/v1/plan", params={"level": "IV", "occurred_at": web.at(hours=-1)})
+    )
+    assert level_iv["obligations"] == [] and level_iv["steps"] == []
+    for bad, code in (
+        ({"level": "II"}, "invalid"),
+        ({"occurred_at": web.at(hours=-1)}, "invalid"),
+        ({"level": "II", "occurred_at": "2026-11-26T08:00:00"}, "naive_time"),
+        ({"level": "II", "occurred_at": "yesterday"}, "bad_time"),
+        ({"level": "II", "occurred_at": web.at(hours=1)}, "time_in_future"),
+    ):
+        await refused(await web.get("/api/v1/plan", params=bad), 422, code)
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+async def test_malformed_json_is_400_and_changes_nothing(web: Web, dump_tables: Any) -> None:
+    before = await dump_tables(web.db)
+    for raw in (b"{", b"{'title': 1}", b"\xff\xfe\x00", b"", b"[" * 100_000, b"NaN-ish"):
+        resp = await web.call(
+            "POST", INCIDENTS, data=raw, headers={"Content-Type": "application/json"}
+        )
+        await refused(resp, 400, "bad_json")
+    for valid_json_wrong_shape in (b"[]", b"null", b'"x"', b"42"):
+        resp = await web.call(
+            "POST",
+            INCIDENTS,
+            data=valid_json_wrong_shape,
+            headers={"Content-Type": "application/json"},
+        )
+        await refused(resp, 422, "invalid")
+    assert await dump_tables(web.db) == before
+
+
+async def test_wrong_content_type_is_415(web: Web) -> None:
+    body = json.dumps(web.declaration()).encode()
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        resp = await web.call("POST", INCIDENTS, data=body, headers={"Content-Type": ctype})
+        data = await refused(resp, 415, "unsupported_media_type")
+        assert "JSON" in data["message"]
+    # Parameters of the JSON media type are fine.
+    resp = await web.call(
+        "POST", INCIDENTS, data=body, headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+    await ok(resp, 201)
+
+
+async def test_body_over_256_kib_is_413(web: Web, dump_tables: Any) -> None:
+    before = await dump_tables(web.db)
+    big = web.declaration(summary="x" * (300 * 1024))
+    data = await refused(await web.post(INCIDENTS, big), 413, "too_large")
+    assert data["message_en"]
+    assert await dump_tables(web.db) == before
+
+
+async def test_unknown_field_is_422_and_nothing_written(web: Web, dump_tables: Any) -> None:
+    before = await dump_tables(web.db)
+    data = await refused(
+        await web.post(INCIDENTS, web.declaration(severity="high")), 422, "invalid"
+    )
+    assert data["detail"] == [
+        {
+            "field": "severity",
+            "problem": "Extra inputs are not permitted",
+            "type": "extra_forbidden",
+        }
+    ]
+    # The input is not echoed back.
+    secret_value = "s3cr3t-value-not-to-echo"
+    data = await refused(await web.post(INCIDENTS, web.declaration(x=secret_value)), 422)
+    assert secret_value not in json.dumps(data)
+    assert await dump_tables(web.db) == before
+
+
+async def test_naive_time_is_422_with_a_clear_message(web: Web, dump_tables: Any) -> None:
+    before = await dump_tables(web.db)
+    data = await refused(
+        await web.post(INCIDENTS, web.declaration(occurred_at="2026-11-26T08:00:00")),
+        422,
+        "invalid",
+    )
+    text = json.dumps(data, ensure_ascii=False)
+    assert "时区" in text and "offset" in text
+    assert data["detail"][0]["field"] == "occurred_at"
+    assert await dump_tables(web.db) == before
+
+
+async def test_business_checks_are_422(web: Web, dump_tables: Any) -> None:
+    before = await dump_tables(web.db)
+    data = await refused(
+        await web.post(INCIDENTS, web.declaration(occurred_at=web.at(minutes=5))),
+        422,
+        "time_in_future",
+    )
+    assert "occurred_at" in data["message"]
+    data = await refused(
+        await web.post(INCIDENTS, web.declaration(lead_unit="nowhere")), 422, "unknown_unit"
+    )
+    assert "nowhere" in data["message_en"] and "emergency" in data["message_en"]
+    await refused(
+        await web.post(INCIDENTS, web.declaration(co_units=["emergency", "ghost"])),
+        422,
+        "unknown_unit",
+    )
+    await refused(
+        await web.post(
+            INCIDENTS, web.declaration(occurred_at=web.at(hours=-1), learned_at=web.at(hours=-2))
+        ),
+        422,
+        "learned_before_occurred",
+    )
+    for field, value in (("category", "alien"), ("level", "V"), ("title", ""), ("drill", "x")):
+        await refused(await web.post(INCIDENTS, web.declaration(**{field: value})), 422, "invalid")
+    assert await dump_tables(web.db) == before
+
+
+EXTREME_TIMES = [
+    "0001-01-01T00:00:00+14:00",  # before year 1 in UTC
+    "9999-12-31T23:59:59-14:00",  # after year 9999 in UTC
+    "0001-01-01T00:00:00Z",
+    "1899-12-31T23:59:59Z",
+]
+
+
+async def test_times_out_of_range_are_422_not_500(web: Web, dump_tables: Any) -> None:
+    incident = await web.declare()
+    iid = incident["id"]
+    before = await dump_tables(web.db)
+    for t in EXTREME_TIMES:
+        for path, body in (
+            (INCIDENTS, web.declaration(occurred_at=t)),
+            (INCIDENTS, web.declaration(learned_at=t)),
+            (f"{INCIDENTS}/{iid}/releases", {"published_at": t}),
+            (f"{INCIDENTS}/{iid}/press-conferences", {"scheduled_at": t}),
+            (
+                f"{INCIDENTS}/{iid}/press-conferences/held",
+                {"held_at": t, "principal_leader_spoke": True},
+            ),
+        ):
+            data = await refused(await web.post(path, body), 422, "invalid")
+            assert "out of range" in json.dumps(data), (path, t, data)
+        for params in (
+            {"level": "II", "occurred_at": t},
+            {"level": "II", "occurred_at": web.at(hours=-1), "declared_at": t},
+        ):
+            await refused(await web.get("/api/v1/plan", params=params), 422, "time_out_of_range")
+    # Far-future conference dates inside the range are fine.
+    await ok(
+        await web.post(
+            f"{INCIDENTS}/{iid}/press-conferences", {"scheduled_at": "2999-12-31T00:00:00Z"}
+        ),
+        201,
+    )
+    for pc in (2**62, 2**63, 2**70):
+        await refused(
+            await web.post(
+                f"{INCIDENTS}/{iid}/press-conferences/held",
+                {
+                    "press_conference_id": pc,
+                    "held_at": web.at(minutes=-1),
+                    "principal_leader_spoke": True,
+                },
+            ),
+            422,
+            "invalid",
+        )
+    after = await dump_tables(web.db)
+    assert {k: v for k, v in after.items() if k not in ("press_conferences", "audit_log")} == {
+        k: v for k, v in before.items() if k not in ("press_conferences", "audit_log")
+    }
+    # Everything still reads back.
+    await ok(await web.get(INCIDENTS))
+
+
+async def test_unknown_incident_is_404_everywhere(web: Web) -> None:
+    missing = f"{INCIDENTS}/INC-20261126-9999"
+    for path, body in (
+        ("level", {"level": "I", "reason": "x"}),
+        ("close", {"reason": "x"}),
+        ("releases", {"published_at": web.at(minutes=-1)}),
+        ("follow-ups", {"published_at": web.at(minutes=-1)}),
+        ("press-conferences", {"scheduled_at": web.at(hours=1)}),
+        ("press-conferences/1/reschedule", {"scheduled_at": web.at(hours=1), "reason": "x"}),
+        ("press-conferences/held", {"held_at": web.at(minutes=-1), "principal_leader_spoke": True}),
+    ):
+        await refused(await web.post(f"{missing}/{path}", body), 404, "incident_not_found")
+    for path in ("", "/timeline", "/notifications"):
+        await refused(await web.get(missing + path), 404, "incident_not_found")
+
+
+async def test_bad_path_ids_are_4xx_never_500(web: Web) -> None:
+    incident = await web.declare()
+    iid = incident["id"]
+    gets = [
+        f"{INCIDENTS}/{'I' * 65}",
+        f"{INCIDENTS}/%00",
+        f"{INCIDENTS}/%E2%80%AE%F0%9F%98%80",
+        f"{INCIDENTS}/..%2F..%2Fetc%2Fpasswd",
+        f"{INCIDENTS}/'%20OR%20'1'%3D'1",
+        "/api/v1/accountability/abc",
+        "/api/v1/accountability/0",
+        "/api/v1/accountability/-1",
+        "/api/v1/accountability/" + "9" * 30,
+        "/api/v1/accountability/" + "9" * 5000,
+        "/api/v1/accountability/1.5",
+        "/api/v1/nothing-here",
+    ]
+    for path in gets:
+        resp = await web.get(path)
+        assert 400 <= resp.status < 500, (path, resp.status)
+        assert_error_body(await resp.json())
+    body = {"scheduled_at": web.at(hours=1), "reason": "x"}
+    for pc in ("abc", "0", "-3", "9" * 30, "%00"):
+        resp = await web.post(f"{INCIDENTS}/{iid}/press-conferences/{pc}/reschedule", body)
+        assert 400 <= resp.status < 500, (pc, resp.status)
+        assert_error_body(await resp.json())
+    resp = await web.call("DELETE", f"{INCIDENTS}/{iid}")
+    await refused(resp, 405, "method_not_allowed")
+
+
+# -- headers, injection, health ------------------------------------------------------------
+
+
+def assert_security_headers(headers: Any, what: str) -> None:
+    csp = headers.get("Content-Security-Policy", "")
+    assert csp, f"{what}: no CSP"
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp, what
+    assert "frame-ancestors 'none'" in csp, what
+    assert "script-src 'self'" in csp, what
+    assert headers.get("X-Content-Type-Options") == "nosniff", what
+    assert headers.get("Referrer-Policy") == "no-referrer", what
+
+
+async def test_security_headers_on_every_answer(web: Web) -> None:
+    incident = await web.declare()
+    client = web.client
+    answers = {
+        "ok": await web.get(f"{INCIDENTS}/{incident['id']}"),
+        "created": await web.post(INCIDENTS, web.declaration()),
+        "401": await web.get(INCIDENTS, "none"),
+        "403": await web.post(INCIDENTS, web.declaration(), "viewer"),
+        "404 api": await web.get(f"{INCIDENTS}/nope"),
+        "404 page": await client.get("/no/such/page"),
+        "405": await web.call("PUT", INCIDENTS),
+        "413": await web.post(INCIDENTS, web.declaration(summary="x" * 300_000)),
+        "415": await web.call("POST", INCIDENTS, data=b"x", headers={"Content-Type": "text/plain"}),
+        "422": await web.post(INCIDENTS, {}),
+        "400": await web.call(
+            "POST", INCIDENTS, data=b"{", headers={"Content-Type": "application/json"}
+        ),
+        "healthz": await client.get("/healthz"),
+        "metrics": await client.get("/metrics"),
+        "openapi": await client.get("/api/v1/openapi.json"),
+        "login": await client.get("/login"),
+        "redirect": await client.get("/", allow_redirects=False),
+        "static": await client.get("/static/style.css"),
+        "ack 404": await client.get("/ack/not-a-token"),
+    }
+    for what, resp in answers.items():
+        assert_security_headers(resp.headers, what)
+    assert answers["redirect"].status == 303
+
+
+INJECTIONS = [
+    "'; DROP TABLE incidents; --",
+    "<script>alert(1)</script>",
+    "{{7*7}}",
+    "${jndi:ldap://x/a}",
+    "a\x00b\x01c\x1b[31md\x7fe",
+    "Robert'); DELETE FROM audit_log WHERE ('1'='1",
+    "\u202eevil\u200b\ufeff",
+]
+
+
+async def test_hostile_strings_are_stored_and_returned_verbatim(web: Web) -> None:
+    long_title = "突" * 199 + "😀"
+    long_summary = "发生" * 1000 + "𠀋" * 1000  # 3000 code points, some outside the BMP
+    ids = []
+    for text in INJECTIONS:
+        incident = await web.declare(title=text, summary=text, location=text)
+        assert incident["title"] == text
+        assert incident["summary"] == text and incident["location"] == text
+        ids.append(incident["id"])
+        release = {
+            "published_at": web.at(minutes=-1),
+            "text": text,
+            "url": text,
+            "channels": [text],
+        }
+        await ok(await web.post(f"{INCIDENTS}/{incident['id']}/releases", release), 201)
+        row = await web.db.fetchone(
+            "SELECT i.title, i.summary, i.location, r.text, r.url FROM incidents i"
+            " JOIN releases r ON r.incident_id = i.id WHERE i.id = ?",
+            (incident["id"],),
+        )
+        assert row is not None and tuple(row) == (text,) * 5
+        got = await ok(await web.get(f"{INCIDENTS}/{incident['id']}"))
+        assert got["title"] == text and got["summary"] == text
+        timeline = await ok(await web.get(f"{INCIDENTS}/{incident['id']}/timeline"))
+        assert timeline[1]["data"]["text"] == text
+        # Filters take hostile strings as plain values.
+        listed = await ok(await web.get(INCIDENTS, params={"unit": text}))
+        assert listed["items"] == []
+    big = await web.declare(title=long_title, summary=long_summary, location="地" * 200)
+    got = await ok(await web.get(f"{INCIDENTS}/{big['id']}"))
+    assert got["title"] == long_title and got["summary"] == long_summary
+    assert got["location"] == "地" * 200
+    # Over the limits: refused, not truncated.
+    await refused(await web.post(INCIDENTS, web.declaration(title="突" * 201)), 422)
+    # Every table is still there, with every row.
+    assert await web.count("incidents") == len(INJECTIONS) + 1
+    assert await web.count("audit_log") > 0
+    assert await web.count("releases") == len(INJECTIONS)
+
+
+async def test_healthz_is_503_when_the_engine_is_not_running(web: Web) -> None:
+    resp = await web.client.get("/healthz")
+    data = await resp.json()
+    assert resp.status == 503, data
+    assert data["status"] == "unhealthy" and "engine not running" in data["problems"]
+
+
+@pytest.mark.parametrize("run_engine", [True])
+async def test_healthz_is_200_with_the_engine_then_503_when_stopped(web: Web) -> None:
+    resp = await web.client.get("/healthz")
+    data = await resp.json()
+    assert resp.status == 200, data
+    assert data == {
+        "status": "ok",
+        "problems": [],
+        "scheduler_lag_s": 0.0,
+        "dispatcher_lag_s": 0.0,
+    }
+    await web.app[ENGINE].stop()
+    resp = await web.client.get("/healthz")
+    assert resp.status == 503
+    assert "engine not running" in (await resp.json())["problems"]
+
+
+async def test_metrics_without_sends(web: Web) -> None:
+    await web.declare()
+    resp = await web.client.get("/metrics")
+    assert resp.status == 200 and resp.content_type == "text/plain"
+    body = await resp.text()
+    assert "# TYPE responder_incidents_active gauge\nresponder_incidents_active 1\n" in body
+    assert "# TYPE responder_obligations gauge" in body
+    assert "# TYPE responder_notifications gauge" in body

@@ -1,0 +1,336 @@
+"""The pages: login (rate-limited), the index, logout (CSRF), and acknowledgement links —
+the last also clicked through in a real headless Chromium (the system's /usr/bin/chromium,
+driven by Playwright; never a downloaded browser build).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from responder.secret import ack_token
+from tests.web_helpers import PASSWORD, SECRET, Web
+
+pytest_plugins = ["tests.web_fixtures"]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+async def login(web: Web, username: str, password: str, **kwargs: Any) -> Any:
+    return await web.client.post(
+        "/login",
+        data={"username": username, "password": password},
+        allow_redirects=False,
+        **kwargs,
+    )
+
+
+def cookie_header(resp: Any) -> str:
+    values = resp.headers.getall("Set-Cookie", [])
+    found = [v for v in values if v.startswith("responder_session=")]
+    assert len(found) == 1, values
+    return found[0]
+
+
+# -- login and logout -------------------------------------------------------------------------
+
+
+async def test_login_page(web: Web) -> None:
+    resp = await web.client.get("/login")
+    html = await resp.text()
+    assert resp.status == 200 and resp.content_type == "text/html"
+    assert 'name="username"' in html and 'type="password"' in html
+    assert "<script" not in html
+
+
+async def test_wrong_password_401_then_429_after_five_failures(web: Web) -> None:
+    await web.add_login_user("duty-wang")
+    for _ in range(5):
+        resp = await login(web, "duty-wang", "wrong password!")
+        html = await resp.text()
+        assert resp.status == 401, html
+        assert "用户名或密码不正确" in html and "wrong username or password" in html
+        assert "Set-Cookie" not in resp.headers
+    resp = await login(web, "duty-wang", PASSWORD)  # the sixth try: even the right one waits
+    assert resp.status == 429
+    assert resp.content_type == "text/html"
+    retry = int(resp.headers["Retry-After"])
+    assert 1 <= retry <= 301
+    assert "请求过于频繁" in await resp.text()
+    assert "Set-Cookie" not in resp.headers
+    # Unknown users count too: another username from the same client is still refused.
+    resp = await login(web, "someone-else", "whatever-password")
+    assert resp.status == 429
+
+
+async def test_right_password_sets_a_strict_httponly_cookie(web: Web) -> None:
+    await web.add_login_user("duty-wang")
+    resp = await login(web, "duty-wang", PASSWORD)
+    assert resp.status == 303 and resp.headers["Location"] == "/"
+    cookie = cookie_header(resp)
+    attributes = {a.strip().split("=")[0].lower(): a for a in cookie.split(";")[1:]}
+    assert "httponly" in attributes
+    assert attributes["samesite"].strip().lower() == "samesite=strict"
+    assert attributes["path"].strip() == "Path=/"
+    assert "secure" not in attributes  # public_url is http here
+    # The session works: the index answers instead of redirecting to /login.
+    index = await web.client.get("/", allow_redirects=False)
+    assert index.status == 200
+    assert "duty-wang" in await index.text()
+
+
+async def test_cookie_is_secure_when_the_public_url_is_https(web: Web) -> None:
+    web.cfg.service.public_url = "https://responder.example.gov.cn"
+    await web.add_login_user("duty-wang")
+    resp = await login(web, "duty-wang", PASSWORD)
+    assert resp.status == 303
+    cookie = cookie_header(resp)
+    assert "Secure" in [a.strip() for a in cookie.split(";")]
+    assert "HttpOnly" in [a.strip() for a in cookie.split(";")]
+
+
+async def test_index_requires_login_and_escapes_titles(web: Web) -> None:
+    resp = await web.client.get("/", allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/login"
+    # An API token is not a page session.
+    resp = await web.client.get("/", headers=web.auth("admin"), allow_redirects=False)
+    assert resp.status == 303
+    hostile = "<script>alert(1)</script>"
+    await web.declare(title=hostile, location="<img src=x onerror=alert(2)>")
+    await web.declare(title="已关闭的事件")
+    closed = await web.declare(title="Closed one")
+    await web.post(f"/api/v1/incidents/{closed['id']}/close", {"reason": "x"})
+    await web.add_login_user("viewer-li", "viewer")
+    assert (await login(web, "viewer-li", PASSWORD)).status == 303
+    resp = await web.client.get("/")
+    html = await resp.text()
+    assert resp.status == 200
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert hostile not in html
+    assert "<script" not in html  # no script at all on the page
+    assert "已关闭的事件" in html and "Closed one" not in html
+    assert "2026-11-26T13:00:00+08:00" in html  # the 5 h deadline, in the local zone
+
+
+async def test_a_page_session_is_not_an_api_credential(web: Web, dump_tables: Any) -> None:
+    """The API takes bearer tokens only, so a logged-in browser cannot be made to write."""
+    await web.add_login_user("duty-wu", "duty_officer")
+    assert (await login(web, "duty-wu", PASSWORD)).status == 303
+    before = await dump_tables(web.db)
+    resp = await web.client.post(
+        "/api/v1/incidents",
+        json={"title": "x", "category": "accident", "level": "II",
+              "occurred_at": "2026-11-26T08:00:00+08:00", "lead_unit": "emergency"},
+    )  # fmt: skip
+    assert resp.status == 401
+    assert (await web.client.get("/api/v1/incidents")).status == 401
+    assert await dump_tables(web.db) == before
+
+
+async def test_logout_needs_the_session_csrf_token(web: Web) -> None:
+    await web.add_login_user("duty-wang")
+    await login(web, "duty-wang", PASSWORD)
+    html = await (await web.client.get("/")).text()
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, html
+    csrf = match.group(1)
+    for data in ({}, {"csrf": ""}, {"csrf": "forged-token"}, {"csrf": csrf + "x"}):
+        resp = await web.client.post("/logout", data=data, allow_redirects=False)
+        assert resp.status == 403, data
+        assert resp.content_type == "text/html"
+    # Still signed in.
+    assert (await web.client.get("/", allow_redirects=False)).status == 200
+    resp = await web.client.post("/logout", data={"csrf": csrf}, allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/login"
+    assert 'responder_session=""' in cookie_header(resp) or "Max-Age=0" in cookie_header(resp)
+    assert (await web.client.get("/", allow_redirects=False)).status == 303
+    # Without any session, logout is refused as well.
+    resp = await web.client.post("/logout", data={"csrf": csrf}, allow_redirects=False)
+    assert resp.status == 403
+
+
+# -- acknowledgement ------------------------------------------------------------------------
+
+
+async def sent_notifications(web: Web) -> list[Any]:
+    """Declare an incident; the engine queues and sends its first messages (to the dev inbox).
+    Returns them once nothing is left in flight."""
+    incident = await web.declare()
+    await web.wait_for(
+        "SELECT COUNT(*) FROM notifications WHERE incident_id = ?", (incident["id"],)
+    )
+    await web.wait_for(
+        "SELECT COUNT(*) = 0 FROM notifications WHERE status IN ('queued', 'sending')"
+    )
+    rows = await web.db.fetchall(
+        "SELECT * FROM notifications WHERE incident_id = ? ORDER BY id", (incident["id"],)
+    )
+    assert len(rows) >= 2
+    return rows
+
+
+def token_of(row: Any) -> str:
+    return ack_token(SECRET, row["id"], row["ack_nonce"])
+
+
+@pytest.mark.parametrize("run_engine", [True])
+async def test_ack_get_shows_and_does_not_acknowledge(web: Web, dump_tables: Any) -> None:
+    rows = await sent_notifications(web)
+    row = rows[0]
+    before = await dump_tables(web.db)
+    for _ in range(2):  # a link preview, then the person
+        resp = await web.client.get(f"/ack/{token_of(row)}")
+        html = await resp.text()
+        assert resp.status == 200, html
+        assert "江城化工园区储罐爆炸" in html
+        assert "发布权威信息" in html or "举行新闻发布会" in html
+        assert 'method="post"' in html and "确认收到" in html
+    assert await dump_tables(web.db) == before
+    assert (await web.db.fetchone("SELECT acked_at FROM notifications WHERE id = ?", (row["id"],)))[
+        0
+    ] is None
+
+
+@pytest.mark.parametrize("run_engine", [True])
+async def test_ack_post_acknowledges_once(web: Web) -> None:
+    rows = await sent_notifications(web)
+    a, b = rows[0], rows[1]
+    audits = await web.count("audit_log", "action = 'notification.acknowledged'")
+    resp = await web.client.post(f"/ack/{token_of(a)}")
+    html = await resp.text()
+    assert resp.status == 200, html
+    assert "已确认收到" in html and "Acknowledged" in html
+    acked = await web.db.fetchone("SELECT acked_at FROM notifications WHERE id = ?", (a["id"],))
+    assert acked is not None and acked[0] == "2026-11-26T01:00:00.000000Z"
+    assert await web.count("audit_log", "action = 'notification.acknowledged'") == audits + 1
+    entry = await web.db.fetchone(
+        "SELECT actor, subject, data FROM audit_log WHERE action = 'notification.acknowledged'"
+    )
+    assert entry is not None and entry["actor"] == f"person:{a['person_id']}"
+    assert (
+        f'"notification": {a["id"]}' in entry["data"]
+        or f'"notification":{a["id"]}' in entry["data"]
+    )
+
+    # Again: says so, records nothing new.
+    web.clock.advance(60)
+    again = await web.client.post(f"/ack/{token_of(a)}")
+    html = await again.text()
+    assert again.status == 200
+    assert "此前已确认" in html and "Already acknowledged" in html
+    assert await web.count("audit_log", "action = 'notification.acknowledged'") == audits + 1
+    same = await web.db.fetchone("SELECT acked_at FROM notifications WHERE id = ?", (a["id"],))
+    assert same is not None and same[0] == acked[0]
+    # The page now says it was acknowledged, without a button.
+    page = await (await web.client.get(f"/ack/{token_of(a)}")).text()
+    assert "Already acknowledged" in page and "<form" not in page
+
+    # A's token acknowledged A only; B's own token is still needed for B.
+    assert (await web.db.fetchone("SELECT acked_at FROM notifications WHERE id = ?", (b["id"],)))[
+        0
+    ] is None
+    # A token made from B's id with A's nonce (or the other way round) is not a token.
+    for forged in (
+        ack_token(SECRET, b["id"], a["ack_nonce"]),
+        ack_token(SECRET, a["id"], b["ack_nonce"]),
+        ack_token(b"y" * 32, b["id"], b["ack_nonce"]),  # another server's secret
+    ):
+        resp = await web.client.post(f"/ack/{forged}")
+        assert resp.status == 404
+    assert (await web.db.fetchone("SELECT acked_at FROM notifications WHERE id = ?", (b["id"],)))[
+        0
+    ] is None
+
+
+async def test_bad_ack_tokens_are_a_404_page(web: Web, dump_tables: Any) -> None:
+    before = await dump_tables(web.db)
+    for token in ("nope", "x" * 101, "%00", "'%20OR%201=1--", "<script>", "A" * 32):
+        for method in ("GET", "POST"):
+            resp = await web.client.request(method, f"/ack/{token}")
+            html = await resp.text()
+            assert resp.status == 404, (method, token)
+            assert resp.content_type == "text/html"
+            assert "确认链接无效" in html and "not valid" in html
+            assert "<script>" not in html
+    assert await dump_tables(web.db) == before
+
+
+# -- in a real browser ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def chromium() -> Path:
+    # Fail, never skip: the CI installs Chromium (see .ci/run).
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install -y chromium"
+    return CHROMIUM
+
+
+@pytest.mark.parametrize("run_engine", [True])
+async def test_ack_click_through_in_headless_chromium(web: Web, chromium: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    rows = await sent_notifications(web)
+    row = rows[0]
+    url = str(web.client.make_url(f"/ack/{token_of(row)}"))
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            csp_violations: list[str] = []
+            page.on(
+                "console",
+                lambda m: (
+                    csp_violations.append(m.text) if "Content Security Policy" in m.text else None
+                ),
+            )
+            response = await page.goto(url)
+            assert response is not None and response.status == 200
+            headers = await response.all_headers()
+            csp = headers["content-security-policy"]
+            assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+            assert "frame-ancestors 'none'" in csp
+            assert headers["x-content-type-options"] == "nosniff"
+            body = await page.inner_text("body")
+            assert "江城化工园区储罐爆炸" in body
+            assert "确认收到" in body and "I have received this" in body
+            # No inline script (and no script at all), no inline event handlers.
+            assert await page.locator("script:not([src])").count() == 0
+            assert (
+                await page.evaluate(
+                    "() => [...document.querySelectorAll('*')].filter(e =>"
+                    " [...e.attributes].some(a => a.name.startsWith('on'))).length"
+                )
+                == 0
+            )
+            # The stylesheet loaded under the CSP.
+            assert await page.evaluate(
+                "() => getComputedStyle(document.body).fontFamily.length > 0"
+            )
+            assert (
+                await web.db.fetchone(
+                    "SELECT acked_at FROM notifications WHERE id = ?", (row["id"],)
+                )
+            )[0] is None
+            await page.get_by_role("button", name=re.compile("确认收到")).click()
+            await page.wait_for_load_state()
+            confirmation = await page.inner_text("h1")
+            assert "已确认收到" in confirmation and "Acknowledged" in confirmation
+            assert csp_violations == []
+        finally:
+            await browser.close()
+    acked = await web.db.fetchone("SELECT acked_at FROM notifications WHERE id = ?", (row["id"],))
+    assert acked is not None and acked[0] is not None
+    assert await web.count("audit_log", "action = 'notification.acknowledged'") == 1
