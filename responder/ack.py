@@ -49,12 +49,26 @@ async def acknowledge(db: Database, clock: Clock, token: str) -> tuple[Any, bool
         )
         fresh = cur.rowcount == 1
         if fresh:
+            cancelled = 0
+            if row["obligation_id"] is not None:
+                # A repeat already queued (waiting for a retry) is a further repeat too.
+                cur = await tx.execute(
+                    "UPDATE notifications SET status = 'cancelled', last_error = 'acknowledged'"
+                    " WHERE obligation_id = ? AND person_id = ? AND kind = 'repeat'"
+                    " AND status = 'queued'",
+                    (row["obligation_id"], row["person_id"]),
+                )
+                cancelled = cur.rowcount
             await audit.append(
                 tx,
                 now,
                 f"person:{row['person_id']}",
                 "notification.acknowledged",
                 row["incident_id"] or "-",
-                {"notification": row["id"], "obligation": row["obligation_id"]},
+                {
+                    "notification": row["id"],
+                    "obligation": row["obligation_id"],
+                    "repeats_cancelled": cancelled,
+                },
             )
     return await find(db, token), fresh

@@ -6,77 +6,16 @@ is real: apprise renders and sends over sockets on 127.0.0.1.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-
-import pytest
-
 from responder.clock import FakeClock
-from responder.config import Config
 from responder.engine.runner import Engine
 from responder.models import DeclareIncident, RecordRelease
 from responder.store import Database
+from tests.engine_helpers import settle
 from tests.sinks import HttpSink, SmtpSink
 
-SECRET = b"k" * 32
-
-
-@pytest.fixture
-async def http_sink() -> AsyncIterator[HttpSink]:
-    async with HttpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
-def smtp_sink() -> AsyncIterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
-def wired(cfg: Config, http_sink: HttpSink, smtp_sink: SmtpSink) -> Config:
-    """The example config with its channels pointed at the sinks."""
-    base = f"json://127.0.0.1:{http_sink.port}"
-    cfg.channels = {
-        "sms": base + "/sms?:to={phone}",
-        "voice": base + "/voice?:to={phone}",
-        "chat": base + "/chat?:to={id}",
-        "email": f"mailto://127.0.0.1:{smtp_sink.port}/?from=responder%40example.gov.cn"
-        "&to={email}&mode=insecure",
-    }
-    cfg.alerts.retry_base = timedelta(seconds=10)
-    return cfg
-
-
-@pytest.fixture
-async def engine(db: Database, wired: Config, clock: FakeClock) -> AsyncIterator[Engine]:
-    eng = Engine(db, wired, clock, SECRET)
-    await eng.start()
-    try:
-        yield eng
-    finally:
-        await eng.stop()
-
-
-async def settle(engine: Engine, rounds: int = 50) -> None:
-    """Let the engine's tasks run until the outbox has nothing due now (real I/O included)."""
-    for _ in range(rounds):
-        await asyncio.sleep(0.01)  # yield to the loop while sends finish on 127.0.0.1
-        row = await engine.db.fetchone(
-            "SELECT COUNT(*) FROM notifications WHERE status IN ('queued', 'sending')"
-            " AND next_attempt_at <= ?",
-            (engine.clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),),
-        )
-        steps = await engine.db.fetchone(
-            "SELECT COUNT(*) FROM steps WHERE status = 'pending' AND due_at <= ?",
-            (engine.clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),),
-        )
-        assert row is not None and steps is not None
-        if row[0] == 0 and steps[0] == 0:
-            return
-    raise AssertionError("engine did not settle")
+pytest_plugins = ["tests.engine_fixtures"]
 
 
 async def test_late_declaration_catch_up_then_breach_then_release_stops_messages(

@@ -10,7 +10,8 @@ One round:
    retrying beside it would deliver the message twice.
 3. Record the outcome in one transaction: ``sent``; or retry the same channel with exponential
    back-off and jitter; or fail over to the person's next channel; or, with every channel
-   spent, ``failed`` — and the administrators are told (the watchdog message).
+   spent, ``failed`` — and the administrators are told (the watchdog message).  A record the
+   database refuses (locked by another process) is tried again, not dropped.
 4. Sleep until the next queued notification is due, a send finishes, or a wake-up.
 
 After a crash, notifications left ``sending`` are queued again on the same channel (their
@@ -42,6 +43,9 @@ from responder.timeutil import from_db, to_db
 
 log = logging.getLogger("responder.dispatcher")
 LEASE = timedelta(minutes=10)
+# Pauses (real seconds) between tries to record an outcome the database refused (locked, busy):
+# a notification whose outcome is not recorded stays 'sending' until the next restart.
+RECORD_RETRY = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 class Dispatcher:
@@ -60,6 +64,11 @@ class Dispatcher:
         self.stopping = False
 
     def wake(self) -> None:
+        self.wakeup.set()
+
+    def stop(self) -> None:
+        """Claim nothing more; ``run`` then waits for the sends in flight and returns."""
+        self.stopping = True
         self.wakeup.set()
 
     # -- 0. after a crash --------------------------------------------------------------
@@ -156,7 +165,23 @@ class Dispatcher:
         self.metrics.inc(
             "send_attempts_total", channel=channel, outcome="sent" if outcome.ok else "error"
         )
-        await self.record(n, channel, outcome)
+        await self._record(n, channel, outcome)
+
+    async def _record(self, n: Any, channel: str, outcome: Outcome) -> None:
+        for pause in (*RECORD_RETRY, None):
+            try:
+                await self.record(n, channel, outcome)
+                return
+            except Exception as e:
+                if pause is None or self.stopping:
+                    raise
+                log.warning(
+                    "recording notification %s failed (%s); trying again in %.1f s",
+                    n["id"],
+                    e,
+                    pause,
+                )
+                await asyncio.sleep(pause)
 
     # -- 3. record -----------------------------------------------------------------------
 
@@ -201,7 +226,7 @@ class Dispatcher:
                     now,
                     "dispatcher",
                     "notification.failed",
-                    n["incident_id"],
+                    n["incident_id"] or "-",  # a watchdog message has no incident
                     {"notification": n["id"], "person": n["person_id"], "error": outcome.error},
                 )
                 if n["kind"] != "watchdog":
@@ -236,7 +261,7 @@ class Dispatcher:
     async def run(self) -> None:
         await self.recover()
         try:
-            while True:
+            while not self.stopping:
                 self.wakeup.clear()
                 try:
                     for n in await self.claim(self.slots - len(self.in_flight)):

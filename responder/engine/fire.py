@@ -41,8 +41,14 @@ async def due_steps(conn: aiosqlite.Connection, now: datetime, limit: int) -> li
 
 
 async def _acked_people(tx: aiosqlite.Connection, obligation_id: int) -> set[str]:
+    """People who acknowledged a message about this obligation at or after its breach.
+
+    An acknowledgement of an earlier reminder ("I know, we are on it") does not silence the
+    repeats after a breach: the news changed, and they must hear it."""
     async with tx.execute(
-        "SELECT DISTINCT person_id FROM notifications WHERE obligation_id = ? AND acked_at IS NOT NULL",
+        "SELECT DISTINCT n.person_id FROM notifications n JOIN obligations o"
+        " ON o.id = n.obligation_id WHERE n.obligation_id = ? AND n.acked_at IS NOT NULL"
+        " AND o.breached_at IS NOT NULL AND n.acked_at >= o.breached_at",
         (obligation_id,),
     ) as cur:
         return {r[0] for r in await cur.fetchall()}

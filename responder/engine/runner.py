@@ -7,7 +7,7 @@ milestone takes effect at once instead of at the next poll.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 
 from responder.clock import Clock
 from responder.config import Config
@@ -17,6 +17,10 @@ from responder.engine.scheduler import Scheduler
 from responder.engine.watchdog import Lag, Watchdog, measure
 from responder.ops import Ops
 from responder.store import Database
+
+log = logging.getLogger("responder.engine")
+# Longer than the dispatcher's own grace for sends in flight (Dispatcher.drain).
+STOP_GRACE = 40.0
 
 
 class Engine:
@@ -38,13 +42,27 @@ class Engine:
             asyncio.create_task(self.watchdog.run(self.dispatcher.wake), name="watchdog"),
         ]
 
-    async def stop(self) -> None:
-        """Stop taking new work; let sends in flight finish and be recorded."""
-        for task in reversed(self._tasks):
-            task.cancel()
-        for task in reversed(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop taking new work; let sends in flight finish and be recorded.
+
+        Each part is asked to stop and finishes the round it is in, so no transaction is cut
+        short and nothing is left ``sending``.  Only a part still busy after ``grace``
+        seconds is cancelled.
+        """
+        for part in (self.watchdog, self.scheduler, self.dispatcher):
+            part.stop()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=grace)
+            for task in late:
+                log.warning("%s did not stop within %.0f s; cancelling it", task.get_name(), grace)
+                task.cancel()
+        for task in self._tasks:
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("%s had failed", task.get_name())
         self._tasks = []
 
     async def lag(self) -> Lag:

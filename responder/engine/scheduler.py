@@ -50,8 +50,14 @@ class Scheduler:
         self.metrics = metrics
         self.wake_dispatcher = wake_dispatcher
         self.wakeup = asyncio.Event()
+        self.stopping = False
 
     def wake(self) -> None:
+        self.wakeup.set()
+
+    def stop(self) -> None:
+        """Finish the round in progress (its transaction commits whole), then return."""
+        self.stopping = True
         self.wakeup.set()
 
     async def next_due(self) -> datetime | None:
@@ -82,7 +88,7 @@ class Scheduler:
                 return queued_total
 
     async def run(self) -> None:
-        while True:
+        while not self.stopping:
             self.wakeup.clear()
             try:
                 await self.fire_due()

@@ -24,6 +24,12 @@ _apprise_log = logging.getLogger("apprise")
 _apprise_log.setLevel(logging.WARNING)
 _apprise_log.propagate = False
 _apprise_log.addHandler(logging.NullHandler())
+# urllib3 (under apprise's HTTP plugins) logs every request line at DEBUG, query string and all:
+# a gateway token passed as a URL parameter would reach the logs of a service run at DEBUG.
+_urllib3_log = logging.getLogger("urllib3")
+_urllib3_log.setLevel(logging.WARNING)
+_urllib3_log.propagate = False
+_urllib3_log.addHandler(logging.NullHandler())
 
 FORMATS = {"chat": apprise.NotifyFormat.MARKDOWN}
 _HEADER_SCHEMES = {"json", "jsons", "form", "forms", "xml", "xmls"}

@@ -5,12 +5,18 @@ oldest notification not yet handed to a channel (the dispatcher).  Both are show
 ``/healthz`` and ``/metrics``.  When either exceeds ``alerts.max_lag``, the administrators are
 told — at most once per ``REMIND`` while it lasts, so a stuck service does not spam them.
 (A message that failed on every channel is reported by the dispatcher as it happens.)
+
+The running watchdog counts only work that was already due at its previous check: the
+scheduler and the dispatcher have had a whole check interval for it.  So a restart after
+downtime (everything overdue at once, fired within milliseconds) or a jump of the clock is not
+mistaken for a stuck service, while a stuck one is still reported once it is ``max_lag`` late.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -35,10 +41,14 @@ class Lag:
         return max(self.steps, self.outbox)
 
 
-async def measure(db: Database, now: datetime) -> Lag:
+async def measure(db: Database, now: datetime, due_before: datetime | None = None) -> Lag:
+    """Lag now, counting only work due at or before ``due_before`` (default: now)."""
+    cutoff = to_db(due_before or now)
     row = await db.fetchone(
-        "SELECT (SELECT MIN(due_at) FROM steps WHERE status = 'pending'),"
-        " (SELECT MIN(next_attempt_at) FROM notifications WHERE status = 'queued')"
+        "SELECT (SELECT MIN(due_at) FROM steps WHERE status = 'pending' AND due_at <= ?),"
+        " (SELECT MIN(next_attempt_at) FROM notifications WHERE status = 'queued'"
+        "  AND next_attempt_at <= ?)",
+        (cutoff, cutoff),
     )
     assert row is not None
 
@@ -57,10 +67,13 @@ class Watchdog:
         self.secret = secret
         self.last_alert: datetime | None = None
         self.wakeup = asyncio.Event()
+        self.stopping = False
 
-    async def check(self) -> Lag:
+    async def check(self, due_before: datetime | None = None) -> Lag:
+        """Measure the lag (of work due by ``due_before``, default now); tell the admins when
+        it exceeds ``alerts.max_lag``, at most once per ``REMIND``."""
         now = self.clock.now()
-        lag = await measure(self.db, now)
+        lag = await measure(self.db, now, due_before)
         bound = self.cfg.alerts.max_lag.total_seconds()
         if lag.worst <= bound:
             self.last_alert = None
@@ -101,13 +114,21 @@ class Watchdog:
         log.warning("alerts are %.0f s late; administrators told", lag.worst)
         return lag
 
-    async def run(self, on_queued: callable) -> None:  # type: ignore[valid-type]
-        while True:
-            try:
-                before = self.last_alert
-                await self.check()
-                if self.last_alert is not None and self.last_alert != before:
-                    on_queued()
-            except Exception:
-                log.exception("watchdog check failed")
-            await self.clock.sleep_until(self.clock.now() + CHECK_EVERY, self.wakeup)
+    async def run(self, on_queued: Callable[[], None]) -> None:
+        previous: datetime | None = None  # when the previous check looked
+        while not self.stopping:
+            now = self.clock.now()
+            if previous is not None:
+                try:
+                    before = self.last_alert
+                    await self.check(due_before=previous)
+                    if self.last_alert is not None and self.last_alert != before:
+                        on_queued()
+                except Exception:
+                    log.exception("watchdog check failed")
+            previous = now
+            await self.clock.sleep_until(now + CHECK_EVERY, self.wakeup)
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.wakeup.set()

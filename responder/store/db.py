@@ -90,11 +90,14 @@ class Database:
         """One write transaction.  Commits on success, rolls back on any exception."""
         assert self._writer is not None, "database not open"
         async with self._lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
             try:
+                # Inside the try: a task cancelled while BEGIN runs in aiosqlite's thread must
+                # still roll back, or the shared connection stays inside a transaction.
+                await self._writer.execute("BEGIN IMMEDIATE")
                 yield self._writer
             except BaseException:
-                await self._writer.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.OperationalError):  # no transaction began
+                    await self._writer.execute("ROLLBACK")
                 raise
             else:
                 await self._writer.execute("COMMIT")

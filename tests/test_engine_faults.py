@@ -1,0 +1,465 @@
+"""The alert engine when things break: channels down, gateways failing, secrets in URLs, a
+process killed with SIGKILL in the middle of sending, and a stop while sends are in flight.
+
+Everything is real except time: apprise sends over sockets to the SMTP and HTTP sinks of
+:mod:`tests.sinks` on 127.0.0.1, the database is a SQLite file, and the kill is a real
+``kill -9`` of a separate Python process.  Time is the FakeClock's, except in the kill test
+whose driver process runs on the system clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from responder.clock import FakeClock
+from responder.config import Config
+from responder.engine.runner import Engine
+from responder.models import DeclareIncident
+from responder.ops import Ops
+from responder.store import Database
+from responder.timeutil import from_db
+from tests.engine_helpers import SECRET, attempts, drive, notification, queue, settle, wire
+from tests.sinks import HttpSink, SmtpSink
+
+pytest_plugins = ["tests.engine_fixtures"]
+
+ROOT = Path(__file__).resolve().parent.parent
+DRIVER = ROOT / "tests" / "engine_driver.py"
+
+
+def _at(value: str | None) -> datetime:
+    t = from_db(value)
+    assert t is not None
+    return t
+
+
+# -- 1. the mail server is down for a while ------------------------------------------------
+
+
+async def test_smtp_down_retries_with_backoff_then_delivers_exactly_once(
+    engine: Engine, clock: FakeClock, smtp_sink: SmtpSink, db: Database
+) -> None:
+    engine.cfg.alerts.attempts_per_channel = 8  # no failover while the server is away
+    await asyncio.to_thread(smtp_sink.stop)
+    nid = await queue(db, clock.now(), "wang-fang", ["email"])
+    engine.dispatcher.wake()
+
+    base = engine.cfg.alerts.retry_base.total_seconds()
+    waits: list[float] = []
+    for k in range(1, 5):  # four failed attempts while the server is down
+        await settle(engine)
+        row = await notification(db, nid)
+        assert (row["status"], row["attempt"], row["channel_index"]) == ("queued", k, 0)
+        tries = await attempts(db, nid)
+        assert [a["outcome"] for a in tries] == ["error"] * k
+        assert all(a["error"] and a["channel"] == "email" for a in tries)
+        assert row["last_error"] == tries[-1]["error"]
+        wait = (_at(row["next_attempt_at"]) - _at(tries[-1]["finished_at"])).total_seconds()
+        nominal = base * 2 ** (k - 1)  # exponential, ±25 % jitter
+        assert 0.75 * nominal <= wait <= 1.25 * nominal, (k, wait)
+        waits.append(wait)
+        clock.set(_at(row["next_attempt_at"]))
+    assert waits == sorted(waits) and len(set(waits)) == len(waits)
+    assert smtp_sink.messages == []
+
+    await asyncio.to_thread(smtp_sink.start)  # back, on the same port
+    row = await drive(engine, nid)
+    assert (row["status"], row["sent_channel"]) == ("sent", "email")
+    await smtp_sink.wait_for(1)
+    clock.advance(timedelta(hours=2))
+    await settle(engine)
+    await asyncio.sleep(0.1)
+    assert len(smtp_sink.messages) == 1
+    assert smtp_sink.envelopes[0].rcpt_tos == ["wangfang@example.gov.cn"]
+    assert [a["outcome"] for a in await attempts(db, nid)] == ["error"] * 4 + ["sent"]
+
+
+# -- 2. a gateway answering 500: retried, then failed over -----------------------------------
+
+
+async def test_http_500_is_retried_then_fails_over_to_the_next_channel(
+    engine: Engine, clock: FakeClock, http_sink: HttpSink, smtp_sink: SmtpSink, db: Database
+) -> None:
+    person = engine.cfg.person("li-qiang")
+    assert person is not None and person.channels[:2] == ["sms", "email"]
+    per_channel = engine.cfg.alerts.attempts_per_channel
+    http_sink.fail_next(per_channel, status=500)
+    nid = await queue(db, clock.now(), person.id, list(person.channels))
+    engine.dispatcher.wake()
+
+    row = await drive(engine, nid)
+    assert (row["status"], row["sent_channel"], row["channel_index"]) == ("sent", "email", 1)
+    tries = await attempts(db, nid)
+    assert [(a["channel"], a["outcome"]) for a in tries] == [("sms", "error")] * per_channel + [
+        ("email", "sent")
+    ]
+    for a in tries[:-1]:
+        assert "500" in a["error"]
+        assert person.phone is not None and person.phone not in a["error"]  # scrubbed
+    assert len(http_sink.requests) == per_channel
+    assert all(r.path == "/sms" and r.status == 500 for r in http_sink.requests)
+    mails = await smtp_sink.wait_for(1)
+    assert len(mails) == 1 and smtp_sink.envelopes[0].rcpt_tos == [person.email]
+    # The retries on the first channel waited; the failover itself did not.
+    finished = [_at(a["finished_at"]) for a in tries]
+    assert all(b > a for a, b in itertools.pairwise(finished[:per_channel]))
+    assert finished[-1] == finished[per_channel - 1]
+
+
+# -- 3. every channel failing --------------------------------------------------------------
+
+
+async def test_every_channel_failing_tells_the_admins(
+    engine: Engine,
+    clock: FakeClock,
+    http_sink: HttpSink,
+    smtp_sink: SmtpSink,
+    db: Database,
+) -> None:
+    engine.cfg.alerts.attempts_per_channel = 2
+    incident_id = await engine.ops.declare(
+        DeclareIncident(
+            title="演练:管道泄漏",
+            category="accident",
+            level="III",  # no obligations, no steps: only the messages queued here
+            occurred_at=clock.now(),
+            lead_unit="emergency",
+            drill=True,
+        ),
+        "test",
+    )
+    person = engine.cfg.person("wang-fang")
+    assert person is not None and person.channels == ["sms", "voice", "email"]
+    http_sink.fail_next(4)  # sms ×2, voice ×2
+    smtp_sink.fail_next(2)  # email ×2; the admin's email afterwards goes through
+    nid = await queue(db, clock.now(), person.id, list(person.channels), incident_id=incident_id)
+    engine.dispatcher.wake()
+
+    row = await drive(engine, nid)
+    assert row["status"] == "failed" and row["sent_channel"] is None
+    assert [(a["channel"], a["outcome"]) for a in await attempts(db, nid)] == [
+        ("sms", "error"),
+        ("sms", "error"),
+        ("voice", "error"),
+        ("voice", "error"),
+        ("email", "error"),
+        ("email", "error"),
+    ]
+    await settle(engine)
+    told = await db.fetchall("SELECT * FROM notifications WHERE kind = 'watchdog'")
+    assert [(w["person_id"], w["status"], w["sent_channel"]) for w in told] == [
+        ("admin-liu", "sent", "email")
+    ]
+    mails = await smtp_sink.wait_for(1)
+    assert smtp_sink.envelopes[0].rcpt_tos == ["it@example.gov.cn"]
+    body = mails[0].get_body().get_content()  # type: ignore[union-attr]
+    assert "王芳" in body and "DRILL" in body and "DRILL" in str(mails[0]["subject"])
+    failed = await db.fetchall(
+        "SELECT data FROM audit_log WHERE action = 'notification.failed' ORDER BY seq"
+    )
+    assert [json.loads(a["data"])["notification"] for a in failed] == [nid]
+
+
+async def test_a_failing_watchdog_message_does_not_spawn_more(
+    engine: Engine, clock: FakeClock, http_sink: HttpSink, smtp_sink: SmtpSink, db: Database
+) -> None:
+    engine.cfg.alerts.attempts_per_channel = 1
+    engine.cfg.alerts.admins = ["admin-liu", "chen-jing"]
+    await asyncio.to_thread(smtp_sink.stop)
+    http_sink.fail_next(100)
+    nid = await queue(db, clock.now(), "zhao-min", ["sms", "email"])
+    engine.dispatcher.wake()
+    assert (await drive(engine, nid))["status"] == "failed"
+    for _ in range(6):  # an hour and a half: nothing further is queued
+        clock.advance(timedelta(minutes=15))
+        await settle(engine)
+    rows = await db.fetchall("SELECT id, kind, person_id, status FROM notifications ORDER BY id")
+    assert [(r["kind"], r["person_id"], r["status"]) for r in rows] == [
+        ("notice", "zhao-min", "failed"),
+        ("watchdog", "admin-liu", "failed"),
+        ("watchdog", "chen-jing", "failed"),
+    ]
+    failed = await db.fetchall("SELECT data FROM audit_log WHERE action = 'notification.failed'")
+    assert len(failed) == 3
+
+
+# -- 4. secrets never leak -----------------------------------------------------------------
+
+PASSWORD, TOKEN, GET_SECRET = "S3cretPass", "TOPSECRET123", "GETSECRET99"
+
+
+@pytest.mark.parametrize("gateway", ["answers 500", "is down"])
+async def test_secrets_in_a_failing_channel_url_never_leak(
+    gateway: str,
+    engine: Engine,
+    clock: FakeClock,
+    http_sink: HttpSink,
+    db: Database,
+    caplog: pytest.LogCaptureFixture,
+    dump_tables: object,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    port = http_sink.port
+    if gateway == "is down":
+        await http_sink.stop()
+    else:
+        http_sink.fail_next(100)
+    engine.cfg.channels["sms"] = (
+        f"json://user:{PASSWORD}@127.0.0.1:{port}/x?:token={TOKEN}&-key={GET_SECRET}&:to={{phone}}"
+    )
+    engine.cfg.alerts.attempts_per_channel = 2
+    nid = await queue(db, clock.now(), "zhao-min", ["sms"])
+    engine.dispatcher.wake()
+    row = await drive(engine, nid)
+    await settle(engine)
+    assert row["status"] == "failed"
+    tries = await attempts(db, nid)
+    assert len(tries) == 2 and all(a["error"] for a in tries)
+    if gateway == "answers 500":
+        assert len(http_sink.requests) >= 2  # the URL really was used, secrets and all
+        assert http_sink.requests[0].payload["token"] == TOKEN
+
+    texts = {
+        "attempts.error": " ".join(a["error"] for a in tries),
+        "notifications.last_error": row["last_error"],
+        "audit_log": " ".join(
+            r["data"] for r in await db.fetchall("SELECT data FROM audit_log ORDER BY seq")
+        ),
+        "database": repr(await dump_tables(db)),  # type: ignore[operator]
+        "log": caplog.text,
+        "metrics": "\n".join(engine.metrics.render()),
+    }
+    assert "notification.failed" in " ".join(
+        r["action"] for r in await db.fetchall("SELECT action FROM audit_log")
+    )
+    for where, text in texts.items():
+        for secret in (PASSWORD, TOKEN, GET_SECRET):
+            assert secret not in text, f"{secret} leaked into {where}"
+
+
+# -- 5. kill -9 in the middle of sending ----------------------------------------------------
+
+
+async def _driver(db_path: Path, port: int) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(DRIVER),
+        str(db_path),
+        str(port),
+        cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "RESPONDER_DRIVER_CONCURRENCY": "4"},
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 10)
+    assert line.strip() == b"ready", line
+    return proc
+
+
+async def _count(db: Database, status: str) -> int:
+    row = await db.fetchone("SELECT COUNT(*) FROM notifications WHERE status = ?", (status,))
+    assert row is not None
+    return int(row[0])
+
+
+def _key(request: object) -> str:
+    headers = {k.lower(): v for k, v in request.headers.items()}  # type: ignore[attr-defined]
+    return headers["x-responder-notification"]
+
+
+async def test_kill_9_mid_dispatch_then_restart_delivers_everything_at_least_once(
+    db: Database, db_path: Path
+) -> None:
+    started = time.monotonic()
+    n = 30
+    now = datetime.now(UTC) - timedelta(seconds=1)  # the driver runs on the system clock
+    people = ["wang-fang", "li-qiang", "zhao-min", "sun-li", "chen-jing", "wu-gang"]
+    ids = [await queue(db, now, people[i % len(people)], ["sms"]) for i in range(n)]
+
+    async with asyncio.timeout(20), HttpSink(delay=0.3) as sink:
+        proc = await _driver(db_path, sink.port)
+        try:
+            # Kill once some are committed 'sent' and others are held by the sink.  (Polling on
+            # purpose, here and below: another process writes what is polled.)
+            while not (await _count(db, "sent") >= 6 and len(sink.requests) > 0):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            while len(sink.requests) <= await _count(db, "sent"):  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)
+            assert await proc.wait() == -signal.SIGKILL
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+        before = len(sink.requests)
+        sent_before = {
+            r["id"] for r in await db.fetchall("SELECT id FROM notifications WHERE status = 'sent'")
+        }
+        in_flight = {
+            r["id"]
+            for r in await db.fetchall("SELECT id FROM notifications WHERE status = 'sending'")
+        }
+        assert sent_before and in_flight, (sent_before, in_flight)
+        assert len(sent_before) < n
+
+        proc = await _driver(db_path, sink.port)
+        try:
+            while await _count(db, "sent") < n:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        finally:
+            proc.terminate()
+            await proc.wait()
+
+    rows = await db.fetchall("SELECT id, status, sent_channel FROM notifications ORDER BY id")
+    assert [(r["id"], r["status"], r["sent_channel"]) for r in rows] == [
+        (i, "sent", "sms") for i in ids
+    ]
+    seen: dict[int, list[str]] = defaultdict(list)
+    for request in sink.requests:
+        key = _key(request)
+        seen[int(key.split("-", 1)[0])].append(key)
+    assert set(seen) == set(ids)  # every notification reached the gateway
+    after = Counter(int(_key(r).split("-", 1)[0]) for r in sink.requests[before:])
+    assert not sent_before & set(after), "a message committed as sent went out again"
+    for nid, keys in seen.items():  # a duplicate carries its first delivery's key
+        assert keys == [f"{nid}-sms"] * len(keys)
+    duplicates = {nid for nid, keys in seen.items() if len(keys) > 1}
+    assert duplicates <= in_flight  # only what was in flight at the kill may go out twice
+    unknown = await db.fetchall("SELECT notification_id FROM attempts WHERE outcome = 'unknown'")
+    assert {r[0] for r in unknown} == in_flight
+    assert time.monotonic() - started < 20
+
+
+# -- 11. a graceful stop while sends are in flight -------------------------------------------
+
+
+@pytest.fixture
+async def slow_sink() -> AsyncIterator[HttpSink]:
+    async with HttpSink(delay=0.4) as sink:
+        yield sink
+
+
+async def test_stop_with_sends_in_flight_leaves_nothing_half_done(
+    db: Database, cfg: Config, clock: FakeClock, slow_sink: HttpSink
+) -> None:
+    wire(cfg, slow_sink.port, 9)  # email is not used here
+    cfg.alerts.concurrency = 4
+    people = ["wang-fang", "li-qiang", "zhao-min", "sun-li", "chen-jing"]
+    ids = [await queue(db, clock.now(), people[i % 5], ["sms"]) for i in range(10)]
+
+    engine = Engine(db, cfg, clock, SECRET)
+    await engine.start()
+    try:
+        await slow_sink.wait_for(4)  # four sends held by the sink
+        assert await _count(db, "sending") == 4
+    finally:
+        await engine.stop()
+    assert await _count(db, "sending") == 0
+    statuses = Counter(r["status"] for r in await db.fetchall("SELECT status FROM notifications"))
+    assert statuses == {"sent": 4, "queued": 6}
+    assert len(slow_sink.requests) == 4
+    assert (
+        await db.fetchone("SELECT 1 FROM attempts WHERE outcome IN ('started', 'unknown')") is None
+    )
+
+    engine = Engine(db, cfg, clock, SECRET)  # the next start sends the rest, and only the rest
+    await engine.start()
+    try:
+        await slow_sink.wait_for(10)
+        await settle(engine)
+    finally:
+        await engine.stop()
+    rows = await db.fetchall("SELECT id, status FROM notifications ORDER BY id")
+    assert [(r["id"], r["status"]) for r in rows] == [(i, "sent") for i in ids]
+    keys = [_key(r) for r in slow_sink.requests]
+    assert sorted(keys) == sorted(f"{i}-sms" for i in ids)
+
+
+async def test_stop_at_any_moment_leaves_the_store_consistent(
+    db: Database, wired: Config, clock: FakeClock, http_sink: HttpSink
+) -> None:
+    """Stop the engine at arbitrary points of busy rounds (firing steps, claiming, sending,
+    recording): never a notification left 'sending', never a transaction left open."""
+    ops = Ops(db, wired, clock)
+    for i in range(2):
+        await ops.declare(
+            DeclareIncident(
+                title=f"事件{i}",
+                category="accident",
+                level="I",
+                occurred_at=clock.now() - timedelta(hours=5),
+                lead_unit="emergency",
+            ),
+            "test",
+        )
+    for round_ in range(10):
+        people = ["wang-fang", "li-qiang", "zhao-min", "sun-li"]
+        for p in people:
+            await queue(db, clock.now(), p, ["sms", "email"])
+        engine = Engine(db, wired, clock, SECRET)
+        await engine.start()
+        await asyncio.sleep(0.002 * round_)
+        await engine.stop()
+        assert await _count(db, "sending") == 0, round_
+        started = await db.fetchone("SELECT COUNT(*) FROM attempts WHERE outcome = 'started'")
+        assert started is not None and started[0] == 0, round_
+        async with db.write() as tx:  # the writer is not stuck inside a transaction
+            await tx.execute("SELECT 1")
+        clock.advance(timedelta(minutes=30))
+    engine = Engine(db, wired, clock, SECRET)
+    await engine.start()
+    try:
+        await settle(engine, limit=10)
+    finally:
+        await engine.stop()
+    unsent = await db.fetchall("SELECT id, status FROM notifications WHERE status != 'sent'")
+    assert [tuple(r) for r in unsent] == []
+
+
+async def test_a_busy_database_while_recording_does_not_strand_a_sent_message(
+    db: Database,
+    db_path: Path,
+    cfg: Config,
+    clock: FakeClock,
+    slow_sink: HttpSink,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another process holds the write lock when a send finishes: the outcome is recorded as
+    soon as the lock is free — not left 'sending' until the next restart, and not sent twice."""
+    wire(cfg, slow_sink.port, 9)
+    assert db._writer is not None
+    await db._writer.execute("PRAGMA busy_timeout = 50")  # give up on the lock quickly
+    engine = Engine(db, cfg, clock, SECRET)
+    await engine.start()
+    other = sqlite3.connect(str(db_path), isolation_level=None, check_same_thread=False)
+    try:
+        nid = await queue(db, clock.now(), "wang-fang", ["sms"])
+        engine.dispatcher.wake()
+        await slow_sink.wait_for(1)  # the send is in flight, held by the sink for 0.4 s
+        await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")
+        await asyncio.sleep(0.8)  # the send finishes while the lock is held
+        await asyncio.to_thread(other.execute, "ROLLBACK")
+        async with asyncio.timeout(10):
+            while (await notification(db, nid))["status"] != "sent":  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    finally:
+        other.close()
+        await engine.stop()
+    assert len(slow_sink.requests) == 1
+    assert [a["outcome"] for a in await attempts(db, nid)] == ["sent"]
+    assert "database is locked" in caplog.text
