@@ -64,13 +64,12 @@ class Alerts(_Strict):
     attempts_per_channel: int = Field(3, ge=1, le=20)
     retry_base: timedelta = timedelta(seconds=10)
     retry_max: timedelta = timedelta(minutes=5)
-    send_timeout: timedelta = timedelta(seconds=30)
     # The watchdog alerts the administrators when a step is this late, or a message failed
     # on every channel.
     max_lag: timedelta = timedelta(minutes=2)
     admins: list[str] = Field(default_factory=list)
 
-    @field_validator("retry_base", "retry_max", "send_timeout", "max_lag", mode="before")
+    @field_validator("retry_base", "retry_max", "max_lag", mode="before")
     @classmethod
     def _d(cls, v: object) -> object:
         return parse_duration(v) if isinstance(v, str | int) else v

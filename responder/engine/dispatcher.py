@@ -83,9 +83,11 @@ class Dispatcher:
                 " WHERE outcome = 'started'",
                 (to_db(now),),
             )
+            # The interrupted try counts: a message that crashes the process every time
+            # moves on to the next channel (and finally fails) instead of looping forever.
             cur = await tx.execute(
                 "UPDATE notifications SET status = 'queued', lease_until = NULL,"
-                " next_attempt_at = ? WHERE status = 'sending'",
+                " attempt = attempt + 1, next_attempt_at = ? WHERE status = 'sending'",
                 (to_db(now),),
             )
             n = cur.rowcount

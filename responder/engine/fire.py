@@ -33,9 +33,13 @@ from responder.timeutil import from_db, to_db
 
 
 async def due_steps(conn: aiosqlite.Connection, now: datetime, limit: int) -> list[Any]:
+    """Due steps of the (about) ``limit`` earliest obligations — all of each one's due steps,
+    so that a large backlog never splits an obligation's catch-up into two messages."""
     async with conn.execute(
-        "SELECT * FROM steps WHERE status = 'pending' AND due_at <= ? ORDER BY due_at LIMIT ?",
-        (to_db(now), limit),
+        "SELECT * FROM steps WHERE status = 'pending' AND due_at <= ? AND obligation_id IN"
+        " (SELECT obligation_id FROM steps WHERE status = 'pending' AND due_at <= ?"
+        " ORDER BY due_at LIMIT ?) ORDER BY due_at, id",
+        (to_db(now), to_db(now), limit),
     ) as cur:
         return list(await cur.fetchall())
 

@@ -6,10 +6,12 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 from aiohttp import web
 
 from responder.config import Config
+from responder.store.lock import instance_lock
 from responder.web.app import create_app
 
 
@@ -44,20 +46,23 @@ def configure_logging(fmt: str) -> None:
 def serve(cfg: Config, log_format: str = "text") -> int:
     configure_logging(log_format)
     log = logging.getLogger("responder")
-    app = create_app(cfg)
-    log.info(
-        "responder serving on http://%s:%s (database %s, time zone %s)",
-        cfg.service.host,
-        cfg.service.port,
-        cfg.service.database,
-        cfg.service.timezone,
-    )
-    web.run_app(
-        app,
-        host=cfg.service.host,
-        port=cfg.service.port,
-        print=None,
-        shutdown_timeout=30.0,
-        access_log=None,
-    )
+    Path(cfg.service.database).parent.mkdir(parents=True, exist_ok=True)
+    with instance_lock(cfg.service.database):
+        app = create_app(cfg)
+        log.info(
+            "responder serving on http://%s:%s (database %s, time zone %s)",
+            cfg.service.host,
+            cfg.service.port,
+            cfg.service.database,
+            cfg.service.timezone,
+        )
+        web.run_app(
+            app,
+            host=cfg.service.host,
+            port=cfg.service.port,
+            print=None,
+            shutdown_timeout=30.0,
+            access_log=None,
+        )
+    log.info("responder stopped")
     return 0

@@ -1,0 +1,89 @@
+"""Edges of the engine: one engine per database, a backlog larger than a batch, and a message
+that a crash interrupted."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from responder.clock import FakeClock
+from responder.config import Config
+from responder.engine import fire
+from responder.engine.dispatcher import Dispatcher
+from responder.engine.metrics import Metrics
+from responder.engine.scheduler import Scheduler
+from responder.errors import Conflict
+from responder.models import DeclareIncident
+from responder.ops import Ops
+from responder.store import Database
+from responder.store.lock import instance_lock
+from tests.engine_helpers import SECRET
+
+
+def test_a_second_engine_on_the_same_database_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    database = str(tmp_path / "r.sqlite3")
+    with instance_lock(database):
+        with pytest.raises(Conflict) as e, instance_lock(database):
+            pass
+        assert e.value.code == "already_running"
+    with instance_lock(database):  # released on exit: a restart may take it
+        pass
+
+
+async def test_a_backlog_larger_than_a_batch_gives_one_message_per_person_and_obligation(
+    db: Database, cfg: Config, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After downtime every obligation has several due steps; a batch boundary must not split
+    them into two catch-up messages."""
+    ops = Ops(db, cfg, clock)
+    for i in range(6):
+        await ops.declare(
+            DeclareIncident(
+                title=f"事件{i}", category="accident", level="II", occurred_at=clock.now(),
+                lead_unit="emergency",
+            ),
+            "test",
+        )  # fmt: skip
+    clock.advance(timedelta(hours=4, minutes=40))  # declared, T-2h, T-1h, T-30m all due
+    monkeypatch.setattr(
+        "responder.engine.scheduler.BATCH", 5
+    )  # smaller than one obligation's 4 steps × 2
+    scheduler = Scheduler(db, cfg, clock, SECRET, Metrics(), lambda: None)
+    await scheduler.fire_due()
+    rows = await db.fetchall(
+        "SELECT obligation_id, person_id, json_extract(channels, '$[0]') AS ch, COUNT(*) AS n"
+        " FROM notifications GROUP BY obligation_id, person_id, ch"
+    )
+    assert rows and all(r["n"] == 1 for r in rows)
+    assert await fire.due_steps(db.reader, clock.now(), 5) == []
+
+
+async def test_an_interrupted_send_counts_as_a_try(
+    db: Database, cfg: Config, clock: FakeClock
+) -> None:
+    """A message that crashes the process every time must move on, not loop forever."""
+    ops = Ops(db, cfg, clock)
+    await ops.declare(
+        DeclareIncident(
+            title="x",
+            category="accident",
+            level="II",
+            occurred_at=clock.now(),
+            lead_unit="emergency",
+        ),
+        "test",
+    )
+    await Scheduler(db, cfg, clock, SECRET, Metrics(), lambda: None).fire_due()
+    dispatcher = Dispatcher(db, cfg, clock, SECRET, Metrics())
+    claimed = await dispatcher.claim(1)  # … and the process dies here
+    assert len(claimed) == 1
+    assert await Dispatcher(db, cfg, clock, SECRET, Metrics()).recover() == 1
+    row = await db.fetchone("SELECT * FROM notifications WHERE id = ?", (claimed[0]["id"],))
+    assert row["status"] == "queued" and row["attempt"] == 1
+    attempt = await db.fetchone(
+        "SELECT outcome FROM attempts WHERE notification_id = ?", (claimed[0]["id"],)
+    )
+    assert attempt["outcome"] == "unknown"
+    assert json.loads(row["channels"])  # still has its channels to walk
