@@ -238,25 +238,15 @@ class Dispatcher:
         """A message that failed on every channel is itself news for the administrators."""
         person = self.cfg.person(n["person_id"])
         who = person.name if person else n["person_id"]
-        for admin in self.cfg.alerts.admins:
-            p = self.cfg.person(admin)
-            if p is None:
-                continue
-            await outbox.queue(
-                tx,
-                self.secret,
-                incident_id=n["incident_id"],
-                obligation_id=None,
-                step_id=None,
-                person_id=admin,
-                channels=list(p.channels),
-                kind="watchdog",
-                context={
-                    "action": f"发给{who}的提醒在所有渠道均发送失败,请电话联系并检查渠道配置",
-                    "action_en": f"The alert to {who} failed on every channel: phone them and check the channel settings",
-                },
-                now=now,
-            )
+        await outbox.tell_admins(
+            tx,
+            self.cfg,
+            self.secret,
+            incident_id=n["incident_id"],
+            zh=f"发给{who}的提醒在所有渠道均发送失败,请电话联系并检查渠道配置",
+            en=f"The alert to {who} failed on every channel: phone them and check the channel settings",
+            now=now,
+        )
 
     # -- 4. the loop ----------------------------------------------------------------------
 

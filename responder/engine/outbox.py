@@ -13,6 +13,7 @@ from typing import Any
 
 import aiosqlite
 
+from responder.config import Config
 from responder.secret import ack_token, token_hash
 from responder.timeutil import to_db
 
@@ -56,3 +57,35 @@ async def queue(
         (token_hash(ack_token(secret, nid, nonce)), nid),
     )
     return nid
+
+
+async def tell_admins(
+    tx: aiosqlite.Connection,
+    cfg: Config,
+    secret: bytes,
+    *,
+    incident_id: str | None,
+    zh: str,
+    en: str,
+    now: datetime,
+) -> int:
+    """Queue a watchdog message (about the service itself) to every administrator."""
+    queued = 0
+    for admin in cfg.alerts.admins:
+        person = cfg.person(admin)
+        if person is None:
+            continue
+        await queue(
+            tx,
+            secret,
+            incident_id=incident_id,
+            obligation_id=None,
+            step_id=None,
+            person_id=admin,
+            channels=list(person.channels),
+            kind="watchdog",
+            context={"action": zh, "action_en": en},
+            now=now,
+        )
+        queued += 1
+    return queued

@@ -84,25 +84,15 @@ class Watchdog:
         late = format_duration(timedelta(seconds=lag.worst), "zh")
         late_en = format_duration(timedelta(seconds=lag.worst), "en")
         async with self.db.write() as tx:
-            for admin in self.cfg.alerts.admins:
-                p = self.cfg.person(admin)
-                if p is None:
-                    continue
-                await outbox.queue(
-                    tx,
-                    self.secret,
-                    incident_id=None,
-                    obligation_id=None,
-                    step_id=None,
-                    person_id=admin,
-                    channels=list(p.channels),
-                    kind="watchdog",
-                    context={
-                        "action": f"提醒服务已滞后{late}(提醒未按时发出),请立即检查服务",
-                        "action_en": f"Alerts are running {late_en} late: check the service now",
-                    },
-                    now=now,
-                )
+            await outbox.tell_admins(
+                tx,
+                self.cfg,
+                self.secret,
+                incident_id=None,
+                zh=f"提醒服务已滞后{late}(提醒未按时发出),请立即检查服务",
+                en=f"Alerts are running {late_en} late: check the service now",
+                now=now,
+            )
             await audit.append(
                 tx,
                 now,

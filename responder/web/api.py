@@ -5,6 +5,7 @@ response model.  The route table at the bottom is also the OpenAPI document."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from responder.models import (
     ReschedulePressConference,
     SchedulePressConference,
 )
+from responder.ops import Ops
 from responder.policy.planner import Facts, Plan, plan_declaration
 from responder.policy.rules import rule_set_in_force
 from responder.timeutil import parse_time
@@ -159,20 +161,24 @@ async def get_incident(request: web.Request) -> web.Response:
     return answer(request, await _incident(request, incident_id(request)))
 
 
-async def change_level(request: web.Request) -> web.Response:
+async def _change(
+    request: web.Request, call: Callable[[Ops, str, Any, str], Awaitable[dict[str, Any]]]
+) -> web.Response:
+    """A change to an incident: check the role, parse the body, call ops, answer with the
+    result and the incident as it now stands."""
     user = await require(request, OPERATE)
     data = await body(request)
     iid = incident_id(request)
-    result = await request.app[ENGINE].ops.change_level(iid, data, actor(user))
+    result = await call(request.app[ENGINE].ops, iid, data, actor(user))
     return answer(request, {**result, "incident": await _incident(request, iid)})
+
+
+async def change_level(request: web.Request) -> web.Response:
+    return await _change(request, lambda ops, iid, data, who: ops.change_level(iid, data, who))
 
 
 async def close_incident(request: web.Request) -> web.Response:
-    user = await require(request, OPERATE)
-    data = await body(request)
-    iid = incident_id(request)
-    result = await request.app[ENGINE].ops.close(iid, data, actor(user))
-    return answer(request, {**result, "incident": await _incident(request, iid)})
+    return await _change(request, lambda ops, iid, data, who: ops.close(iid, data, who))
 
 
 async def incident_timeline(request: web.Request) -> web.Response:
@@ -183,45 +189,40 @@ async def incident_timeline(request: web.Request) -> web.Response:
 
 
 async def record_release(request: web.Request) -> web.Response:
-    user = await require(request, OPERATE)
-    data = await body(request)
-    iid = incident_id(request)
-    result = await request.app[ENGINE].ops.record_release(iid, data, actor(user), "authoritative")
-    return answer(request, {**result, "incident": await _incident(request, iid)})
+    return await _change(
+        request,
+        lambda ops, iid, data, who: ops.record_release(iid, data, who, "authoritative"),
+    )
 
 
 async def record_follow_up(request: web.Request) -> web.Response:
-    user = await require(request, OPERATE)
-    data = await body(request)
-    iid = incident_id(request)
-    result = await request.app[ENGINE].ops.record_release(iid, data, actor(user), "follow_up")
-    return answer(request, {**result, "incident": await _incident(request, iid)})
+    return await _change(
+        request, lambda ops, iid, data, who: ops.record_release(iid, data, who, "follow_up")
+    )
 
 
 async def schedule_press_conference(request: web.Request) -> web.Response:
-    user = await require(request, OPERATE)
-    data = await body(request)
-    iid = incident_id(request)
-    result = await request.app[ENGINE].ops.schedule_press_conference(iid, data, actor(user))
-    return answer(request, {**result, "incident": await _incident(request, iid)})
+    return await _change(
+        request, lambda ops, iid, data, who: ops.schedule_press_conference(iid, data, who)
+    )
 
 
 async def reschedule_press_conference(request: web.Request) -> web.Response:
-    user = await require(request, OPERATE)
-    data = await body(request)
-    iid = incident_id(request)
-    pc = int_param(request, "press_conference_id")
-    result = await request.app[ENGINE].ops.reschedule_press_conference(iid, pc, data, actor(user))
-    return answer(request, {**result, "incident": await _incident(request, iid)})
+    return await _change(
+        request,
+        lambda ops, iid, data, who: ops.reschedule_press_conference(
+            iid, int_param(request, "press_conference_id"), data, who
+        ),
+    )
 
 
 async def press_conference_held(request: web.Request) -> web.Response:
-    user = await require(request, OPERATE)
-    data = await body(request)
-    iid = incident_id(request)
-    pc = data.press_conference_id
-    result = await request.app[ENGINE].ops.press_conference_held(iid, data, actor(user), pc)
-    return answer(request, {**result, "incident": await _incident(request, iid)})
+    return await _change(
+        request,
+        lambda ops, iid, data, who: ops.press_conference_held(
+            iid, data, who, data.press_conference_id
+        ),
+    )
 
 
 async def incident_notifications(request: web.Request) -> web.Response:
