@@ -26,7 +26,13 @@ from responder.models import (
     ReschedulePressConference,
     SchedulePressConference,
 )
-from responder.policy.planner import Facts, plan_declaration, plan_follow_up, plan_level_change
+from responder.policy.planner import (
+    Facts,
+    plan_close,
+    plan_declaration,
+    plan_follow_up,
+    plan_level_change,
+)
 from responder.policy.rules import RuleSet, rule_set_in_force
 from responder.store import Database, audit
 from responder.store.plans import (
@@ -650,18 +656,18 @@ class Ops:
                 (incident_id,),
             ) as cur:
                 open_obs = list(await cur.fetchall())
-            waived, breached = [], []
-            for ob in open_obs:
-                if _t(ob, "deadline") <= now:
-                    await breach(tx, self.cfg, ob["id"], now)
-                    breached.append(ob["kind"])
-                else:
-                    await tx.execute(
-                        "UPDATE obligations SET status = 'waived', waived_at = ?, waived_reason = ?"
-                        " WHERE id = ?",
-                        (to_db(now), f"事件已关闭:{data.reason}", ob["id"]),
-                    )
-                    waived.append(ob["kind"])
+            kinds = {ob["id"]: ob["kind"] for ob in open_obs}
+            to_breach, to_waive = plan_close({ob["id"]: _t(ob, "deadline") for ob in open_obs}, now)
+            for ob_id in to_breach:
+                await breach(tx, self.cfg, ob_id, now)
+            for ob_id in to_waive:
+                await tx.execute(
+                    "UPDATE obligations SET status = 'waived', waived_at = ?, waived_reason = ?"
+                    " WHERE id = ?",
+                    (to_db(now), f"事件已关闭:{data.reason}", ob_id),
+                )
+            breached = [kinds[i] for i in to_breach]
+            waived = [kinds[i] for i in to_waive]
             await tx.execute(
                 "UPDATE steps SET status = 'cancelled', cancelled_at = ?"
                 " WHERE incident_id = ? AND status = 'pending'",

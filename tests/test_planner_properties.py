@@ -32,6 +32,7 @@ from responder.policy.planner import (
     PlannedObligation,
     clock_start,
     next_repeat,
+    plan_close,
     plan_declaration,
     plan_follow_up,
     plan_level_change,
@@ -773,3 +774,25 @@ async def _ops_history(
             with pytest.raises(Conflict):
                 await ops.change_level(iid, ChangeLevel(level="I", reason="x"), "duty")
             assert (await verify(db._reader)).entries == entries  # type: ignore[arg-type]
+
+
+@given(
+    deadlines=st.dictionaries(
+        st.integers(1, 10_000),
+        st.datetimes(
+            min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+        ),
+        max_size=20,
+    ),
+    now=st.datetimes(
+        min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+    ),
+)
+def test_closing_breaches_what_is_overdue_and_waives_the_rest(
+    deadlines: dict[int, datetime], now: datetime
+) -> None:
+    to_breach, to_waive = plan_close(deadlines, now)
+    assert set(to_breach) | set(to_waive) == set(deadlines)
+    assert not set(to_breach) & set(to_waive)
+    assert all(deadlines[i] <= now for i in to_breach)
+    assert all(deadlines[i] > now for i in to_waive)

@@ -286,3 +286,14 @@ def plan_level_change(
         obligations.append(ob)
         steps.extend(plan_steps(ob, rules.escalations[rule.escalation], changed_at, now))
     return LevelChange(Plan(tuple(obligations), tuple(steps)), waive, direction)
+
+
+def plan_close(open_deadlines: dict[int, datetime], now: datetime) -> tuple[list[int], list[int]]:
+    """Closing an incident: (obligations to breach, obligations to waive).
+
+    An open obligation whose deadline has passed was missed, closed or not: it is breached
+    (and goes to the reviewers).  One still running is waived — the incident is over.
+    """
+    breach = sorted(i for i, deadline in open_deadlines.items() if deadline <= now)
+    waive = sorted(i for i, deadline in open_deadlines.items() if deadline > now)
+    return breach, waive
