@@ -3,6 +3,7 @@ that a crash interrupted."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -87,3 +88,32 @@ async def test_an_interrupted_send_counts_as_a_try(
     )
     assert attempt["outcome"] == "unknown"
     assert json.loads(row["channels"])  # still has its channels to walk
+
+
+async def test_form_gateways_get_the_message_and_the_idempotency_key() -> None:
+    """Most Chinese SMS and voice platforms take a form post: form:// reaches them as fields."""
+    from responder.engine.send import send, with_idempotency_key
+    from tests.sinks import HttpSink
+
+    async with HttpSink() as sink:
+        url = with_idempotency_key(sink.form_url("sms", to="+8613800000001"), "42-sms")
+        outcome = await asyncio.to_thread(send, url, "", "【II级重大】测试短信", "sms")
+        assert outcome.ok, outcome.error
+        (request,) = await sink.wait_for(1)
+        assert request.form["message"] == "【II级重大】测试短信"
+        assert request.form["to"] == "+8613800000001"
+        assert request.headers["X-Responder-Notification"] == "42-sms"
+
+
+def test_twilio_voice_and_sms_service_urls_are_understood() -> None:
+    """Twilio calls cannot be placed from here (no internet); what can be checked is that the
+    documented channel templates, filled in, are URLs apprise accepts."""
+    import apprise
+
+    for url in (
+        "twilio://ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb@15551234567/8613800000001?method=call",
+        "twilio://ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb@15551234567/8613800000001",
+        "json://sms-gateway.example.gov.cn/send?:to=%2B8613800000001",
+        "form://voice-gateway.example.gov.cn/call?:to=%2B8613800000001",
+    ):
+        assert apprise.Apprise().add(url), url
