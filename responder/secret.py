@@ -30,9 +30,10 @@ def load_secret(path: str) -> bytes:
     return key
 
 
-def ack_token(secret: bytes, notification_id: int, nonce: str) -> str:
-    """The token in a message's link: 192 bits, derived, never stored (only its hash is)."""
-    mac = hmac.new(secret, f"ack:{notification_id}:{nonce}".encode(), hashlib.sha256).digest()
+def ack_token(secret: bytes, nonce: str) -> str:
+    """The token in a message's link: 192 bits derived from the notification's random nonce
+    (128 bits) and the server secret; never stored (only its hash is)."""
+    mac = hmac.new(secret, f"ack:{nonce}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
 
 

@@ -83,7 +83,7 @@ def to_db(dt: datetime | None) -> str | None:
 def from_db(text: str | None) -> datetime | None:
     if text is None:
         return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(text)  # 'Z' is UTC; a tenth of strptime's cost
 
 
 def zone(name: str) -> ZoneInfo:

@@ -205,7 +205,7 @@ async def test_acknowledging_stops_repeats_to_that_person_only_until_the_release
     await settle(engine)
     assert set(await _repeats_to(db, release, clock.now() - M)) == everyone
 
-    token = ack_token(SECRET, breach[1]["id"], breach[1]["ack_nonce"])
+    token = ack_token(SECRET, breach[1]["ack_nonce"])
     row, fresh = await acknowledge(db, clock, token)
     assert fresh and row["acked_at"] == to_db(clock.now())
     assert (await acknowledge(db, clock, token))[1] is False  # a second tap changes nothing
@@ -242,7 +242,7 @@ async def test_acknowledging_a_reminder_before_the_breach_does_not_silence_repea
         (release,),
     )
     assert reminder is not None
-    await acknowledge(db, clock, ack_token(SECRET, reminder["id"], reminder["ack_nonce"]))
+    await acknowledge(db, clock, ack_token(SECRET, reminder["ack_nonce"]))
     for _ in range(5):  # to T+5.5h: the breach and the first repeat
         clock.advance(30 * M)
         await settle(engine)
@@ -270,7 +270,7 @@ async def test_acknowledging_cancels_a_repeat_still_waiting_for_a_retry(
         (release,),
     )
     assert waiting is not None and waiting["status"] == "queued" and waiting["attempt"] == 1
-    await acknowledge(db, clock, ack_token(SECRET, first["id"], first["ack_nonce"]))
+    await acknowledge(db, clock, ack_token(SECRET, first["ack_nonce"]))
     after = await db.fetchone("SELECT status FROM notifications WHERE id = ?", (waiting["id"],))
     assert after is not None and after["status"] == "cancelled"
     others = await db.fetchall(

@@ -58,7 +58,7 @@ async def test_a_backlog_larger_than_a_batch_gives_one_message_per_person_and_ob
         " FROM notifications GROUP BY obligation_id, person_id, ch"
     )
     assert rows and all(r["n"] == 1 for r in rows)
-    assert await fire.due_steps(db.reader, clock.now(), 5) == []
+    assert await fire.due_steps(db, clock.now(), 5) == []
 
 
 async def test_an_interrupted_send_counts_as_a_try(

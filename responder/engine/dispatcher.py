@@ -144,7 +144,7 @@ class Dispatcher:
             obligation = await self.db.fetchone(
                 "SELECT * FROM obligations WHERE id = ?", (n["obligation_id"],)
             )
-        token = ack_token(self.secret, n["id"], n["ack_nonce"])
+        token = ack_token(self.secret, n["ack_nonce"])
         ack_url = f"{self.cfg.service.public_url}/ack/{token}"
         ctx = context.build(n, incident, obligation, self.cfg, person, ack_url, self.clock.now())
         rendered = render(channel_kind(channel), person.language, ctx)

@@ -27,21 +27,20 @@ from responder.audience import channels_for, resolve
 from responder.config import Config
 from responder.engine import outbox
 from responder.policy.planner import next_repeat
-from responder.store import audit
+from responder.store import Database, audit
 from responder.store.plans import breach
 from responder.timeutil import from_db, to_db
 
 
-async def due_steps(conn: aiosqlite.Connection, now: datetime, limit: int) -> list[Any]:
+async def due_steps(db: Database, now: datetime, limit: int) -> list[Any]:
     """Due steps of the (about) ``limit`` earliest obligations — all of each one's due steps,
     so that a large backlog never splits an obligation's catch-up into two messages."""
-    async with conn.execute(
+    return await db.fetchall(
         "SELECT * FROM steps WHERE status = 'pending' AND due_at <= ? AND obligation_id IN"
         " (SELECT obligation_id FROM steps WHERE status = 'pending' AND due_at <= ?"
         " ORDER BY due_at LIMIT ?) ORDER BY due_at, id",
         (to_db(now), to_db(now), limit),
-    ) as cur:
-        return list(await cur.fetchall())
+    )
 
 
 async def _acked_people(tx: aiosqlite.Connection, obligation_id: int) -> set[str]:

@@ -34,8 +34,8 @@ async def queue(
     nonce = secrets.token_hex(16)
     cur = await tx.execute(
         "INSERT INTO notifications (incident_id, obligation_id, step_id, person_id, channels,"
-        " kind, context, due_at, next_attempt_at, created_at, ack_nonce)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        " kind, context, due_at, next_attempt_at, created_at, ack_nonce, ack_hash)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             incident_id,
             obligation_id,
@@ -48,14 +48,11 @@ async def queue(
             to_db(now),
             to_db(now),
             nonce,
+            token_hash(ack_token(secret, nonce)),
         ),
     )
     nid = cur.lastrowid
     assert nid is not None
-    await tx.execute(
-        "UPDATE notifications SET ack_hash = ? WHERE id = ?",
-        (token_hash(ack_token(secret, nid, nonce)), nid),
-    )
     return nid
 
 

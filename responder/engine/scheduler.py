@@ -69,7 +69,7 @@ class Scheduler:
         queued_total = 0
         while True:
             now = self.clock.now()
-            steps = await due_steps(self.db.reader, now, BATCH)
+            steps = await due_steps(self.db, now, BATCH)
             if not steps:
                 return queued_total
             groups = by_obligation(steps)

@@ -109,14 +109,18 @@ class Database:
         return self._reader
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        """Run a query and fetch every row in ONE job on the database thread.
+
+        A cursor left open between awaits keeps its statement active, and with it a read
+        snapshot on the shared reader connection: a concurrent request would then not see a
+        row committed a moment ago (an incident just declared answering 404).
+        """
         assert self._reader is not None, "database not open"
-        async with self._reader.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
+        return list(await self._reader.execute_fetchall(sql, tuple(params)))
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        assert self._reader is not None, "database not open"
-        async with self._reader.execute(sql, tuple(params)) as cur:
-            return await cur.fetchone()
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
 
 
 def _split(script: str) -> list[str]:

@@ -50,28 +50,33 @@ async def insert_obligation(
     return cur.lastrowid
 
 
+def _step_row(incident_id: str, obligation_id: int, s: PlannedStep) -> tuple[object, ...]:
+    return (
+        incident_id,
+        obligation_id,
+        s.name,
+        s.kind,
+        to_db(s.nominal_at),
+        to_db(s.due_at),
+        json.dumps(list(s.audience)),
+        json.dumps(list(s.channels)),
+        int(s.is_deadline),
+        int(s.repeat_every.total_seconds()) if s.repeat_every else None,
+        json.dumps(list(s.collapsed), ensure_ascii=False),
+        int(s.all_channels),
+    )
+
+
+_INSERT_STEP = (
+    "INSERT INTO steps (incident_id, obligation_id, name, kind, nominal_at, due_at, audience,"
+    " channels, is_deadline, repeat_s, collapsed, all_channels) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
 async def insert_step(
     tx: aiosqlite.Connection, incident_id: str, obligation_id: int, s: PlannedStep
 ) -> int:
-    cur = await tx.execute(
-        "INSERT INTO steps (incident_id, obligation_id, name, kind, nominal_at, due_at, audience,"
-        " channels, is_deadline, repeat_s, collapsed, all_channels)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            incident_id,
-            obligation_id,
-            s.name,
-            s.kind,
-            to_db(s.nominal_at),
-            to_db(s.due_at),
-            json.dumps(list(s.audience)),
-            json.dumps(list(s.channels)),
-            int(s.is_deadline),
-            int(s.repeat_every.total_seconds()) if s.repeat_every else None,
-            json.dumps(list(s.collapsed), ensure_ascii=False),
-            int(s.all_channels),
-        ),
-    )
+    cur = await tx.execute(_INSERT_STEP, _step_row(incident_id, obligation_id, s))
     assert cur.lastrowid is not None
     return cur.lastrowid
 
@@ -83,8 +88,10 @@ async def insert_plan(
     ids: dict[tuple[str, int], int] = {}
     for ob in plan.obligations:
         ids[(ob.kind, ob.seq)] = await insert_obligation(tx, incident_id, rule_set_id, ob, now)
-    for s in plan.steps:
-        await insert_step(tx, incident_id, ids[(s.obligation_kind, s.obligation_seq)], s)
+    await tx.executemany(  # one round trip for all of a declaration's steps
+        _INSERT_STEP,
+        [_step_row(incident_id, ids[(s.obligation_kind, s.obligation_seq)], s) for s in plan.steps],
+    )
     return list(ids.values())
 
 
