@@ -8,7 +8,8 @@ One round:
 2. Send each in a worker thread (bounded concurrency).  A send is awaited until its thread
    finishes, never abandoned: a send that outlives a timeout may still complete, and
    retrying beside it would deliver the message twice.
-3. Record the outcome in one transaction: ``sent``; or retry the same channel with exponential
+3. Record the outcome (group-committed with the outcomes that finished meanwhile, one
+   transaction for all): ``sent``; or retry the same channel with exponential
    back-off and jitter; or fail over to the person's next channel; or, with every channel
    spent, ``failed`` — and the administrators are told (the watchdog message).  A record the
    database refuses (locked by another process) is tried again, not dropped.
@@ -61,6 +62,8 @@ class Dispatcher:
         self.slots = cfg.alerts.concurrency
         self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="send")
         self.in_flight: set[asyncio.Task[None]] = set()
+        self._outcomes: list[tuple[Any, str, Outcome, asyncio.Future[None]]] = []
+        self._recording = asyncio.Lock()
         self.stopping = False
 
     def wake(self) -> None:
@@ -128,7 +131,24 @@ class Dispatcher:
 
     # -- 2. send -----------------------------------------------------------------------
 
-    async def _message(self, n: Any, channel: str) -> tuple[str, str, str]:
+    async def facts(self, rows: list[Any]) -> dict[tuple[str, object], Any]:
+        """The incidents and obligations a batch of notifications speaks of: two queries for
+        the batch instead of two per message."""
+        out: dict[tuple[str, object], Any] = {}
+        for table, key in (("incidents", "incident_id"), ("obligations", "obligation_id")):
+            ids = sorted({r[key] for r in rows if r[key] is not None})
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in await self.db.fetchall(
+                    f"SELECT * FROM {table} WHERE id IN ({marks})", chunk
+                ):
+                    out[(table, row["id"])] = row
+        return out
+
+    async def _message(
+        self, n: Any, channel: str, facts: dict[tuple[str, object], Any] | None = None
+    ) -> tuple[str, str, str]:
         """(url, title, body) for one notification on one channel."""
         person = self.cfg.person(n["person_id"])
         if person is None:
@@ -136,14 +156,10 @@ class Dispatcher:
         template = self.cfg.channels.get(channel)
         if template is None:
             raise LookupError(f"channel {channel} is no longer in the config")
-        incident = await self.db.fetchone(
-            "SELECT * FROM incidents WHERE id = ?", (n["incident_id"],)
-        )
-        obligation = None
-        if n["obligation_id"] is not None:
-            obligation = await self.db.fetchone(
-                "SELECT * FROM obligations WHERE id = ?", (n["obligation_id"],)
-            )
+        if facts is None:
+            facts = await self.facts([n])
+        incident = facts.get(("incidents", n["incident_id"]))
+        obligation = facts.get(("obligations", n["obligation_id"]))
         token = ack_token(self.secret, n["ack_nonce"])
         ack_url = f"{self.cfg.service.public_url}/ack/{token}"
         ctx = context.build(n, incident, obligation, self.cfg, person, ack_url, self.clock.now())
@@ -151,10 +167,10 @@ class Dispatcher:
         url = with_idempotency_key(context.channel_url(template, person), f"{n['id']}-{channel}")
         return url, rendered.title, rendered.body
 
-    async def deliver(self, n: Any) -> None:
+    async def deliver(self, n: Any, facts: dict[tuple[str, object], Any] | None = None) -> None:
         channel = json.loads(n["channels"])[n["channel_index"]]
         try:
-            url, title, body = await self._message(n, channel)
+            url, title, body = await self._message(n, channel, facts)
         except Exception as e:  # the message cannot even be built: count it as a failed try
             outcome = Outcome(False, f"{type(e).__name__}: {e}")
         else:
@@ -170,20 +186,44 @@ class Dispatcher:
         await self._record(n, channel, outcome)
 
     async def _record(self, n: Any, channel: str, outcome: Outcome) -> None:
+        """Record an outcome, group-committed with the others that finished meanwhile.
+
+        One transaction (one fsync) records every outcome that is waiting, so a burst of
+        sends is not throttled by a commit per message; a lone message is recorded at once.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.append((n, channel, outcome, done))
+        async with self._recording:  # one group transaction at a time
+            if self._outcomes:  # else a previous group already took ours
+                batch, self._outcomes = self._outcomes, []
+                await self._record_batch(batch)
+        await done
+
+    async def _record_batch(
+        self, batch: list[tuple[Any, str, Outcome, asyncio.Future[None]]]
+    ) -> None:
         for pause in (*RECORD_RETRY, None):
             try:
-                await self.record(n, channel, outcome)
-                return
+                now = self.clock.now()
+                async with self.db.write() as tx:
+                    for n, channel, outcome, _ in batch:
+                        await self.record_in(tx, n, channel, outcome, now)
             except Exception as e:
                 if pause is None or self.stopping:
-                    raise
+                    for *_, done in batch:
+                        done.set_exception(e)
+                    return
                 log.warning(
-                    "recording notification %s failed (%s); trying again in %.1f s",
-                    n["id"],
+                    "recording %d outcomes failed (%s); trying again in %.1f s",
+                    len(batch),
                     e,
                     pause,
                 )
                 await asyncio.sleep(pause)
+            else:
+                for *_, done in batch:
+                    done.set_result(None)
+                return
 
     # -- 3. record -----------------------------------------------------------------------
 
@@ -191,48 +231,50 @@ class Dispatcher:
         base = self.cfg.alerts.retry_base * (2 ** (attempt - 1))
         return min(self.cfg.alerts.retry_max, base) * random.uniform(0.75, 1.25)
 
-    async def record(self, n: Any, channel: str, outcome: Outcome) -> None:
-        now = self.clock.now()
+    async def record_in(
+        self, tx: Any, n: Any, channel: str, outcome: Outcome, now: datetime
+    ) -> None:
+        """Record one outcome inside the caller's transaction: sent; or again later on the
+        same channel (back-off with jitter); or the next channel; or failed."""
         channels = json.loads(n["channels"])
-        async with self.db.write() as tx:
+        await tx.execute(
+            "UPDATE attempts SET outcome = ?, finished_at = ?, error = ?"
+            " WHERE notification_id = ? AND outcome = 'started'",
+            ("sent" if outcome.ok else "error", to_db(now), outcome.error or None, n["id"]),
+        )
+        if outcome.ok:
             await tx.execute(
-                "UPDATE attempts SET outcome = ?, finished_at = ?, error = ?"
-                " WHERE notification_id = ? AND outcome = 'started'",
-                ("sent" if outcome.ok else "error", to_db(now), outcome.error or None, n["id"]),
+                "UPDATE notifications SET status = 'sent', sent_at = ?, sent_channel = ?,"
+                " lease_until = NULL WHERE id = ? AND status = 'sending'",
+                (to_db(now), channel, n["id"]),
             )
-            if outcome.ok:
-                await tx.execute(
-                    "UPDATE notifications SET status = 'sent', sent_at = ?, sent_channel = ?,"
-                    " lease_until = NULL WHERE id = ? AND status = 'sending'",
-                    (to_db(now), channel, n["id"]),
-                )
-                return
-            attempt = n["attempt"] + 1
-            index = n["channel_index"]
-            if attempt < self.cfg.alerts.attempts_per_channel:
-                status, next_at = "queued", now + self.backoff(attempt)
-            elif index + 1 < len(channels):
-                status, next_at, index, attempt = "queued", now, index + 1, 0
-            else:
-                status, next_at = "failed", now
-            await tx.execute(
-                "UPDATE notifications SET status = ?, attempt = ?, channel_index = ?,"
-                " next_attempt_at = ?, last_error = ?, lease_until = NULL"
-                " WHERE id = ? AND status = 'sending'",
-                (status, attempt, index, to_db(next_at), outcome.error, n["id"]),
+            return
+        attempt = n["attempt"] + 1
+        index = n["channel_index"]
+        if attempt < self.cfg.alerts.attempts_per_channel:
+            status, next_at = "queued", now + self.backoff(attempt)
+        elif index + 1 < len(channels):
+            status, next_at, index, attempt = "queued", now, index + 1, 0
+        else:
+            status, next_at = "failed", now
+        await tx.execute(
+            "UPDATE notifications SET status = ?, attempt = ?, channel_index = ?,"
+            " next_attempt_at = ?, last_error = ?, lease_until = NULL"
+            " WHERE id = ? AND status = 'sending'",
+            (status, attempt, index, to_db(next_at), outcome.error, n["id"]),
+        )
+        if status == "failed":
+            self.metrics.inc("notifications_failed_total", channel=channel)
+            await audit.append(
+                tx,
+                now,
+                "dispatcher",
+                "notification.failed",
+                n["incident_id"] or "-",  # a watchdog message has no incident
+                {"notification": n["id"], "person": n["person_id"], "error": outcome.error},
             )
-            if status == "failed":
-                self.metrics.inc("notifications_failed_total", channel=channel)
-                await audit.append(
-                    tx,
-                    now,
-                    "dispatcher",
-                    "notification.failed",
-                    n["incident_id"] or "-",  # a watchdog message has no incident
-                    {"notification": n["id"], "person": n["person_id"], "error": outcome.error},
-                )
-                if n["kind"] != "watchdog":
-                    await self.tell_admins(tx, n, now)
+            if n["kind"] != "watchdog":
+                await self.tell_admins(tx, n, now)
 
     async def tell_admins(self, tx: Any, n: Any, now: datetime) -> None:
         """A message that failed on every channel is itself news for the administrators."""
@@ -256,8 +298,10 @@ class Dispatcher:
             while not self.stopping:
                 self.wakeup.clear()
                 try:
-                    for n in await self.claim(self.slots - len(self.in_flight)):
-                        task = asyncio.create_task(self._deliver_and_wake(n))
+                    claimed = await self.claim(self.slots - len(self.in_flight))
+                    facts = await self.facts(claimed) if claimed else {}
+                    for n in claimed:
+                        task = asyncio.create_task(self._deliver_and_wake(n, facts))
                         self.in_flight.add(task)
                         task.add_done_callback(self.in_flight.discard)
                     nxt = await self.next_due()
@@ -271,9 +315,9 @@ class Dispatcher:
         finally:
             await self.drain()
 
-    async def _deliver_and_wake(self, n: Any) -> None:
+    async def _deliver_and_wake(self, n: Any, facts: dict[tuple[str, object], Any]) -> None:
         try:
-            await self.deliver(n)
+            await self.deliver(n, facts)
         except Exception:
             log.exception(
                 "recording notification %s failed; it is retried after a restart", n["id"]
