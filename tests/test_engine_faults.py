@@ -452,7 +452,9 @@ async def test_a_busy_database_while_recording_does_not_strand_a_sent_message(
         engine.dispatcher.wake()
         await slow_sink.wait_for(1)  # the send is in flight, held by the sink for 0.4 s
         await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")
-        await asyncio.sleep(0.8)  # the send finishes while the lock is held
+        async with asyncio.timeout(5):  # the send finishes; recording it meets the lock
+            while "database is locked" not in caplog.text:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
         await asyncio.to_thread(other.execute, "ROLLBACK")
         async with asyncio.timeout(10):
             while (await notification(db, nid))["status"] != "sent":  # noqa: ASYNC110
