@@ -321,6 +321,14 @@ class Ops:
                         "该事件已记录权威信息发布;后续发布请记录为“持续发布”",
                         "the authoritative release is already recorded; record a follow-up",
                     )
+            elif await self._open_deadline(tx, incident_id, "authoritative_release"):
+                # The first release of a serious incident is the authoritative one: recorded as
+                # a follow-up by mistake it would leave the 5 h duty open and alerting.
+                raise Conflict(
+                    "release_not_recorded",
+                    "尚未记录权威信息发布;第一次发布请记录为“发布权威信息”",
+                    "the authoritative release is not recorded yet; record the first release as that",
+                )
             recorded_late = deadline_row is not None and data.published_at <= deadline_row < now
             cur = await tx.execute(
                 "INSERT INTO releases (incident_id, kind, published_at, channels, url, text,"
@@ -369,18 +377,28 @@ class Ops:
             row = await cur.fetchone()
         return from_db(row["deadline"]) if row else None
 
+    def _conference_time(self, t: datetime, incident: Any, now: datetime) -> None:
+        """A press conference is scheduled after the incident, and not in the past."""
+        if t < _t(incident, "occurred_at"):
+            raise BadInput(
+                "before_occurrence",
+                "发布会时间不能早于事件发生时间",
+                "the press conference cannot be before the incident occurred",
+            )
+        if t < now:
+            raise BadInput(
+                "scheduled_in_past",
+                "安排的发布会时间已过;如发布会已举行,请记录为“已举行”",
+                "that time has passed; if the press conference was held, record it as held",
+            )
+
     async def schedule_press_conference(
         self, incident_id: str, data: SchedulePressConference, actor: str
     ) -> dict[str, Any]:
         now = self.clock.now()
         async with self.db.write() as tx:
             incident = await self._active(tx, incident_id)
-            if data.scheduled_at < _t(incident, "occurred_at"):
-                raise BadInput(
-                    "before_occurrence",
-                    "发布会时间不能早于事件发生时间",
-                    "the press conference cannot be before the incident occurred",
-                )
+            self._conference_time(data.scheduled_at, incident, now)
             async with tx.execute(
                 "SELECT id FROM press_conferences WHERE incident_id = ? AND status = 'scheduled'",
                 (incident_id,),
@@ -425,12 +443,7 @@ class Ops:
         async with self.db.write() as tx:
             incident = await self._active(tx, incident_id)
             pc = await self._press_conference(tx, incident_id, pc_id)
-            if data.scheduled_at < _t(incident, "occurred_at"):
-                raise BadInput(
-                    "before_occurrence",
-                    "发布会时间不能早于事件发生时间",
-                    "the press conference cannot be before the incident occurred",
-                )
+            self._conference_time(data.scheduled_at, incident, now)
             if pc["status"] != "scheduled":
                 raise Conflict(
                     "not_scheduled",

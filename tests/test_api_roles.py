@@ -77,11 +77,17 @@ async def world(web: Web) -> dict[str, Any]:
     row = await web.db.fetchone("SELECT id FROM accountability_records")
     assert row is not None
     other = await web.declare(title="另一起事件")  # without a press conference scheduled
+    released = await web.declare(title="已发布的事件")  # its authoritative release is recorded
+    resp = await web.post(
+        f"/api/v1/incidents/{released['id']}/releases", {"published_at": web.at(minutes=-2)}
+    )
+    assert resp.status == 201, await resp.text()
     return {
         "incident_id": iid,
         "press_conference_id": pc,
         "record_id": row[0],
         "other_incident_id": other["id"],
+        "released_incident_id": released["id"],
     }
 
 
@@ -101,6 +107,8 @@ async def test_route_admits_exactly_its_roles(
     ids = await world(web)
     if route.body in OTHER_INCIDENT:
         ids = {**ids, "incident_id": ids["other_incident_id"]}
+    if route.path.endswith("/follow-ups"):  # a follow-up comes after the authoritative release
+        ids = {**ids, "incident_id": ids["released_incident_id"]}
     path = fill(route.path, ids)
     params = sample_query(route.query, web)
     body = sample_body(route.body, web, ids) if route.body is not None else None

@@ -285,6 +285,18 @@ def test_rule_set_without_a_deadline_step_is_refused(
     assert "escalation 'default' needs exactly one step at the deadline" in line
 
 
+def test_rule_set_step_names_the_engine_uses_are_reserved(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rules = (ROOT / "config" / "rules" / "js-2016-local.toml").read_text(encoding="utf-8")
+    path = write_config(
+        tmp_path, GOOD_UNITS, rules=rules.replace('{ name = "T-1h"', '{ name = "repeat"', 1)
+    )
+    code, line = check(capsys, path)
+    assert code == 1
+    assert "step name 'repeat' is reserved" in line
+
+
 def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, line = check(capsys, tmp_path / "nope.toml")
     assert code == 1 and "nope.toml" in line

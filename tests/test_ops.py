@@ -812,6 +812,20 @@ BAD: dict[str, tuple[Action | None, Action, type[Exception], str | None]] = {
         "same_level",
     ),
     "second authoritative release": (_release, _on("release"), Conflict, "already_released"),
+    "follow-up before the authoritative release": (
+        None,
+        _on("follow_up"),
+        Conflict,
+        "release_not_recorded",
+    ),
+    "press conference scheduled in the past": (
+        None,
+        lambda o, i, c: o.schedule_press_conference(
+            i, SchedulePressConference(scheduled_at=c.now() - timedelta(minutes=1)), "duty"
+        ),
+        BadInput,
+        "scheduled_in_past",
+    ),
     "close without reason": (
         None,
         lambda o, i, c: o.close(i, CloseIncident(reason=""), "duty"),

@@ -333,3 +333,19 @@ async def test_ack_click_through_in_headless_chromium(web: Web, chromium: Path) 
     acked = await web.db.fetchone("SELECT acked_at FROM notifications WHERE id = ?", (row["id"],))
     assert acked is not None and acked[0] is not None
     assert await web.count("audit_log", "action = 'notification.acknowledged'") == 1
+
+
+def test_the_login_limiter_forgets_what_is_past() -> None:
+    """Failures older than the window are dropped, names and all: no memory kept per guess."""
+    from responder.web.security import LoginLimiter
+
+    limiter = LoginLimiter(attempts=2, window=60.0)
+    for i in range(1000):
+        limiter.fail([f"user:guess-{i}"], now=float(i) / 100)
+    assert limiter.blocked(["user:guess-999"], now=20.0) == 0.0
+    limiter.fail(["ip:1"], now=100.0)
+    limiter.fail(["ip:1"], now=101.0)
+    assert limiter.blocked(["ip:1"], now=102.0) > 0
+    assert limiter.blocked(["ip:1"], now=200.0) == 0.0
+    assert limiter.blocked([f"user:guess-{i}" for i in range(1000)], now=200.0) == 0.0
+    assert not limiter.failures

@@ -151,6 +151,9 @@ class RuleSet(_Strict):
             names = [s.name for s in steps]
             if len(names) != len(set(names)):
                 raise ValueError(f"escalation '{name}': step names must be unique")
+            reserved = {"catch_up", "repeat"} & set(names)
+            if reserved:  # the planner and the engine name the steps they make so
+                raise ValueError(f"escalation '{name}': step name '{reserved.pop()}' is reserved")
             # Firing the step at the deadline is what breaches the obligation: without one a
             # missed deadline would never be recorded; with two, it would alert (and repeat) twice.
             at_deadline = [s for s in steps if s.anchor == "deadline" and not s.offset]

@@ -101,9 +101,13 @@ class LoginLimiter:
         self.failures: dict[str, deque[float]] = defaultdict(deque)
 
     def _recent(self, key: str, now: float) -> deque[float]:
-        q = self.failures[key]
+        q = self.failures.get(key) or deque()
         while q and q[0] <= now - self.window:
             q.popleft()
+        if q:
+            self.failures[key] = q
+        else:
+            self.failures.pop(key, None)  # forget clients and names with nothing recent
         return q
 
     def blocked(self, keys: list[str], now: float | None = None) -> float:
@@ -119,4 +123,6 @@ class LoginLimiter:
     def fail(self, keys: list[str], now: float | None = None) -> None:
         t = now if now is not None else time.monotonic()
         for k in keys:
-            self._recent(k, t).append(t)
+            q = self._recent(k, t)
+            q.append(t)
+            self.failures[k] = q
