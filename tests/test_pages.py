@@ -162,6 +162,25 @@ async def test_logout_needs_the_session_csrf_token(web: Web) -> None:
     assert resp.status == 403
 
 
+async def test_a_copied_session_cookie_stops_working_after_sign_out(web: Web) -> None:
+    """Signing out ends the session on the server, not only in this browser."""
+    await web.add_login_user("duty-zhao")
+    resp = await login(web, "duty-zhao", PASSWORD)
+    copied = resp.cookies["responder_session"].value
+    html = await (await web.client.get("/")).text()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+    assert (
+        await web.client.post("/logout", data={"csrf": csrf}, allow_redirects=False)
+    ).status == 303
+    web.client.session.cookie_jar.clear()
+    resp = await web.client.get(
+        "/", headers={"Cookie": f"responder_session={copied}"}, allow_redirects=False
+    )
+    assert resp.status == 303 and resp.headers["Location"] == "/login"
+    row = await web.db.fetchone("SELECT COUNT(*) FROM sessions")
+    assert row is not None and row[0] == 0
+
+
 # -- acknowledgement ------------------------------------------------------------------------
 
 

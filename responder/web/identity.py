@@ -12,7 +12,8 @@ from aiohttp import web
 
 from responder import auth
 from responder.errors import ResponderError
-from responder.web.keys import DB, SECRET, request_key
+from responder.timeutil import to_db
+from responder.web.keys import CLOCK, DB, SECRET, request_key
 from responder.web.security import COOKIE, read_session
 
 IDENTITY = request_key("identity", object)
@@ -39,11 +40,12 @@ async def identify(request: web.Request) -> dict[str, Any] | None:
         session = read_session(request.app[SECRET], request.cookies.get(COOKIE))
         if session is not None:
             row = await request.app[DB].fetchone(
-                "SELECT id, username, role FROM users WHERE id = ? AND disabled = 0",
-                (session.get("u"),),
+                "SELECT u.id, u.username, u.role FROM sessions s JOIN users u ON u.id = s.user_id"
+                " WHERE s.id = ? AND s.user_id = ? AND s.expires_at > ? AND u.disabled = 0",
+                (str(session.get("sid")), session.get("u"), to_db(request.app[CLOCK].now())),
             )
             if row is not None:
-                user = {**dict(row), "csrf": session.get("csrf")}
+                user = {**dict(row), "csrf": session.get("csrf"), "sid": session.get("sid")}
     request[IDENTITY] = user
     return user
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,16 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from responder import ack, auth
 from responder.paths import templates_dir
-from responder.timeutil import from_db, show
+from responder.timeutil import from_db, show, to_db
 from responder.web.identity import identify
 from responder.web.keys import CFG, CLOCK, DB, SECRET
-from responder.web.security import COOKIE, LoginLimiter, make_session, set_session_cookie
+from responder.web.security import (
+    COOKIE,
+    SESSION_SECONDS,
+    LoginLimiter,
+    make_session,
+    set_session_cookie,
+)
 
 TEMPLATES = templates_dir() / "pages"
 ENV = Environment(
@@ -94,7 +101,14 @@ async def login_post(request: web.Request) -> web.Response:
         return render_page(
             "login.html", {"error": "用户名或密码不正确 / wrong username or password"}, status=401
         )
-    value, _csrf = make_session(request.app[SECRET], row["id"], time.time())
+    value, _csrf, sid = make_session(request.app[SECRET], row["id"], time.time())
+    now = request.app[CLOCK].now()
+    async with request.app[DB].write() as tx:
+        await tx.execute("DELETE FROM sessions WHERE expires_at <= ?", (to_db(now),))
+        await tx.execute(
+            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?,?,?,?)",
+            (sid, row["id"], to_db(now), to_db(now + timedelta(seconds=SESSION_SECONDS))),
+        )
     response = web.HTTPSeeOther("/")
     set_session_cookie(response, value, request.app[CFG].service.public_url.startswith("https"))
     raise response
@@ -105,6 +119,8 @@ async def logout_post(request: web.Request) -> web.Response:
     form = await request.post()
     if user is None or not hmac.compare_digest(str(form.get("csrf", "")), user.get("csrf") or ""):
         raise web.HTTPForbidden()
+    async with request.app[DB].write() as tx:  # the cookie, even if kept, no longer works
+        await tx.execute("DELETE FROM sessions WHERE id = ?", (user["sid"],))
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
     raise response

@@ -51,15 +51,22 @@ def _sign(secret: bytes, payload: bytes) -> str:
     return base64.urlsafe_b64encode(hmac.new(secret, payload, hashlib.sha256).digest()).decode()
 
 
-def make_session(secret: bytes, user_id: int, now: float | None = None) -> tuple[str, str]:
-    """A signed session cookie value and its CSRF token."""
+def make_session(secret: bytes, user_id: int, now: float | None = None) -> tuple[str, str, str]:
+    """A signed session cookie value, its CSRF token and its id (kept in the sessions table,
+    so that signing out ends it at once)."""
     csrf = secrets.token_urlsafe(24)
+    sid = secrets.token_urlsafe(18)
     body = json.dumps(
-        {"u": user_id, "exp": int((now or time.time()) + SESSION_SECONDS), "csrf": csrf},
+        {
+            "u": user_id,
+            "sid": sid,
+            "exp": int((now or time.time()) + SESSION_SECONDS),
+            "csrf": csrf,
+        },
         separators=(",", ":"),
     ).encode()
     data = base64.urlsafe_b64encode(body).decode()
-    return f"{data}.{_sign(secret, ('session:' + data).encode())}", csrf
+    return f"{data}.{_sign(secret, ('session:' + data).encode())}", csrf, sid
 
 
 def read_session(
