@@ -101,7 +101,11 @@ def show(dt: datetime | None, tz: ZoneInfo) -> str:
     """A time as people read it: local, with the offset, to the minute."""
     if dt is None:
         return "—"
-    return local(dt, tz).strftime("%Y-%m-%d %H:%M %z").replace("+0800", "+08:00")
+    t = local(dt, tz)
+    minutes = int((t.utcoffset() or timedelta(0)).total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    hours, mins = divmod(abs(minutes), 60)
+    return f"{t:%Y-%m-%d %H:%M} {sign}{hours:02d}:{mins:02d}"  # +08:00, -05:00, +05:30
 
 
 def iso_local(dt: datetime | None, tz: ZoneInfo) -> str | None:
