@@ -184,6 +184,16 @@ class Dispatcher:
             "send_attempts_total", channel=channel, outcome="sent" if outcome.ok else "error"
         )
         await self._record(n, channel, outcome)
+        if outcome.ok:
+            log.info(
+                "sent notification %s to %s via %s in %.0f ms",
+                n["id"], n["person_id"], channel, outcome.seconds * 1000,
+            )  # fmt: skip
+        else:  # the error is already scrubbed of credentials and contacts
+            log.warning(
+                "notification %s to %s via %s failed: %s",
+                n["id"], n["person_id"], channel, outcome.error,
+            )  # fmt: skip
 
     async def _record(self, n: Any, channel: str, outcome: Outcome) -> None:
         """Record an outcome, group-committed with the others that finished meanwhile.

@@ -17,6 +17,7 @@ For each obligation with steps due (``fire_due``):
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +31,8 @@ from responder.policy.planner import next_repeat
 from responder.store import Database, audit
 from responder.store.plans import breach
 from responder.timeutil import from_db, to_db
+
+log = logging.getLogger("responder.scheduler")
 
 
 async def due_steps(db: Database, now: datetime, limit: int) -> list[Any]:
@@ -176,6 +179,14 @@ async def fire_obligation(
             "breached": breached_now,
             "told": sorted(per_person),
         },
+    )
+    log.info(
+        "fired %s for %s %s: %d messages queued%s",
+        "+".join(s["name"] for s in steps),
+        ob["incident_id"],
+        ob["kind"],
+        queued,
+        ", obligation BREACHED" if breached_now else "",
     )
     return queued, lateness
 

@@ -90,7 +90,8 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return resp
     except Exception:
         ref = secrets.token_hex(4)
-        log.exception("unhandled error %s on %s %s", ref, request.method, request.path)
+        path = "/ack/…" if request.path.startswith("/ack/") else request.path  # no tokens in logs
+        log.exception("unhandled error %s on %s %s", ref, request.method, path)
         zh = f"服务内部错误(编号 {ref}),请联系管理员"
         en = f"internal error (reference {ref}); please tell the administrator"
         if api:
