@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -49,6 +50,11 @@ class FakeClock:
             raise ValueError("naive start")
         self._now = start.astimezone(UTC)
         self._changed = asyncio.Event()
+        # Each task that sleeps on this clock -> the clock time at which it went to sleep, or
+        # None while it is awake.
+        self._asleep_at: weakref.WeakKeyDictionary[asyncio.Task[object], datetime | None] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def now(self) -> datetime:
         return self._now
@@ -63,8 +69,17 @@ class FakeClock:
             delta = timedelta(seconds=delta)
         self.set(self._now + delta)
 
+    def all_asleep(self) -> bool:
+        """True when every task that sleeps on this clock has gone back to sleep since the clock
+        last moved: what was due at ``now`` has been handled.  Tests wait for this instead of
+        guessing a real-time pause."""
+        return all(at == self._now for task, at in self._asleep_at.items() if not task.done())
+
     async def sleep_until(self, t: datetime | None, wake: asyncio.Event) -> None:
+        task = asyncio.current_task()
         while not wake.is_set() and (t is None or self._now < t):
+            if task is not None:
+                self._asleep_at[task] = self._now
             changed = self._changed
             waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(changed.wait())]
             try:
@@ -72,3 +87,5 @@ class FakeClock:
             finally:
                 for w in waiters:
                     w.cancel()
+        if task is not None:
+            self._asleep_at[task] = None

@@ -2,6 +2,7 @@
 
 * :func:`wire` — point a config's channels at an HTTP sink and an SMTP sink.
 * :func:`settle` — wait (in real time, briefly) until the engine has done everything due now.
+* :func:`quiet` — wait until every task sleeping on the FakeClock has gone back to sleep.
 * :func:`queue` — put one notification straight into the outbox.
 * :func:`drive` — move the FakeClock from retry to retry until a notification is final.
 """
@@ -71,6 +72,15 @@ async def settle(engine: Engine, limit: float = 5.0) -> None:
                 f"engine did not settle at {to_db(engine.clock.now())}:"
                 f" {[tuple(r) for r in rows]} {[tuple(s) for s in steps]}"
             )
+
+
+async def quiet(clock: FakeClock, limit: float = 5.0) -> None:
+    """Wait until every task that sleeps on ``clock`` has handled the clock's present time and
+    gone back to sleep.  Polls for at most ``limit`` real seconds."""
+    deadline = time.monotonic() + limit
+    while not clock.all_asleep():
+        assert time.monotonic() < deadline, "a task on the FakeClock did not go back to sleep"
+        await asyncio.sleep(0.002)
 
 
 async def queue(

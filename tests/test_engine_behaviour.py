@@ -24,7 +24,7 @@ from responder.ops import Ops
 from responder.secret import ack_token
 from responder.store import Database
 from responder.timeutil import from_db, to_db
-from tests.engine_helpers import SECRET, settle
+from tests.engine_helpers import SECRET, quiet, settle
 from tests.sinks import HttpSink, SmtpSink
 
 pytest_plugins = ["tests.engine_fixtures"]
@@ -189,6 +189,7 @@ async def test_acknowledging_stops_repeats_to_that_person_only_until_the_release
     engine: Engine, clock: FakeClock, db: Database
 ) -> None:
     incident_id = await engine.ops.declare(declaration(clock, timedelta(0)), "test")
+    await settle(engine)  # the 'declared' step fires now, not collapsed into a later catch-up
     release = await obligation_id(db, incident_id, "authoritative_release")
     for _ in range(10):  # to the deadline (T+5h) in 30-minute strides
         clock.advance(30 * M)
@@ -233,6 +234,7 @@ async def test_acknowledging_a_reminder_before_the_breach_does_not_silence_repea
 ) -> None:
     """ "We are on it" at T-2h is not an answer to the breach: repeats still reach that person."""
     incident_id = await engine.ops.declare(declaration(clock, timedelta(0)), "test")
+    await settle(engine)  # the 'declared' step fires now, not collapsed into a later catch-up
     release = await obligation_id(db, incident_id, "authoritative_release")
     clock.advance(3 * 60 * M)  # T+3h: the T-2h reminder
     await settle(engine)
@@ -429,15 +431,16 @@ async def test_running_watchdog_reports_a_stuck_scheduler_once_it_is_max_lag_lat
     woken: list[int] = []
     task = asyncio.create_task(watchdog.run(lambda: woken.append(1)))
     try:
-        await asyncio.sleep(0.02)
+        while task not in clock._asleep_at:  # noqa: ASYNC110 - until the watchdog first sleeps
+            await asyncio.sleep(0.002)
         clock.advance(3 * H)
         declared = clock.now()
         await ops.declare(declaration(clock, 5 * H), "test")  # every step due at once
-        await asyncio.sleep(0.02)
+        await quiet(clock)
         assert await db.fetchall("SELECT 1 FROM notifications") == []
         for _ in range(8):  # four minutes in 30-second checks
             clock.advance(30)
-            await asyncio.sleep(0.02)
+            await quiet(clock)
         rows = await db.fetchall("SELECT person_id, created_at FROM notifications")
         assert [r["person_id"] for r in rows] == ["admin-liu"] and woken == [1]
         late = _at(rows[0]["created_at"]) - declared
