@@ -8,6 +8,7 @@ escalation to everybody else goes on until the obligation is met.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from responder.clock import Clock
@@ -42,33 +43,39 @@ async def acknowledge(db: Database, clock: Clock, token: str) -> tuple[Any, bool
     """Record the acknowledgement.  Returns (notification, newly acknowledged)."""
     row = await find(db, token)
     now = clock.now()
-    async with db.write() as tx:
-        cur = await tx.execute(
-            "UPDATE notifications SET acked_at = ? WHERE id = ? AND acked_at IS NULL",
-            (to_db(now), row["id"]),
+
+    def record(tx: sqlite3.Connection) -> bool:
+        fresh = (
+            tx.execute(
+                "UPDATE notifications SET acked_at = ? WHERE id = ? AND acked_at IS NULL",
+                (to_db(now), row["id"]),
+            ).rowcount
+            == 1
         )
-        fresh = cur.rowcount == 1
-        if fresh:
-            cancelled = 0
-            if row["obligation_id"] is not None:
-                # A repeat already queued (waiting for a retry) is a further repeat too.
-                cur = await tx.execute(
-                    "UPDATE notifications SET status = 'cancelled', last_error = 'acknowledged'"
-                    " WHERE obligation_id = ? AND person_id = ? AND kind = 'repeat'"
-                    " AND status = 'queued'",
-                    (row["obligation_id"], row["person_id"]),
-                )
-                cancelled = cur.rowcount
-            await audit.append(
-                tx,
-                now,
-                f"person:{row['person_id']}",
-                "notification.acknowledged",
-                row["incident_id"] or "-",
-                {
-                    "notification": row["id"],
-                    "obligation": row["obligation_id"],
-                    "repeats_cancelled": cancelled,
-                },
-            )
+        if not fresh:
+            return False
+        cancelled = 0
+        if row["obligation_id"] is not None:
+            # A repeat already queued (waiting for a retry) is a further repeat too.
+            cancelled = tx.execute(
+                "UPDATE notifications SET status = 'cancelled', last_error = 'acknowledged'"
+                " WHERE obligation_id = ? AND person_id = ? AND kind = 'repeat'"
+                " AND status = 'queued'",
+                (row["obligation_id"], row["person_id"]),
+            ).rowcount
+        audit.append(
+            tx,
+            now,
+            f"person:{row['person_id']}",
+            "notification.acknowledged",
+            row["incident_id"] or "-",
+            {
+                "notification": row["id"],
+                "obligation": row["obligation_id"],
+                "repeats_cancelled": cancelled,
+            },
+        )
+        return True
+
+    fresh = await db.transact(record)
     return await find(db, token), fresh

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import sqlite3
 from datetime import datetime
 from typing import Any
 
@@ -85,42 +86,47 @@ async def add_user(
         raise BadInput(
             "weak_password", "密码至少 10 个字符", "a password needs at least 10 characters"
         )
-    async with db.write() as tx:
-        async with tx.execute("SELECT 1 FROM users WHERE username = ?", (username,)) as cur:
-            if await cur.fetchone():
-                raise Conflict("user_exists", f"用户 {username} 已存在", f"user {username} exists")
-        cur = await tx.execute(
+    password_hash = hash_password(password) if password else None  # slow: not in the job
+
+    def add(tx: sqlite3.Connection) -> int:
+        if tx.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
+            raise Conflict("user_exists", f"用户 {username} 已存在", f"user {username} exists")
+        cur = tx.execute(
             "INSERT INTO users (username, role, password_hash, created_at) VALUES (?,?,?,?)",
-            (username, role, hash_password(password) if password else None, to_db(now)),
+            (username, role, password_hash, to_db(now)),
         )
-        await audit.append(tx, now, actor, "user.added", username, {"role": role})
-    assert cur.lastrowid is not None
-    return cur.lastrowid
+        audit.append(tx, now, actor, "user.added", username, {"role": role})
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    return await db.transact(add)
 
 
 async def create_token(db: Database, username: str, name: str, now: datetime, actor: str) -> str:
     """Create an API token for a user; the token is returned once and never stored."""
     token = new_token()
-    async with db.write() as tx:
-        async with tx.execute(
+
+    def create(tx: sqlite3.Connection) -> None:
+        row = tx.execute(
             "SELECT id FROM users WHERE username = ? AND disabled = 0", (username,)
-        ) as cur:
-            row = await cur.fetchone()
+        ).fetchone()
         if row is None:
             raise NotFound("user_not_found", f"找不到用户 {username}", f"no user {username}")
-        cur = await tx.execute(
+        cur = tx.execute(
             "INSERT INTO tokens (user_id, name, token_hash, created_at) VALUES (?,?,?,?)",
             (row[0], name, token_hash(token), to_db(now)),
         )
-        await audit.append(
+        audit.append(
             tx, now, actor, "token.created", username, {"token_id": cur.lastrowid, "name": name}
         )
+
+    await db.transact(create)
     return token
 
 
 async def revoke_token(db: Database, token_id: int, now: datetime, actor: str) -> None:
-    async with db.write() as tx:
-        cur = await tx.execute(
+    def revoke(tx: sqlite3.Connection) -> None:
+        cur = tx.execute(
             "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
             (to_db(now), token_id),
         )
@@ -128,7 +134,9 @@ async def revoke_token(db: Database, token_id: int, now: datetime, actor: str) -
             raise NotFound(
                 "token_not_found", f"找不到有效的令牌 {token_id}", f"no active token {token_id}"
             )
-        await audit.append(tx, now, actor, "token.revoked", str(token_id), {})
+        audit.append(tx, now, actor, "token.revoked", str(token_id), {})
+
+    await db.transact(revoke)
 
 
 async def user_for_token(db: Database, token: str) -> dict[str, Any] | None:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-
-import aiosqlite
 
 from responder.clock import Clock
 from responder.config import Config
@@ -91,23 +90,15 @@ class Ops:
     def rule_set_for(self, occurred_at: datetime) -> RuleSet | None:
         return rule_set_in_force(self.cfg.rule_sets, occurred_at)
 
-    async def incident_row(self, incident_id: str, tx: aiosqlite.Connection | None = None) -> Any:
-        sql = "SELECT * FROM incidents WHERE id = ?"
-        if tx is not None:
-            async with tx.execute(sql, (incident_id,)) as cur:
-                row = await cur.fetchone()
-        else:
-            row = await self.db.fetchone(sql, (incident_id,))
+    def _active(self, tx: sqlite3.Connection, incident_id: str) -> Any:
+        """The incident, which must exist and not be closed (inside a write job)."""
+        row = tx.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
         if row is None:
             raise NotFound(
                 "incident_not_found",
                 f"找不到事件 {incident_id}",
                 f"no incident {incident_id}",
             )
-        return row
-
-    async def _active(self, tx: aiosqlite.Connection, incident_id: str) -> Any:
-        row = await self.incident_row(incident_id, tx)
         if row["status"] == "closed":
             raise Conflict(
                 "incident_closed",
@@ -128,17 +119,15 @@ class Ops:
 
     # -- declare ---------------------------------------------------------------------
 
-    async def _next_id(self, tx: aiosqlite.Connection, now: datetime) -> str:
+    def _next_id(self, tx: sqlite3.Connection, now: datetime) -> str:
         day = now.astimezone(self.cfg.tz).strftime("%Y%m%d")
-        await tx.execute(
+        tx.execute(
             "INSERT INTO counters (name, value) VALUES (?, 1)"
             " ON CONFLICT(name) DO UPDATE SET value = value + 1",
             (f"incident:{day}",),
         )
-        async with tx.execute(
-            "SELECT value FROM counters WHERE name = ?", (f"incident:{day}",)
-        ) as c:
-            row = await c.fetchone()
+        c = tx.execute("SELECT value FROM counters WHERE name = ?", (f"incident:{day}",))
+        row = c.fetchone()
         assert row is not None
         return f"INC-{day}-{row[0]:04d}"
 
@@ -161,9 +150,10 @@ class Ops:
         facts = Facts(data.level, data.occurred_at, now, data.learned_at)
         plan = plan_declaration(facts, rules, now) if rules else None
         co_units = list(dict.fromkeys(u for u in data.co_units if u != data.lead_unit))
-        async with self.db.write() as tx:
-            incident_id = await self._next_id(tx, now)
-            await tx.execute(
+
+        def change(tx: sqlite3.Connection) -> str:
+            incident_id = self._next_id(tx, now)
+            tx.execute(
                 "INSERT INTO incidents (id, title, category, level, occurred_at, declared_at,"
                 " learned_at, location, summary, lead_unit, co_units, drill, rule_set_id,"
                 " declared_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -186,11 +176,11 @@ class Ops:
             )
             ids: list[int] = []
             if plan is not None and rules is not None:
-                ids = await insert_plan(tx, incident_id, rules.id, plan, now)
+                ids = insert_plan(tx, incident_id, rules.id, plan, now)
                 for ob_id, ob in zip(ids, plan.obligations, strict=True):
                     if ob.status == "breached":
-                        await breach(tx, self.cfg, ob_id, now)
-            await audit.append(
+                        breach(tx, self.cfg, ob_id, now)
+            audit.append(
                 tx,
                 now,
                 actor,
@@ -205,14 +195,17 @@ class Ops:
                     ],
                 },
             )
+            return incident_id
+
+        incident_id = await self.db.transact(change)
         self._done("incident declared", incident_id, actor, level=data.level, drill=data.drill)
         return incident_id
 
     # -- milestones ------------------------------------------------------------------
 
-    async def _meet(
+    def _meet(
         self,
-        tx: aiosqlite.Connection,
+        tx: sqlite3.Connection,
         incident_id: str,
         milestone: str,
         happened_at: datetime,
@@ -224,20 +217,20 @@ class Ops:
         after it: met, and flagged recorded_late for the reviewers.  Happened after the
         deadline: it stays breached (with an accountability record) and records when it was met.
         """
-        async with tx.execute(
+        cur = tx.execute(
             "SELECT * FROM obligations WHERE incident_id = ? AND milestone = ?"
             " AND status IN ('open', 'breached') AND met_at IS NULL ORDER BY seq LIMIT 1",
             (incident_id, milestone),
-        ) as cur:
-            ob = await cur.fetchone()
+        )
+        ob = cur.fetchone()
         if ob is None:
             return []
         deadline = _t(ob, "deadline")
         in_time = happened_at <= deadline
         recorded_late = in_time and now > deadline
         if not in_time:
-            await breach(tx, self.cfg, ob["id"], now)
-        await tx.execute(
+            breach(tx, self.cfg, ob["id"], now)
+        tx.execute(
             "UPDATE obligations SET status = ?, met_at = ?, met_recorded_at = ?, recorded_late = ?"
             " WHERE id = ?",
             (
@@ -248,9 +241,9 @@ class Ops:
                 ob["id"],
             ),
         )
-        await settle_accountability(tx, ob["id"], happened_at, recorded_late)
-        await cancel_steps(tx, ob["id"], now)
-        await cancel_queued_notifications(tx, ob["id"], now)
+        settle_accountability(tx, ob["id"], happened_at, recorded_late)
+        cancel_steps(tx, ob["id"], now)
+        cancel_queued_notifications(tx, ob["id"], now)
         return [
             {
                 "obligation": ob["kind"],
@@ -261,38 +254,38 @@ class Ops:
             }
         ]
 
-    async def _start_follow_up(
-        self, tx: aiosqlite.Connection, incident: Any, released_at: datetime, now: datetime
+    def _start_follow_up(
+        self, tx: sqlite3.Connection, incident: Any, released_at: datetime, now: datetime
     ) -> list[str]:
         """Start the next follow-up release clock (if the level has one); return its kinds."""
         rules = self._rules_of(incident)
         if rules is None:
             return []
-        async with tx.execute(
+        cur = tx.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM obligations"
             " WHERE incident_id = ? AND milestone = 'follow_up_release'",
             (incident["id"],),
-        ) as cur:
-            row = await cur.fetchone()
+        )
+        row = cur.fetchone()
         seq = (row[0] if row else 0) + 1
         plan = plan_follow_up(rules, incident["level"], released_at, seq, now)
-        ids = await insert_plan(tx, incident["id"], rules.id, plan, now)
+        ids = insert_plan(tx, incident["id"], rules.id, plan, now)
         for ob_id, ob in zip(ids, plan.obligations, strict=True):
             if ob.status == "breached":
-                await breach(tx, self.cfg, ob_id, now)
+                breach(tx, self.cfg, ob_id, now)
         return [ob.kind for ob in plan.obligations]
 
-    async def _needs_follow_up(self, tx: aiosqlite.Connection, incident_id: str) -> bool:
+    def _needs_follow_up(self, tx: sqlite3.Connection, incident_id: str) -> bool:
         """Released before, and no release obligation is live (open, or breached and unmet):
         neither a follow-up nor an authoritative release whose recording will start one."""
-        async with tx.execute(
+        cur = tx.execute(
             "SELECT EXISTS (SELECT 1 FROM releases WHERE incident_id = ?),"
             " EXISTS (SELECT 1 FROM obligations WHERE incident_id = ? AND milestone IN"
             " ('follow_up_release', 'authoritative_release')"
             " AND status IN ('open', 'breached') AND met_at IS NULL)",
             (incident_id, incident_id),
-        ) as cur:
-            row = await cur.fetchone()
+        )
+        row = cur.fetchone()
         assert row is not None
         return bool(row[0]) and not row[1]
 
@@ -304,16 +297,19 @@ class Ops:
     ) -> dict[str, Any]:
         """Record an authoritative or follow-up release, dated when it actually went out."""
         now = self.clock.now()
-        async with self.db.write() as tx:
-            incident = await self._active(tx, incident_id)
+
+        def change(
+            tx: sqlite3.Connection,
+        ) -> tuple[int | None, list[dict[str, Any]], list[str], bool]:
+            incident = self._active(tx, incident_id)
             self._milestone_time(data.published_at, "published_at", incident, now)
-            deadline_row = await self._open_deadline(tx, incident_id, f"{kind}_release")
+            deadline_row = self._open_deadline(tx, incident_id, f"{kind}_release")
             if kind == "authoritative":
-                async with tx.execute(
+                cur = tx.execute(
                     "SELECT 1 FROM releases WHERE incident_id = ? AND kind = 'authoritative'",
                     (incident_id,),
-                ) as cur:
-                    released = await cur.fetchone() is not None
+                )
+                released = cur.fetchone() is not None
                 # A second one only when a raise has since opened a new, unmet obligation.
                 if released and deadline_row is None:
                     raise Conflict(
@@ -321,7 +317,7 @@ class Ops:
                         "该事件已记录权威信息发布;后续发布请记录为“持续发布”",
                         "the authoritative release is already recorded; record a follow-up",
                     )
-            elif await self._open_deadline(tx, incident_id, "authoritative_release"):
+            elif self._open_deadline(tx, incident_id, "authoritative_release"):
                 # The first release of a serious incident is the authoritative one: recorded as
                 # a follow-up by mistake it would leave the 5 h duty open and alerting.
                 raise Conflict(
@@ -330,7 +326,7 @@ class Ops:
                     "the authoritative release is not recorded yet; record the first release as that",
                 )
             recorded_late = deadline_row is not None and data.published_at <= deadline_row < now
-            cur = await tx.execute(
+            cur = tx.execute(
                 "INSERT INTO releases (incident_id, kind, published_at, channels, url, text,"
                 " checklist, recorded_at, recorded_by, recorded_late) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -347,10 +343,10 @@ class Ops:
                 ),
             )
             release_id = cur.lastrowid
-            met = await self._meet(tx, incident_id, f"{kind}_release", data.published_at, now)
-            await self._start_follow_up(tx, incident, data.published_at, now)
+            met = self._meet(tx, incident_id, f"{kind}_release", data.published_at, now)
+            self._start_follow_up(tx, incident, data.published_at, now)
             missing = data.checklist.missing()
-            await audit.append(
+            audit.append(
                 tx,
                 now,
                 actor,
@@ -358,6 +354,9 @@ class Ops:
                 incident_id,
                 {"release_id": release_id, **data.model_dump(mode="json"), "met": met},
             )
+            return release_id, met, missing, recorded_late
+
+        release_id, met, missing, recorded_late = await self.db.transact(change)
         self._done(f"{kind} release recorded", incident_id, actor, met=len(met))
         return {
             "id": release_id,
@@ -366,15 +365,15 @@ class Ops:
             "recorded_late": recorded_late,
         }
 
-    async def _open_deadline(
-        self, tx: aiosqlite.Connection, incident_id: str, milestone: str
+    def _open_deadline(
+        self, tx: sqlite3.Connection, incident_id: str, milestone: str
     ) -> datetime | None:
-        async with tx.execute(
+        cur = tx.execute(
             "SELECT deadline FROM obligations WHERE incident_id = ? AND milestone = ?"
             " AND status IN ('open', 'breached') AND met_at IS NULL ORDER BY seq LIMIT 1",
             (incident_id, milestone),
-        ) as cur:
-            row = await cur.fetchone()
+        )
+        row = cur.fetchone()
         return from_db(row["deadline"]) if row else None
 
     def _conference_time(self, t: datetime, incident: Any, now: datetime) -> None:
@@ -396,20 +395,21 @@ class Ops:
         self, incident_id: str, data: SchedulePressConference, actor: str
     ) -> dict[str, Any]:
         now = self.clock.now()
-        async with self.db.write() as tx:
-            incident = await self._active(tx, incident_id)
+
+        def change(tx: sqlite3.Connection) -> tuple[int | None, datetime | None]:
+            incident = self._active(tx, incident_id)
             self._conference_time(data.scheduled_at, incident, now)
-            async with tx.execute(
+            cur = tx.execute(
                 "SELECT id FROM press_conferences WHERE incident_id = ? AND status = 'scheduled'",
                 (incident_id,),
-            ) as cur:
-                if await cur.fetchone():
-                    raise Conflict(
-                        "already_scheduled",
-                        "已有一场待举行的新闻发布会;请改期或记录其已举行",
-                        "a press conference is already scheduled: reschedule it or record it held",
-                    )
-            cur = await tx.execute(
+            )
+            if cur.fetchone():
+                raise Conflict(
+                    "already_scheduled",
+                    "已有一场待举行的新闻发布会;请改期或记录其已举行",
+                    "a press conference is already scheduled: reschedule it or record it held",
+                )
+            cur = tx.execute(
                 "INSERT INTO press_conferences (incident_id, status, scheduled_at, venue,"
                 " spokesperson, recorded_at, recorded_by) VALUES (?, 'scheduled', ?, ?, ?, ?, ?)",
                 (
@@ -422,8 +422,8 @@ class Ops:
                 ),
             )
             pc_id = cur.lastrowid
-            deadline = await self._open_deadline(tx, incident_id, "press_conference")
-            await audit.append(
+            deadline = self._open_deadline(tx, incident_id, "press_conference")
+            audit.append(
                 tx,
                 now,
                 actor,
@@ -431,6 +431,9 @@ class Ops:
                 incident_id,
                 {"press_conference_id": pc_id, **data.model_dump(mode="json")},
             )
+            return pc_id, deadline
+
+        pc_id, deadline = await self.db.transact(change)
         return {
             "id": pc_id,
             "after_deadline": deadline is not None and data.scheduled_at > deadline,
@@ -440,9 +443,10 @@ class Ops:
         self, incident_id: str, pc_id: int, data: ReschedulePressConference, actor: str
     ) -> dict[str, Any]:
         now = self.clock.now()
-        async with self.db.write() as tx:
-            incident = await self._active(tx, incident_id)
-            pc = await self._press_conference(tx, incident_id, pc_id)
+
+        def change(tx: sqlite3.Connection) -> datetime | None:
+            incident = self._active(tx, incident_id)
+            pc = self._press_conference(tx, incident_id, pc_id)
             self._conference_time(data.scheduled_at, incident, now)
             if pc["status"] != "scheduled":
                 raise Conflict(
@@ -450,13 +454,13 @@ class Ops:
                     "该发布会不是待举行状态,不能改期",
                     "only a scheduled press conference can be rescheduled",
                 )
-            await tx.execute(
+            tx.execute(
                 "UPDATE press_conferences SET scheduled_at = ?, venue = COALESCE(?, venue),"
                 " spokesperson = COALESCE(?, spokesperson) WHERE id = ?",
                 (to_db(data.scheduled_at), data.venue, data.spokesperson, pc_id),
             )
-            deadline = await self._open_deadline(tx, incident_id, "press_conference")
-            await audit.append(
+            deadline = self._open_deadline(tx, incident_id, "press_conference")
+            audit.append(
                 tx,
                 now,
                 actor,
@@ -468,18 +472,19 @@ class Ops:
                     **data.model_dump(mode="json"),
                 },
             )
+            return deadline
+
+        deadline = await self.db.transact(change)
         return {
             "id": pc_id,
             "after_deadline": deadline is not None and data.scheduled_at > deadline,
         }
 
-    async def _press_conference(
-        self, tx: aiosqlite.Connection, incident_id: str, pc_id: int
-    ) -> Any:
-        async with tx.execute(
+    def _press_conference(self, tx: sqlite3.Connection, incident_id: str, pc_id: int) -> Any:
+        cur = tx.execute(
             "SELECT * FROM press_conferences WHERE id = ? AND incident_id = ?", (pc_id, incident_id)
-        ) as cur:
-            pc = await cur.fetchone()
+        )
+        pc = cur.fetchone()
         if pc is None:
             raise NotFound(
                 "press_conference_not_found",
@@ -493,20 +498,22 @@ class Ops:
     ) -> dict[str, Any]:
         """Record that a press conference was held (scheduled before, or not)."""
         now = self.clock.now()
-        async with self.db.write() as tx:
-            incident = await self._active(tx, incident_id)
+
+        def change(tx: sqlite3.Connection) -> tuple[int | None, list[dict[str, Any]], bool]:
+            incident = self._active(tx, incident_id)
             self._milestone_time(data.held_at, "held_at", incident, now)
-            deadline = await self._open_deadline(tx, incident_id, "press_conference")
+            deadline = self._open_deadline(tx, incident_id, "press_conference")
             recorded_late = deadline is not None and data.held_at <= deadline < now
-            if pc_id is not None:
-                pc = await self._press_conference(tx, incident_id, pc_id)
+            held_id = pc_id
+            if held_id is not None:
+                pc = self._press_conference(tx, incident_id, held_id)
                 if pc["status"] == "held":
                     raise Conflict(
                         "already_held",
                         "该新闻发布会已记录为已举行",
                         "this press conference is already recorded as held",
                     )
-                await tx.execute(
+                tx.execute(
                     "UPDATE press_conferences SET status = 'held', held_at = ?,"
                     " venue = CASE WHEN ? = '' THEN venue ELSE ? END,"
                     " spokesperson = CASE WHEN ? = '' THEN spokesperson ELSE ? END,"
@@ -520,11 +527,11 @@ class Ops:
                         int(data.principal_leader_spoke),
                         data.notes,
                         int(recorded_late),
-                        pc_id,
+                        held_id,
                     ),
                 )
             else:
-                cur = await tx.execute(
+                cur = tx.execute(
                     "INSERT INTO press_conferences (incident_id, status, held_at, venue, spokesperson,"
                     " principal_leader_spoke, notes, recorded_at, recorded_by, recorded_late)"
                     " VALUES (?, 'held', ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -540,28 +547,29 @@ class Ops:
                         int(recorded_late),
                     ),
                 )
-                pc_id = cur.lastrowid
-            met = await self._meet(tx, incident_id, "press_conference", data.held_at, now)
-            await audit.append(
+                held_id = cur.lastrowid
+            met = self._meet(tx, incident_id, "press_conference", data.held_at, now)
+            audit.append(
                 tx,
                 now,
                 actor,
                 "press_conference.held",
                 incident_id,
-                {"press_conference_id": pc_id, **data.model_dump(mode="json"), "met": met},
+                {"press_conference_id": held_id, **data.model_dump(mode="json"), "met": met},
             )
+            return held_id, met, recorded_late
+
+        held_id, met, recorded_late = await self.db.transact(change)
         self._done("press conference held", incident_id, actor, met=len(met))
-        return {"id": pc_id, "met": met, "recorded_late": recorded_late}
+        return {"id": held_id, "met": met, "recorded_late": recorded_late}
 
     # -- level and close -------------------------------------------------------------
 
-    async def _latest_obligations(
-        self, tx: aiosqlite.Connection, incident_id: str
-    ) -> dict[str, Any]:
-        async with tx.execute(
+    def _latest_obligations(self, tx: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
+        cur = tx.execute(
             "SELECT * FROM obligations WHERE incident_id = ? ORDER BY kind, seq, id", (incident_id,)
-        ) as cur:
-            rows = list(await cur.fetchall())
+        )
+        rows = list(cur.fetchall())
         latest: dict[str, Any] = {}
         for r in rows:
             latest[r["kind"]] = r
@@ -570,8 +578,9 @@ class Ops:
     async def change_level(self, incident_id: str, data: ChangeLevel, actor: str) -> dict[str, Any]:
         """Raise or lower the level, with a reason.  Raising adds obligations; lowering waives."""
         now = self.clock.now()
-        async with self.db.write() as tx:
-            incident = await self._active(tx, incident_id)
+
+        def change(tx: sqlite3.Connection) -> tuple[str, list[str], list[str], list[str]]:
+            incident = self._active(tx, incident_id)
             old = incident["level"]
             if data.level == old:
                 raise BadInput(
@@ -579,7 +588,7 @@ class Ops:
                     f"事件已是 {old} 级,无需调整",
                     f"the incident is already level {old}",
                 )
-            latest = await self._latest_obligations(tx, incident_id)
+            latest = self._latest_obligations(tx, incident_id)
             rules = self._rules_of(incident)
             added: list[str] = []
             waived: list[str] = []
@@ -597,45 +606,43 @@ class Ops:
                 for k, r in latest.items():
                     existing[k] = r["status"]
                     if r["status"] == "open" and _t(r, "deadline") <= now:
-                        await breach(tx, self.cfg, r["id"], now)
+                        breach(tx, self.cfg, r["id"], now)
                         existing[k] = "breached"
                         breached.append(k)
                 change = plan_level_change(facts, data.level, rules, existing, now, now)
                 for kind in change.waive:
                     ob_id = latest[kind]["id"]
-                    await tx.execute(
+                    tx.execute(
                         "UPDATE obligations SET status = 'waived', waived_at = ?, waived_reason = ?"
                         " WHERE id = ? AND status = 'open'",
                         (to_db(now), f"级别由 {old} 调整为 {data.level}:{data.reason}", ob_id),
                     )
-                    await cancel_steps(tx, ob_id, now)
-                    await cancel_queued_notifications(tx, ob_id, now)
+                    cancel_steps(tx, ob_id, now)
+                    cancel_queued_notifications(tx, ob_id, now)
                     waived.append(kind)
                 # A breach stays on record after a lowering, but the new level no longer asks
                 # for the duty: its repeats stop.
                 for kind, r in latest.items():
                     rule = rules.obligation(kind)
                     if existing[kind] == "breached" and rule and data.level not in rule.levels:
-                        await cancel_steps(tx, r["id"], now)
-                ids = await insert_plan(tx, incident_id, rules.id, change.add, now)
+                        cancel_steps(tx, r["id"], now)
+                ids = insert_plan(tx, incident_id, rules.id, change.add, now)
                 for ob_id, ob in zip(ids, change.add.obligations, strict=True):
                     added.append(ob.kind)
                     if ob.status == "breached":
-                        await breach(tx, self.cfg, ob_id, now)
+                        breach(tx, self.cfg, ob_id, now)
                 # Raised back into continuous release after an earlier release: the follow-up
                 # clock restarts from the raise (a lowering had waived it).
-                if change.direction == "raised" and await self._needs_follow_up(tx, incident_id):
+                if change.direction == "raised" and self._needs_follow_up(tx, incident_id):
                     raised = {**dict(incident), "level": data.level}
-                    added += await self._start_follow_up(tx, raised, now, now)
-            await tx.execute(
-                "UPDATE incidents SET level = ? WHERE id = ?", (data.level, incident_id)
-            )
-            await tx.execute(
+                    added += self._start_follow_up(tx, raised, now, now)
+            tx.execute("UPDATE incidents SET level = ? WHERE id = ?", (data.level, incident_id))
+            tx.execute(
                 "INSERT INTO level_changes (incident_id, from_level, to_level, changed_at, reason,"
                 " changed_by, recorded_at) VALUES (?,?,?,?,?,?,?)",
                 (incident_id, old, data.level, to_db(now), data.reason, actor, to_db(now)),
             )
-            await audit.append(
+            audit.append(
                 tx,
                 now,
                 actor,
@@ -650,6 +657,9 @@ class Ops:
                     "breached": breached,
                 },
             )
+            return old, added, waived, breached
+
+        old, added, waived, breached = await self.db.transact(change)
         self._done("level changed", incident_id, actor, level=f"{old}->{data.level}")
         return {
             "from": old,
@@ -662,40 +672,41 @@ class Ops:
     async def close(self, incident_id: str, data: CloseIncident, actor: str) -> dict[str, Any]:
         """Close the incident: no more alerts.  What is overdue stays breached; the rest is waived."""
         now = self.clock.now()
-        async with self.db.write() as tx:
-            await self._active(tx, incident_id)
-            async with tx.execute(
+
+        def change(tx: sqlite3.Connection) -> tuple[list[str], list[str]]:
+            self._active(tx, incident_id)
+            cur = tx.execute(
                 "SELECT id, kind, deadline FROM obligations WHERE incident_id = ? AND status = 'open'",
                 (incident_id,),
-            ) as cur:
-                open_obs = list(await cur.fetchall())
+            )
+            open_obs = list(cur.fetchall())
             kinds = {ob["id"]: ob["kind"] for ob in open_obs}
             to_breach, to_waive = plan_close({ob["id"]: _t(ob, "deadline") for ob in open_obs}, now)
             for ob_id in to_breach:
-                await breach(tx, self.cfg, ob_id, now)
+                breach(tx, self.cfg, ob_id, now)
             for ob_id in to_waive:
-                await tx.execute(
+                tx.execute(
                     "UPDATE obligations SET status = 'waived', waived_at = ?, waived_reason = ?"
                     " WHERE id = ?",
                     (to_db(now), f"事件已关闭:{data.reason}", ob_id),
                 )
             breached = [kinds[i] for i in to_breach]
             waived = [kinds[i] for i in to_waive]
-            await tx.execute(
+            tx.execute(
                 "UPDATE steps SET status = 'cancelled', cancelled_at = ?"
                 " WHERE incident_id = ? AND status = 'pending'",
                 (to_db(now), incident_id),
             )
-            await tx.execute(
+            tx.execute(
                 "UPDATE notifications SET status = 'cancelled', last_error = 'incident closed'"
                 " WHERE incident_id = ? AND status = 'queued' AND kind != 'watchdog'",
                 (incident_id,),
             )
-            await tx.execute(
+            tx.execute(
                 "UPDATE incidents SET status = 'closed', closed_at = ?, close_reason = ? WHERE id = ?",
                 (to_db(now), data.reason, incident_id),
             )
-            await audit.append(
+            audit.append(
                 tx,
                 now,
                 actor,
@@ -703,5 +714,8 @@ class Ops:
                 incident_id,
                 {"reason": data.reason, "waived": waived, "breached": breached},
             )
+            return waived, breached
+
+        waived, breached = await self.db.transact(change)
         self._done("incident closed", incident_id, actor)
         return {"waived": waived, "breached": breached}

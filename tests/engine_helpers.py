@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -94,8 +95,9 @@ async def queue(
     obligation_id: int | None = None,
 ) -> int:
     """One notification straight into the outbox (as the scheduler would queue it)."""
-    async with db.write() as tx:
-        return await outbox.queue(
+
+    def job(tx: sqlite3.Connection) -> Any:
+        return outbox.queue(
             tx,
             SECRET,
             incident_id=incident_id,
@@ -107,6 +109,8 @@ async def queue(
             context={},
             now=now,
         )
+
+    return await db.transact(job)
 
 
 async def notification(db: Database, nid: int) -> Any:

@@ -418,8 +418,8 @@ async def test_stop_at_any_moment_leaves_the_store_consistent(
         assert await _count(db, "sending") == 0, round_
         started = await db.fetchone("SELECT COUNT(*) FROM attempts WHERE outcome = 'started'")
         assert started is not None and started[0] == 0, round_
-        async with db.write() as tx:  # the writer is not stuck inside a transaction
-            await tx.execute("SELECT 1")
+        # The writer is not stuck inside a transaction:
+        await db.transact(lambda tx: tx.execute("SELECT 1"))
         clock.advance(timedelta(minutes=30))
     engine = Engine(db, wired, clock, SECRET)
     await engine.start()
@@ -442,8 +442,7 @@ async def test_a_busy_database_while_recording_does_not_strand_a_sent_message(
     """Another process holds the write lock when a send finishes: the outcome is recorded as
     soon as the lock is free — not left 'sending' until the next restart, and not sent twice."""
     wire(cfg, slow_sink.port, 9)
-    assert db._writer is not None
-    await db._writer.execute("PRAGMA busy_timeout = 50")  # give up on the lock quickly
+    await db.transact(lambda tx: tx.execute("PRAGMA busy_timeout = 50"))  # give up quickly
     engine = Engine(db, cfg, clock, SECRET)
     await engine.start()
     other = sqlite3.connect(str(db_path), isolation_level=None, check_same_thread=False)

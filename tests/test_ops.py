@@ -320,8 +320,8 @@ async def test_recorded_late_after_the_scheduler_breached_it(
     iid = await ops.declare(declaration(), "duty")
     ar = (await obligations(db, iid))[(AR, 1)]
     clock.set(t("2026-11-26T13:00:00+08:00"))
-    async with db.write() as tx:  # what the scheduler does when the deadline step fires
-        assert await breach(tx, cfg, ar["id"], clock.now()) is not None
+    # What the scheduler does when the deadline step fires:
+    assert await db.transact(lambda tx: breach(tx, cfg, ar["id"], clock.now())) is not None
     clock.set(t("2026-11-26T13:30:00+08:00"))
     result = await ops.record_release(
         iid, RecordRelease(published_at=t("2026-11-26T12:50:00+08:00")), "duty"

@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import random
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -79,8 +80,9 @@ class Dispatcher:
     async def recover(self) -> int:
         """Queue again what a previous process left half-sent."""
         now = self.clock.now()
-        async with self.db.write() as tx:
-            await tx.execute(
+
+        def requeue(tx: sqlite3.Connection) -> int:
+            tx.execute(
                 "UPDATE attempts SET outcome = 'unknown', finished_at = ?,"
                 " error = 'interrupted: the service stopped during this send'"
                 " WHERE outcome = 'started'",
@@ -88,17 +90,16 @@ class Dispatcher:
             )
             # The interrupted try counts: a message that crashes the process every time
             # moves on to the next channel (and finally fails) instead of looping forever.
-            cur = await tx.execute(
+            n = tx.execute(
                 "UPDATE notifications SET status = 'queued', lease_until = NULL,"
                 " attempt = attempt + 1, next_attempt_at = ? WHERE status = 'sending'",
                 (to_db(now),),
-            )
-            n = cur.rowcount
+            ).rowcount
             if n:
-                await audit.append(
-                    tx, now, "dispatcher", "notifications.recovered", "-", {"count": n}
-                )
-        return n
+                audit.append(tx, now, "dispatcher", "notifications.recovered", "-", {"count": n})
+            return n
+
+        return await self.db.transact(requeue)
 
     # -- 1. claim ----------------------------------------------------------------------
 
@@ -106,22 +107,25 @@ class Dispatcher:
         if limit <= 0:
             return []
         now = self.clock.now()
-        async with self.db.write() as tx:
-            async with tx.execute(
+
+        def take(tx: sqlite3.Connection) -> list[Any]:
+            rows = tx.execute(
                 "UPDATE notifications SET status = 'sending', lease_until = ?"
                 " WHERE id IN (SELECT id FROM notifications WHERE status = 'queued'"
                 " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)"
                 " AND status = 'queued' RETURNING *",
                 (to_db(now + LEASE), to_db(now), limit),
-            ) as cur:
-                rows = list(await cur.fetchall())
-            for r in rows:
-                channel = json.loads(r["channels"])[r["channel_index"]]
-                await tx.execute(
-                    "INSERT INTO attempts (notification_id, channel, started_at) VALUES (?,?,?)",
-                    (r["id"], channel, to_db(now)),
-                )
-        return rows
+            ).fetchall()
+            tx.executemany(
+                "INSERT INTO attempts (notification_id, channel, started_at) VALUES (?,?,?)",
+                [
+                    (r["id"], json.loads(r["channels"])[r["channel_index"]], to_db(now))
+                    for r in rows
+                ],
+            )
+            return rows
+
+        return await self.db.transact(take)
 
     async def next_due(self) -> datetime | None:
         row = await self.db.fetchone(
@@ -215,9 +219,11 @@ class Dispatcher:
         for pause in (*RECORD_RETRY, None):
             try:
                 now = self.clock.now()
-                async with self.db.write() as tx:
-                    for n, channel, outcome, _ in batch:
-                        await self.record_in(tx, n, channel, outcome, now)
+
+                def record(tx: sqlite3.Connection, now: datetime = now) -> list[str]:
+                    return [self.record_in(tx, n, c, outcome, now) for n, c, outcome, _ in batch]
+
+                statuses = await self.db.transact(record)
             except Exception as e:
                 if pause is None or self.stopping:
                     for *_, done in batch:
@@ -231,6 +237,9 @@ class Dispatcher:
                 )
                 await asyncio.sleep(pause)
             else:
+                for (_, channel, *_), status in zip(batch, statuses, strict=True):
+                    if status == "failed":
+                        self.metrics.inc("notifications_failed_total", channel=channel)
                 for *_, done in batch:
                     done.set_result(None)
                 return
@@ -241,24 +250,25 @@ class Dispatcher:
         base = self.cfg.alerts.retry_base * (2 ** (attempt - 1))
         return min(self.cfg.alerts.retry_max, base) * random.uniform(0.75, 1.25)
 
-    async def record_in(
-        self, tx: Any, n: Any, channel: str, outcome: Outcome, now: datetime
-    ) -> None:
+    def record_in(
+        self, tx: sqlite3.Connection, n: Any, channel: str, outcome: Outcome, now: datetime
+    ) -> str:
         """Record one outcome inside the caller's transaction: sent; or again later on the
-        same channel (back-off with jitter); or the next channel; or failed."""
+        same channel (back-off with jitter); or the next channel; or failed.  Returns the
+        notification's new status."""
         channels = json.loads(n["channels"])
-        await tx.execute(
+        tx.execute(
             "UPDATE attempts SET outcome = ?, finished_at = ?, error = ?"
             " WHERE notification_id = ? AND outcome = 'started'",
             ("sent" if outcome.ok else "error", to_db(now), outcome.error or None, n["id"]),
         )
         if outcome.ok:
-            await tx.execute(
+            tx.execute(
                 "UPDATE notifications SET status = 'sent', sent_at = ?, sent_channel = ?,"
                 " lease_until = NULL WHERE id = ? AND status = 'sending'",
                 (to_db(now), channel, n["id"]),
             )
-            return
+            return "sent"
         attempt = n["attempt"] + 1
         index = n["channel_index"]
         if attempt < self.cfg.alerts.attempts_per_channel:
@@ -267,15 +277,14 @@ class Dispatcher:
             status, next_at, index, attempt = "queued", now, index + 1, 0
         else:
             status, next_at = "failed", now
-        await tx.execute(
+        tx.execute(
             "UPDATE notifications SET status = ?, attempt = ?, channel_index = ?,"
             " next_attempt_at = ?, last_error = ?, lease_until = NULL"
             " WHERE id = ? AND status = 'sending'",
             (status, attempt, index, to_db(next_at), outcome.error, n["id"]),
         )
         if status == "failed":
-            self.metrics.inc("notifications_failed_total", channel=channel)
-            await audit.append(
+            audit.append(
                 tx,
                 now,
                 "dispatcher",
@@ -284,13 +293,14 @@ class Dispatcher:
                 {"notification": n["id"], "person": n["person_id"], "error": outcome.error},
             )
             if n["kind"] != "watchdog":
-                await self.tell_admins(tx, n, now)
+                self.tell_admins(tx, n, now)
+        return status
 
-    async def tell_admins(self, tx: Any, n: Any, now: datetime) -> None:
+    def tell_admins(self, tx: sqlite3.Connection, n: Any, now: datetime) -> None:
         """A message that failed on every channel is itself news for the administrators."""
         person = self.cfg.person(n["person_id"])
         who = person.name if person else n["person_id"]
-        await outbox.tell_admins(
+        outbox.tell_admins(
             tx,
             self.cfg,
             self.secret,

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
-
-import aiosqlite
 
 from responder.audience import channels_for, resolve
 from responder.config import Config
@@ -33,6 +32,7 @@ from responder.store.plans import breach
 from responder.timeutil import from_db, to_db
 
 log = logging.getLogger("responder.scheduler")
+Fired = tuple[int, list[float]]  # notifications queued, lateness (s) of each step fired
 
 
 async def due_steps(db: Database, now: datetime, limit: int) -> list[Any]:
@@ -46,57 +46,57 @@ async def due_steps(db: Database, now: datetime, limit: int) -> list[Any]:
     )
 
 
-async def _acked_people(tx: aiosqlite.Connection, obligation_id: int) -> set[str]:
+def _acked_people(tx: sqlite3.Connection, obligation_id: int) -> set[str]:
     """People who acknowledged a message about this obligation at or after its breach.
 
     An acknowledgement of an earlier reminder ("I know, we are on it") does not silence the
     repeats after a breach: the news changed, and they must hear it."""
-    async with tx.execute(
+    cur = tx.execute(
         "SELECT DISTINCT n.person_id FROM notifications n JOIN obligations o"
         " ON o.id = n.obligation_id WHERE n.obligation_id = ? AND n.acked_at IS NOT NULL"
         " AND o.breached_at IS NOT NULL AND n.acked_at >= o.breached_at",
         (obligation_id,),
-    ) as cur:
-        return {r[0] for r in await cur.fetchall()}
+    )
+    return {r[0] for r in cur.fetchall()}
 
 
-async def fire_obligation(
-    tx: aiosqlite.Connection,
+def fire_obligation(
+    tx: sqlite3.Connection,
     cfg: Config,
     secret: bytes,
     steps: list[Any],
     now: datetime,
-) -> tuple[int, list[float]]:
-    """Fire one obligation's due steps.  Returns (notifications queued, lateness seconds)."""
+) -> Fired:
+    """Fire one obligation's due steps (inside the caller's transaction)."""
     ids = [s["id"] for s in steps]
     marks = ",".join("?" * len(ids))
-    async with tx.execute(
+    cur = tx.execute(
         f"UPDATE steps SET status = 'fired', fired_at = ? WHERE id IN ({marks})"
         " AND status = 'pending' RETURNING id",
         (to_db(now), *ids),
-    ) as cur:
-        won = {r[0] for r in await cur.fetchall()}
+    )
+    won = {r[0] for r in cur.fetchall()}
     steps = [s for s in steps if s["id"] in won]
     if not steps:
         return 0, []
     lateness = [(now - from_db(s["due_at"])).total_seconds() for s in steps]  # type: ignore[operator]
     obligation_id = steps[0]["obligation_id"]
-    async with tx.execute(
+    cur = tx.execute(
         "SELECT o.*, i.title, i.level AS incident_level, i.category, i.location, i.occurred_at,"
         " i.lead_unit, i.co_units, i.drill, i.status AS incident_status"
         " FROM obligations o JOIN incidents i ON i.id = o.incident_id WHERE o.id = ?",
         (obligation_id,),
-    ) as cur:
-        ob = await cur.fetchone()
+    )
+    ob = cur.fetchone()
     assert ob is not None
     if ob["incident_status"] != "active" or ob["met_at"] is not None or ob["status"] == "waived":
         return 0, lateness  # nothing to say any more; the steps are spent
 
     breached_now = False
     if any(s["is_deadline"] for s in steps):
-        breached_now = await breach(tx, cfg, obligation_id, now) is not None
+        breached_now = breach(tx, cfg, obligation_id, now) is not None
 
-    acked = await _acked_people(tx, obligation_id)
+    acked = _acked_people(tx, obligation_id)
     per_person: dict[str, dict[str, Any]] = {}
     for s in steps:
         for person in resolve(
@@ -127,7 +127,7 @@ async def fire_obligation(
         # Failover: one message walking down the person's channels.  All channels: one
         # message per channel at once (the breach alert reaches the phone *and* the mailbox).
         for channels in [[c] for c in order] if entry["all"] else [order]:
-            await outbox.queue(
+            outbox.queue(
                 tx,
                 secret,
                 incident_id=ob["incident_id"],
@@ -149,7 +149,7 @@ async def fire_obligation(
             deadline = from_db(ob["deadline"])
             assert deadline is not None
             at = next_repeat(deadline, timedelta(seconds=s["repeat_s"]), now)
-            await tx.execute(
+            tx.execute(
                 "INSERT INTO steps (incident_id, obligation_id, name, kind, nominal_at, due_at,"
                 " audience, channels, is_deadline, repeat_s) VALUES (?,?,?,?,?,?,?,?,0,?)",
                 (
@@ -166,7 +166,7 @@ async def fire_obligation(
             )
             break  # one next repeat per obligation, however many fired together
 
-    await audit.append(
+    audit.append(
         tx,
         now,
         "scheduler",

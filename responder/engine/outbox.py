@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 from datetime import datetime
 from typing import Any
-
-import aiosqlite
 
 from responder.config import Config
 from responder.secret import ack_token, token_hash
 from responder.timeutil import to_db
 
 
-async def queue(
-    tx: aiosqlite.Connection,
+def queue(
+    tx: sqlite3.Connection,
     secret: bytes,
     *,
     incident_id: str | None,
@@ -32,7 +31,7 @@ async def queue(
     now: datetime,
 ) -> int:
     nonce = secrets.token_hex(16)
-    cur = await tx.execute(
+    cur = tx.execute(
         "INSERT INTO notifications (incident_id, obligation_id, step_id, person_id, channels,"
         " kind, context, due_at, next_attempt_at, created_at, ack_nonce, ack_hash)"
         " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -56,8 +55,8 @@ async def queue(
     return nid
 
 
-async def tell_admins(
-    tx: aiosqlite.Connection,
+def tell_admins(
+    tx: sqlite3.Connection,
     cfg: Config,
     secret: bytes,
     *,
@@ -72,7 +71,7 @@ async def tell_admins(
         person = cfg.person(admin)
         if person is None:
             continue
-        await queue(
+        queue(
             tx,
             secret,
             incident_id=incident_id,

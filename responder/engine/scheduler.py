@@ -17,20 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from responder.clock import Clock
 from responder.config import Config
-from responder.engine.fire import by_obligation, due_steps, fire_obligation
+from responder.engine.fire import Fired, by_obligation, due_steps, fire_obligation
 from responder.engine.metrics import Metrics
 from responder.store import Database
 from responder.timeutil import from_db
 
 log = logging.getLogger("responder.scheduler")
 
-BATCH = 500  # steps read per round; obligations per transaction below
-OBLIGATIONS_PER_TX = 100
+BATCH = 500  # steps read per round
+# Obligations fired per transaction: enough to share a commit, few enough (a few ms) that a
+# declaration or a milestone arriving meanwhile does not wait long for the writer.
+OBLIGATIONS_PER_TX = 20
 
 
 class Scheduler:
@@ -74,14 +78,17 @@ class Scheduler:
                 return queued_total
             groups = by_obligation(steps)
             for i in range(0, len(groups), OBLIGATIONS_PER_TX):
-                async with self.db.write() as tx:
-                    for group in groups[i : i + OBLIGATIONS_PER_TX]:
-                        queued, lateness = await fire_obligation(
-                            tx, self.cfg, self.secret, group, now
-                        )
-                        queued_total += queued
-                        for late in lateness:
-                            self.metrics.observe("step_lateness_seconds", late)
+                chunk = groups[i : i + OBLIGATIONS_PER_TX]
+
+                def fire(
+                    tx: sqlite3.Connection, chunk: list[list[Any]] = chunk, now: datetime = now
+                ) -> list[Fired]:
+                    return [fire_obligation(tx, self.cfg, self.secret, g, now) for g in chunk]
+
+                for queued, lateness in await self.db.transact(fire):
+                    queued_total += queued
+                    for late in lateness:
+                        self.metrics.observe("step_lateness_seconds", late)
                 if queued_total:
                     self.wake_dispatcher()
             if len(steps) < BATCH:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -83,8 +84,9 @@ class Watchdog:
         self.last_alert = now
         late = format_duration(timedelta(seconds=lag.worst), "zh")
         late_en = format_duration(timedelta(seconds=lag.worst), "en")
-        async with self.db.write() as tx:
-            await outbox.tell_admins(
+
+        def alert(tx: sqlite3.Connection) -> None:
+            outbox.tell_admins(
                 tx,
                 self.cfg,
                 self.secret,
@@ -93,7 +95,7 @@ class Watchdog:
                 en=f"Alerts are running {late_en} late: check the service now",
                 now=now,
             )
-            await audit.append(
+            audit.append(
                 tx,
                 now,
                 "watchdog",
@@ -101,6 +103,8 @@ class Watchdog:
                 "-",
                 {"steps_s": lag.steps, "outbox_s": lag.outbox, "at": to_db(now)},
             )
+
+        await self.db.transact(alert)
         log.warning("alerts are %.0f s late; administrators told", lag.worst)
         return lag
 

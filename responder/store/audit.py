@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,8 +36,8 @@ def canonical(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
 
 
-async def append(
-    tx: aiosqlite.Connection,
+def append(
+    tx: sqlite3.Connection,
     at: datetime,
     actor: str,
     action: str,
@@ -44,14 +45,13 @@ async def append(
     data: dict[str, Any] | None = None,
 ) -> int:
     """Append one entry inside the caller's write transaction; return its sequence number."""
-    async with tx.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1") as cur:
-        last = await cur.fetchone()
+    last = tx.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
     seq = (last[0] + 1) if last else 1
     prev = last[1] if last else GENESIS
     at_s = to_db(at) or ""
     payload = canonical(data or {})
     digest = _digest(prev, seq, at_s, actor, action, subject, payload)
-    await tx.execute(
+    tx.execute(
         "INSERT INTO audit_log (seq, at, actor, action, subject, data, prev_hash, hash)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (seq, at_s, actor, action, subject, payload, prev, digest),

@@ -7,9 +7,8 @@ Every function here runs inside the caller's write transaction.
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import datetime
-
-import aiosqlite
 
 from responder.audience import responsible_person
 from responder.config import Config
@@ -17,14 +16,14 @@ from responder.policy.planner import Plan, PlannedObligation, PlannedStep
 from responder.timeutil import from_db, to_db
 
 
-async def insert_obligation(
-    tx: aiosqlite.Connection,
+def insert_obligation(
+    tx: sqlite3.Connection,
     incident_id: str,
     rule_set_id: str,
     ob: PlannedObligation,
     now: datetime,
 ) -> int:
-    cur = await tx.execute(
+    cur = tx.execute(
         "INSERT INTO obligations (incident_id, kind, seq, name, name_en, milestone, level,"
         " rule_set_id, clock_start_kind, clock_start_at, within_s, deadline, status,"
         " breached_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -73,30 +72,30 @@ _INSERT_STEP = (
 )
 
 
-async def insert_step(
-    tx: aiosqlite.Connection, incident_id: str, obligation_id: int, s: PlannedStep
+def insert_step(
+    tx: sqlite3.Connection, incident_id: str, obligation_id: int, s: PlannedStep
 ) -> int:
-    cur = await tx.execute(_INSERT_STEP, _step_row(incident_id, obligation_id, s))
+    cur = tx.execute(_INSERT_STEP, _step_row(incident_id, obligation_id, s))
     assert cur.lastrowid is not None
     return cur.lastrowid
 
 
-async def insert_plan(
-    tx: aiosqlite.Connection, incident_id: str, rule_set_id: str, plan: Plan, now: datetime
+def insert_plan(
+    tx: sqlite3.Connection, incident_id: str, rule_set_id: str, plan: Plan, now: datetime
 ) -> list[int]:
     """Store obligations and their steps; return the new obligation ids in plan order."""
     ids: dict[tuple[str, int], int] = {}
     for ob in plan.obligations:
-        ids[(ob.kind, ob.seq)] = await insert_obligation(tx, incident_id, rule_set_id, ob, now)
-    await tx.executemany(  # one round trip for all of a declaration's steps
+        ids[(ob.kind, ob.seq)] = insert_obligation(tx, incident_id, rule_set_id, ob, now)
+    tx.executemany(  # one round trip for all of a declaration's steps
         _INSERT_STEP,
         [_step_row(incident_id, ids[(s.obligation_kind, s.obligation_seq)], s) for s in plan.steps],
     )
     return list(ids.values())
 
 
-async def cancel_steps(tx: aiosqlite.Connection, obligation_id: int, now: datetime) -> int:
-    cur = await tx.execute(
+def cancel_steps(tx: sqlite3.Connection, obligation_id: int, now: datetime) -> int:
+    cur = tx.execute(
         "UPDATE steps SET status = 'cancelled', cancelled_at = ?"
         " WHERE obligation_id = ? AND status = 'pending'",
         (to_db(now), obligation_id),
@@ -104,11 +103,9 @@ async def cancel_steps(tx: aiosqlite.Connection, obligation_id: int, now: dateti
     return cur.rowcount
 
 
-async def cancel_queued_notifications(
-    tx: aiosqlite.Connection, obligation_id: int, now: datetime
-) -> int:
+def cancel_queued_notifications(tx: sqlite3.Connection, obligation_id: int, now: datetime) -> int:
     """A met or waived obligation needs no more messages: drop those not yet handed to a channel."""
-    cur = await tx.execute(
+    cur = tx.execute(
         "UPDATE notifications SET status = 'cancelled', last_error = 'obligation closed'"
         " WHERE obligation_id = ? AND status = 'queued' AND kind != 'watchdog'",
         (obligation_id,),
@@ -116,32 +113,30 @@ async def cancel_queued_notifications(
     return cur.rowcount
 
 
-async def breach(
-    tx: aiosqlite.Connection, cfg: Config, obligation_id: int, at: datetime
-) -> int | None:
+def breach(tx: sqlite3.Connection, cfg: Config, obligation_id: int, at: datetime) -> int | None:
     """Mark an open obligation breached at its deadline and open its accountability record.
 
     Conditional on ``status = 'open'``: whoever gets here first (the scheduler firing the
     deadline step, or a milestone recorded after the deadline) does it, exactly once.
     Returns the accountability record's id, or None when the obligation was not open.
     """
-    cur = await tx.execute(
+    cur = tx.execute(
         "UPDATE obligations SET status = 'breached', breached_at = deadline"
         " WHERE id = ? AND status = 'open'",
         (obligation_id,),
     )
     if cur.rowcount == 0:
         return None
-    async with tx.execute(
+    c = tx.execute(
         "SELECT o.incident_id, o.deadline, o.kind, o.name, i.lead_unit"
         " FROM obligations o JOIN incidents i ON i.id = o.incident_id WHERE o.id = ?",
         (obligation_id,),
-    ) as c:
-        row = await c.fetchone()
+    )
+    row = c.fetchone()
     assert row is not None
     head = responsible_person(cfg, row["lead_unit"])
     evidence = {"obligation": row["kind"], "obligation_name": row["name"]}
-    cur = await tx.execute(
+    cur = tx.execute(
         "INSERT INTO accountability_records (incident_id, obligation_id, unit, responsible_person,"
         " deadline, breached_at, evidence, created_at) VALUES (?,?,?,?,?,?,?,?)",
         (
@@ -158,15 +153,15 @@ async def breach(
     return cur.lastrowid
 
 
-async def settle_accountability(
-    tx: aiosqlite.Connection, obligation_id: int, met_at: datetime, recorded_late: bool
+def settle_accountability(
+    tx: sqlite3.Connection, obligation_id: int, met_at: datetime, recorded_late: bool
 ) -> None:
     """A breached obligation was met after all: record when, and by how much it overran."""
-    async with tx.execute(
+    c = tx.execute(
         "SELECT id, deadline, evidence FROM accountability_records WHERE obligation_id = ?",
         (obligation_id,),
-    ) as c:
-        row = await c.fetchone()
+    )
+    row = c.fetchone()
     if row is None:
         return
     deadline = from_db(row["deadline"])
@@ -174,7 +169,7 @@ async def settle_accountability(
     evidence = json.loads(row["evidence"])
     if recorded_late:
         evidence["recorded_late"] = True
-    await tx.execute(
+    tx.execute(
         "UPDATE accountability_records SET met_at = ?, overrun_s = ?, evidence = ? WHERE id = ?",
         (
             to_db(met_at),

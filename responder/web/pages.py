@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import sqlite3
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -103,12 +104,15 @@ async def login_post(request: web.Request) -> web.Response:
         )
     value, _csrf, sid = make_session(request.app[SECRET], row["id"], time.time())
     now = request.app[CLOCK].now()
-    async with request.app[DB].write() as tx:
-        await tx.execute("DELETE FROM sessions WHERE expires_at <= ?", (to_db(now),))
-        await tx.execute(
+
+    def start_session(tx: sqlite3.Connection) -> None:
+        tx.execute("DELETE FROM sessions WHERE expires_at <= ?", (to_db(now),))
+        tx.execute(
             "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?,?,?,?)",
             (sid, row["id"], to_db(now), to_db(now + timedelta(seconds=SESSION_SECONDS))),
         )
+
+    await request.app[DB].transact(start_session)
     response = web.HTTPSeeOther("/")
     set_session_cookie(response, value, request.app[CFG].service.public_url.startswith("https"))
     raise response
@@ -119,8 +123,10 @@ async def logout_post(request: web.Request) -> web.Response:
     form = await request.post()
     if user is None or not hmac.compare_digest(str(form.get("csrf", "")), user.get("csrf") or ""):
         raise web.HTTPForbidden()
-    async with request.app[DB].write() as tx:  # the cookie, even if kept, no longer works
-        await tx.execute("DELETE FROM sessions WHERE id = ?", (user["sid"],))
+    sid = user["sid"]  # the cookie, even if kept, no longer works
+    await request.app[DB].transact(
+        lambda tx: tx.execute("DELETE FROM sessions WHERE id = ?", (sid,))
+    )
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
     raise response

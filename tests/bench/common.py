@@ -252,7 +252,8 @@ async def preload(
     rules = cfg.rule_sets[0]
     leads = ("emergency", "health")
     for first in range(0, n, batch):
-        async with db.write() as tx:
+
+        def job(tx: sqlite3.Connection, first: int = first) -> Any:
             for i in range(first, min(n, first + batch)):
                 declared = start + i * spacing
                 occurred = declared - timedelta(minutes=30)
@@ -260,7 +261,7 @@ async def preload(
                 plan = plan_declaration(Facts(level, occurred, declared), rules, declared)
                 iid = f"INC-BENCH-{i:05d}"
                 lead = leads[i % len(leads)]
-                await tx.execute(
+                tx.execute(
                     "INSERT INTO incidents (id, title, category, level, occurred_at, declared_at,"
                     " learned_at, location, summary, lead_unit, co_units, drill, rule_set_id,"
                     " declared_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -281,8 +282,8 @@ async def preload(
                         "bench",
                     ),
                 )
-                await insert_plan(tx, iid, rules.id, plan, declared)
-                await audit.append(
+                insert_plan(tx, iid, rules.id, plan, declared)
+                audit.append(
                     tx,
                     declared,
                     "bench",
@@ -299,6 +300,8 @@ async def preload(
                         ],
                     },
                 )
+
+        await db.transact(job)
 
 
 def far_future() -> datetime:

@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import logging
+import sqlite3
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -63,7 +64,8 @@ async def add_steps(
     engine: Engine, obligations: list[Any], dues: list[datetime], name: str
 ) -> None:
     """One single-recipient step per obligation (head@lead, sms), then wake the scheduler."""
-    async with engine.db.write() as tx:
+
+    def job(tx: sqlite3.Connection) -> Any:
         for ob, due in zip(obligations, dues, strict=True):
             step = PlannedStep(
                 obligation_kind=ob["kind"],
@@ -75,7 +77,9 @@ async def add_steps(
                 audience=("head@lead",),
                 channels=("sms",),
             )
-            await insert_step(tx, ob["incident_id"], ob["id"], step)
+            insert_step(tx, ob["incident_id"], ob["id"], step)
+
+    await engine.db.transact(job)
     engine.scheduler.wake()
 
 
