@@ -270,6 +270,37 @@ async def _driver(db_path: Path, port: int) -> asyncio.subprocess.Process:
     return proc
 
 
+PROC = Path("/proc")
+HAS_PROC = PROC.exists()
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in PROC.glob("[0-9]*"):
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children[ppid].append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it counts as gone)."""
+    try:
+        state = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 async def _count(db: Database, status: str) -> int:
     row = await db.fetchone("SELECT COUNT(*) FROM notifications WHERE status = ?", (status,))
     assert row is not None
@@ -299,8 +330,13 @@ async def test_kill_9_mid_dispatch_then_restart_delivers_everything_at_least_onc
                 await asyncio.sleep(0.01)
             while len(sink.requests) <= await _count(db, "sent"):  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
+            helpers = _descendants(proc.pid)  # the sending process (and the fork server)
             proc.send_signal(signal.SIGKILL)
             assert await proc.wait() == -signal.SIGKILL
+            # Nothing of the killed service keeps sending behind the restarted one's back.
+            assert helpers or not HAS_PROC
+            while any(_alive(pid) for pid in helpers):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
         finally:
             if proc.returncode is None:
                 proc.kill()

@@ -2,12 +2,14 @@
 
 One round:
 
-1. Clear the wake-up flag, then claim due notifications (``queued`` → ``sending``) with one
+1. Clear the wake-up flag; let requests being answered go first (:mod:`.foreground`, at most
+   50 ms); then claim due notifications (``queued`` → ``sending``) with one
    conditional UPDATE, as many as there are free sending slots, and record an attempt for
    each in the same transaction.
-2. Send each in a worker thread (bounded concurrency).  A send is awaited until its thread
-   finishes, never abandoned: a send that outlives a timeout may still complete, and
-   retrying beside it would deliver the message twice.
+2. Render each message here, and send it in the sending process (:mod:`.sender`: apprise in
+   a child process, bounded concurrency).  A send is awaited until it has finished, never
+   abandoned: a send that outlives a timeout may still complete, and retrying beside it
+   would deliver the message twice.
 3. Record the outcome (group-committed with the outcomes that finished meanwhile, one
    transaction for all): ``sent``; or retry the same channel with exponential
    back-off and jitter; or fail over to the person's next channel; or, with every channel
@@ -29,16 +31,17 @@ import json
 import logging
 import random
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
 from responder.clock import Clock
 from responder.config import Config
 from responder.engine import context, outbox
+from responder.engine.foreground import Foreground
 from responder.engine.messages import channel_kind, render
 from responder.engine.metrics import Metrics
-from responder.engine.send import Outcome, send, with_idempotency_key
+from responder.engine.send import Outcome, with_idempotency_key
+from responder.engine.sender import Sender
 from responder.secret import ack_token
 from responder.store import Database, audit
 from responder.timeutil import from_db, to_db
@@ -52,7 +55,13 @@ RECORD_RETRY = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 class Dispatcher:
     def __init__(
-        self, db: Database, cfg: Config, clock: Clock, secret: bytes, metrics: Metrics
+        self,
+        db: Database,
+        cfg: Config,
+        clock: Clock,
+        secret: bytes,
+        metrics: Metrics,
+        foreground: Foreground | None = None,
     ) -> None:
         self.db = db
         self.cfg = cfg
@@ -61,7 +70,8 @@ class Dispatcher:
         self.metrics = metrics
         self.wakeup = asyncio.Event()
         self.slots = cfg.alerts.concurrency
-        self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="send")
+        self.sender = Sender(threads=self.slots)
+        self.foreground = foreground or Foreground()
         self.in_flight: set[asyncio.Task[None]] = set()
         self._outcomes: list[tuple[Any, str, Outcome, asyncio.Future[None]]] = []
         self._recording = asyncio.Lock()
@@ -178,10 +188,9 @@ class Dispatcher:
         except Exception as e:  # the message cannot even be built: count it as a failed try
             outcome = Outcome(False, f"{type(e).__name__}: {e}")
         else:
-            loop = asyncio.get_running_loop()
-            # Shielded: a shutdown waits for the thread instead of forgetting a send in flight.
+            # Shielded: a shutdown waits for the send instead of forgetting it in flight.
             outcome = await asyncio.shield(
-                loop.run_in_executor(self.pool, send, url, title, body, channel_kind(channel))
+                self.sender.send(url, title, body, channel_kind(channel))
             )
         self.metrics.observe("send_duration_seconds", outcome.seconds, channel=channel)
         self.metrics.inc(
@@ -315,9 +324,14 @@ class Dispatcher:
     async def run(self) -> None:
         await self.recover()
         try:
+            await self.sender.start()  # now, rather than delay the first message by it
+        except Exception:
+            log.exception("the sending process did not start; the first send tries again")
+        try:
             while not self.stopping:
                 self.wakeup.clear()
                 try:
+                    await self.foreground.idle()  # requests first (see .foreground)
                     claimed = await self.claim(self.slots - len(self.in_flight))
                     facts = await self.facts(claimed) if claimed else {}
                     for n in claimed:
@@ -349,4 +363,4 @@ class Dispatcher:
         """On shutdown: let sends in flight finish and record, so none is left half-done."""
         if self.in_flight:
             await asyncio.wait(set(self.in_flight), timeout=grace)
-        self.pool.shutdown(wait=False)
+        await self.sender.close()

@@ -12,6 +12,7 @@ import logging
 from responder.clock import Clock
 from responder.config import Config
 from responder.engine.dispatcher import Dispatcher
+from responder.engine.foreground import Foreground
 from responder.engine.metrics import Metrics
 from responder.engine.scheduler import Scheduler
 from responder.engine.watchdog import Lag, Watchdog, measure
@@ -29,7 +30,8 @@ class Engine:
         self.cfg = cfg
         self.clock = clock
         self.metrics = Metrics()
-        self.dispatcher = Dispatcher(db, cfg, clock, secret, self.metrics)
+        self.foreground = Foreground()  # the web app counts the requests it is answering
+        self.dispatcher = Dispatcher(db, cfg, clock, secret, self.metrics, self.foreground)
         self.scheduler = Scheduler(db, cfg, clock, secret, self.metrics, self.dispatcher.wake)
         self.watchdog = Watchdog(db, cfg, clock, secret)
         self.ops = Ops(db, cfg, clock, wake=self.scheduler.wake)

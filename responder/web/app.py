@@ -8,6 +8,7 @@ and be recorded before the database closes.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -24,6 +25,17 @@ from responder.web.security import security_headers
 MAX_BODY = 256 * 1024  # a declaration or a release is a few KB; anything bigger is refused (413)
 
 
+@web.middleware
+async def foreground(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Count the requests being answered, so that the dispatcher lets them go first.  Not the
+    development inbox: those requests are the dispatcher's own messages arriving."""
+    engine = request.app.get(ENGINE)
+    if engine is None or request.path.startswith("/dev/"):
+        return await handler(request)
+    with engine.foreground.request():
+        return await handler(request)
+
+
 def create_app(
     cfg: Config,
     *,
@@ -31,7 +43,9 @@ def create_app(
     secret: bytes | None = None,
     run_engine: bool = True,
 ) -> web.Application:
-    app = web.Application(middlewares=[security_headers, errors], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[foreground, security_headers, errors], client_max_size=MAX_BODY
+    )
     app[CFG] = cfg
     app[CLOCK] = clock or SystemClock()
     app[SECRET] = secret if secret is not None else load_secret(cfg.service.secret_file)

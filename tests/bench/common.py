@@ -129,22 +129,28 @@ def proc_cpu_seconds(pid: int) -> float:
 
 
 class CpuMeter:
-    """CPU used by this process and a helper process over a phase, as cores busy."""
+    """CPU used by this process and by helper processes over a phase, as cores busy."""
 
-    def __init__(self, other_pid: int | None = None) -> None:
-        self.other_pid = other_pid
+    def __init__(self, **helpers: int | None) -> None:
+        self.helpers = {name: pid for name, pid in helpers.items() if pid}
         self.wall = time.monotonic()
         self.own = time.process_time()
-        self.other = proc_cpu_seconds(other_pid) if other_pid else math.nan
+        self.start = {name: proc_cpu_seconds(pid) for name, pid in self.helpers.items()}
 
     def report(self) -> str:
         wall = time.monotonic() - self.wall
         own = (time.process_time() - self.own) / wall
         text = f"this process {own:.2f} cores"
-        if self.other_pid:
-            other = (proc_cpu_seconds(self.other_pid) - self.other) / wall
-            text += f", helper process {other:.2f} cores"
+        for name, pid in self.helpers.items():
+            used = (proc_cpu_seconds(pid) - self.start[name]) / wall
+            text += f", {name} {used:.2f} cores"
         return text + f" (over {wall:.1f} s)"
+
+
+def sender_pid(engine: Any) -> int | None:
+    """The engine's sending process (apprise runs there), if it is running."""
+    process = engine.dispatcher.sender._process
+    return int(process.pid) if process is not None else None
 
 
 def code_version() -> str:

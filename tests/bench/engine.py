@@ -53,6 +53,7 @@ from tests.bench.common import (
     ms,
     percentile,
     preload,
+    sender_pid,
     summary,
     table,
 )
@@ -188,7 +189,7 @@ async def run(
                 dues = [t0 + timedelta(seconds=i * step) for i in range(window_steps)]
                 log(f"engine (a): {window_steps} steps over {window_s:.0f} s")
                 await add_steps(engine, obligations[:window_steps], dues, "bench-window")
-                cpu = CpuMeter(sink.proc.pid)
+                cpu = CpuMeter(sending=sender_pid(engine), sink=sink.proc.pid)
                 got = await sink.wait_for(window_steps, dues[-1].timestamp() + 30)
                 log(f"  (a) CPU: {cpu.report()}")
                 a = await measure(db, await sink.arrivals())
@@ -223,7 +224,7 @@ async def run(
                 log(f"engine (b): {burst} steps due at one instant")
                 await add_steps(engine, obligations[window_steps:], [t1] * burst, "bench-burst")
                 await asyncio.sleep(max(0.0, t1.timestamp() - time.time()))
-                cpu = CpuMeter(sink.proc.pid)
+                cpu = CpuMeter(sending=sender_pid(engine), sink=sink.proc.pid)
                 got = await sink.wait_for(burst, t1.timestamp() + 60)
                 log(f"  (b) CPU: {cpu.report()}")
                 b = await measure(db, await sink.arrivals())

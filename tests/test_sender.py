@@ -1,0 +1,146 @@
+"""The sending process (:mod:`responder.engine.sender`) and requests-first
+(:mod:`responder.engine.foreground`).
+
+apprise runs in a child process.  What must hold: a child that dies mid-send turns that send
+into a failed try that is retried (never lost, never left 'sending'); Ctrl-C reaching the child
+does not cut a send short; a stopped engine leaves no child behind.  The kill -9 of the whole
+service is in ``test_engine_faults.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import pytest
+
+from responder.clock import FakeClock
+from responder.config import Config
+from responder.engine.foreground import Foreground
+from responder.engine.runner import Engine
+from responder.store import Database
+from tests.engine_helpers import SECRET, attempts, drive, notification, queue, settle, wire
+from tests.sinks import HttpSink
+
+
+@pytest.fixture
+async def slow_sink() -> AsyncIterator[HttpSink]:
+    async with HttpSink(delay=0.4) as sink:
+        yield sink
+
+
+@pytest.fixture
+async def engine(
+    db: Database, cfg: Config, clock: FakeClock, slow_sink: HttpSink
+) -> AsyncIterator[Engine]:
+    wire(cfg, slow_sink.port, 9)  # only sms is used here
+    eng = Engine(db, cfg, clock, SECRET)
+    await eng.start()
+    try:
+        yield eng
+    finally:
+        await eng.stop()
+
+
+def _child_pid(engine: Engine) -> int:
+    process = engine.dispatcher.sender._process
+    assert process is not None and process.is_alive()
+    return int(process.pid)
+
+
+async def test_a_child_that_dies_mid_send_is_a_failed_try_and_the_message_is_retried(
+    engine: Engine, db: Database, clock: FakeClock, slow_sink: HttpSink
+) -> None:
+    nid = await queue(db, clock.now(), "wang-fang", ["sms"])
+    engine.dispatcher.wake()
+    await slow_sink.wait_for(1)  # the send is in flight, held by the sink
+    first_child = _child_pid(engine)
+    os.kill(first_child, signal.SIGKILL)
+    await settle(engine)
+    row = await notification(db, nid)
+    assert (row["status"], row["attempt"]) == ("queued", 1)  # a failed try, queued again
+    [attempt] = await attempts(db, nid)
+    assert attempt["outcome"] == "error"
+    assert attempt["error"] == "the sending process stopped during this send"
+
+    row = await drive(engine, nid)  # the retry starts a new child, which sends it
+    assert (row["status"], row["sent_channel"]) == ("sent", "sms")
+    assert _child_pid(engine) != first_child
+    assert [a["outcome"] for a in await attempts(db, nid)] == ["error", "sent"]
+    # The gateway saw it twice (the first child died after posting): with the same key, so
+    # a gateway that honours X-Responder-Notification drops the second.
+    await slow_sink.wait_for(2)
+    keys = {r.headers["X-Responder-Notification"] for r in slow_sink.requests}
+    assert keys == {f"{nid}-sms"}
+
+
+async def test_ctrl_c_reaching_the_child_does_not_cut_a_send_short(
+    engine: Engine, db: Database, clock: FakeClock, slow_sink: HttpSink
+) -> None:
+    nid = await queue(db, clock.now(), "wang-fang", ["sms"])
+    engine.dispatcher.wake()
+    await slow_sink.wait_for(1)
+    child = _child_pid(engine)
+    os.kill(child, signal.SIGINT)  # a terminal's Ctrl-C goes to the whole process group
+    os.kill(child, signal.SIGTERM)
+    await settle(engine)
+    row = await notification(db, nid)
+    assert row["status"] == "sent"
+    assert [a["outcome"] for a in await attempts(db, nid)] == ["sent"]
+    assert _child_pid(engine) == child and len(slow_sink.requests) == 1
+
+
+async def test_a_stopped_engine_leaves_no_sending_process(
+    db: Database, cfg: Config, clock: FakeClock, slow_sink: HttpSink
+) -> None:
+    wire(cfg, slow_sink.port, 9)
+    eng = Engine(db, cfg, clock, SECRET)
+    await eng.start()
+    nid = await queue(db, clock.now(), "wang-fang", ["sms"])
+    eng.dispatcher.wake()
+    await slow_sink.wait_for(1)
+    process = eng.dispatcher.sender._process
+    assert process is not None
+    await eng.stop()  # waits for the send in flight, then stops the child
+    assert not process.is_alive() and process.exitcode == 0
+    assert (await notification(db, nid))["status"] == "sent"
+
+
+# -- requests first ------------------------------------------------------------------------
+
+
+async def test_foreground_is_idle_at_once_when_no_request_is_being_answered() -> None:
+    fg = Foreground()
+    async with asyncio.timeout(5):
+        await fg.idle(max_wait=60)
+
+
+async def test_foreground_waits_for_the_requests_being_answered_then_goes_on() -> None:
+    fg = Foreground()
+    released = asyncio.Event()
+
+    async def request() -> None:
+        with fg.request():
+            await released.wait()
+
+    tasks = [asyncio.create_task(request()) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert fg.serving == 2
+    waiter = asyncio.create_task(fg.idle(max_wait=60))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    released.set()
+    async with asyncio.timeout(5):  # well before max_wait: as soon as both requests ended
+        await waiter
+        await asyncio.gather(*tasks)
+    assert fg.serving == 0
+
+
+async def test_foreground_never_holds_the_dispatcher_longer_than_max_wait() -> None:
+    fg = Foreground()
+    with fg.request():  # a request that does not end while we wait
+        async with asyncio.timeout(5):
+            await fg.idle(max_wait=0.01)
+        assert fg.serving == 1
