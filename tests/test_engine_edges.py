@@ -117,3 +117,27 @@ def test_twilio_voice_and_sms_service_urls_are_understood() -> None:
         "form://voice-gateway.example.gov.cn/call?:to=%2B8613800000001",
     ):
         assert apprise.Apprise().add(url), url
+
+
+async def test_a_slow_gateway_is_waited_for_never_given_up_on_while_it_still_sends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """apprise 2.x stops waiting for a service after its ``service_timeout`` and reports a
+    failure while the send goes on in its thread: retried, the message would go out twice.
+    With apprise's default shortened to 0.3 s, a plain Apprise gives up on a gateway that
+    answers after 0.8 s; responder's send waits for the answer."""
+    import apprise
+
+    from responder.engine.send import send
+    from tests.sinks import HttpSink
+
+    monkeypatch.setattr(apprise.AppriseAsset, "_service_timeout", 0.3)
+    async with HttpSink(delay=0.8) as sink:
+        plain = apprise.Apprise()
+        plain.add(sink.json_url("plain"))
+        result = await asyncio.to_thread(plain.notify, body="x", title="")
+        assert result.status is apprise.AppriseResultStatus.TIMEOUT  # … while it still runs
+
+        outcome = await asyncio.to_thread(send, sink.json_url("ours"), "", "x", "sms")
+        assert outcome.ok, outcome.error
+        assert outcome.seconds >= 0.8

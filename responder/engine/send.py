@@ -32,6 +32,12 @@ _urllib3_log.propagate = False
 _urllib3_log.addHandler(logging.NullHandler())
 
 FORMATS = {"chat": apprise.NotifyFormat.MARKDOWN}
+# apprise 2.x gives up waiting for a service after ``service_timeout`` (60 s by default) and
+# reports a failure while the send goes on in its thread pool: a retry beside it would deliver
+# the message twice.  0 turns that off, and without async_mode a single URL is sent in the
+# calling thread (no hop through apprise's pool).  Each plugin's own socket timeouts still
+# bound every request.
+ASSET = apprise.AppriseAsset(service_timeout=0, async_mode=False)
 _HEADER_SCHEMES = {"json", "jsons", "form", "forms", "xml", "xmls"}
 
 
@@ -76,7 +82,7 @@ def send(url: str, title: str, body: str, channel_kind: str) -> Outcome:
     """Send synchronously (run it in a thread).  Never raises for a delivery problem."""
     started = time.monotonic()
     try:
-        ap = apprise.Apprise()
+        ap = apprise.Apprise(asset=ASSET)
         if not ap.add(url):
             return Outcome(
                 False, "channel URL not understood by apprise", time.monotonic() - started
