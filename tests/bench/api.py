@@ -4,7 +4,8 @@ Set-up: ``create_app`` (scheduler, dispatcher and watchdog running, ``SystemCloc
 127.0.0.1 by aiohttp in this process; a real SQLite file in a temporary directory preloaded with
 10,000 active incidents (see :func:`tests.bench.common.preload`); a duty_officer API token; every
 channel a json:// post to ``HttpSink`` in a separate process.  The HTTP client is aiohttp in a
-*third* process, so that it does not steal the server's event loop (it does share the two cores).
+*third* process, so that it does not steal the server's event loop; the service's own sending
+process (apprise) is a fourth.  All share the two cores; the CPU of each is reported.
 
 1. (b) ``GET /api/v1/incidents?status=active`` (default limit 50, total 10,000): 500 sequential
    requests after 10 unmeasured ones.  Target: p99 <= 50 ms.
