@@ -4,8 +4,9 @@ Why: apprise and the HTTP and mail libraries under it cost ~1.5 ms of interprete
 message.  In the service's process that time is taken from the API, the scheduler and the
 database writer, which share one interpreter lock: at 200 declarations/s, with the engine
 sending what they set off, a declaration waited ~90 ms (p99) instead of ~7.  In a child process
-at a lower CPU priority (``nice``) the sends use the other core, and yield the CPU when the
-service needs it.
+the sends use the other core.  The child keeps the service's CPU priority on purpose: at nice
+19 it starved while other programs kept both cores busy, and alerts must not wait for a quiet
+machine.
 
 How:
 
@@ -41,17 +42,14 @@ from typing import Any
 from responder.engine.send import Outcome, send
 
 log = logging.getLogger("responder.dispatcher")
-NICE = 19  # the child's CPU priority relative to the service (0 = same, 19 = lowest)
 _CONTEXT = multiprocessing.get_context("forkserver")  # no fork() of a threaded process
 _CONTEXT.set_forkserver_preload(["responder.engine.send"])  # apprise is imported once
 
 
-def _child(conn: Connection, threads: int, nice: int) -> None:
+def _child(conn: Connection, threads: int) -> None:
     """The child's main loop (see the module docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.nice(nice)
     replies = threading.Lock()
 
     def run(key: int, url: str, title: str, body: str, kind: str) -> None:
@@ -74,9 +72,8 @@ def _child(conn: Connection, threads: int, nice: int) -> None:
 class Sender:
     """The parent's side: one child process, started by :meth:`start` or the first send."""
 
-    def __init__(self, threads: int, nice: int = NICE) -> None:
+    def __init__(self, threads: int) -> None:
         self.threads = threads
-        self.nice = nice
         self._process: Any = None
         self._conn: Connection | None = None
         self._pending: dict[int, asyncio.Future[Outcome]] = {}
@@ -92,7 +89,7 @@ class Sender:
             parent, child = _CONTEXT.Pipe()
             process = _CONTEXT.Process(
                 target=_child,
-                args=(child, self.threads, self.nice),
+                args=(child, self.threads),
                 name="responder-send",
                 daemon=True,
             )
