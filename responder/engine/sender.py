@@ -4,9 +4,10 @@ Why: apprise and the HTTP and mail libraries under it cost ~1.5 ms of interprete
 message.  In the service's process that time is taken from the API, the scheduler and the
 database writer, which share one interpreter lock: at 200 declarations/s, with the engine
 sending what they set off, a declaration waited ~90 ms (p99) instead of ~7.  In a child process
-the sends use the other core.  The child keeps the service's CPU priority on purpose: at nice
-19 it starved while other programs kept both cores busy, and alerts must not wait for a quiet
-machine.
+the sends use the other core.  On Linux the child is ``SCHED_BATCH``: the same share of the CPU
+as any program, but a waking service is not kept waiting behind it.  Not a lower priority: at
+nice 10 or 19 the sends starved while other programs kept both cores busy, and alerts must not
+wait for a quiet machine.
 
 How:
 
@@ -50,6 +51,8 @@ def _child(conn: Connection, threads: int) -> None:
     """The child's main loop (see the module docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(AttributeError, OSError):  # Linux: see the module docstring
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     replies = threading.Lock()
 
     def run(key: int, url: str, title: str, body: str, kind: str) -> None:
