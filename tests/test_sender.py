@@ -24,6 +24,8 @@ from responder.store import Database
 from tests.engine_helpers import SECRET, attempts, drive, notification, queue, settle, wire
 from tests.sinks import HttpSink
 
+pytest_plugins = ["tests.engine_fixtures"]
+
 
 @pytest.fixture
 async def slow_sink() -> AsyncIterator[HttpSink]:
@@ -32,16 +34,9 @@ async def slow_sink() -> AsyncIterator[HttpSink]:
 
 
 @pytest.fixture
-async def engine(
-    db: Database, cfg: Config, clock: FakeClock, slow_sink: HttpSink
-) -> AsyncIterator[Engine]:
-    wire(cfg, slow_sink.port, 9)  # only sms is used here
-    eng = Engine(db, cfg, clock, SECRET)
-    await eng.start()
-    try:
-        yield eng
-    finally:
-        await eng.stop()
+def wired(cfg: Config, slow_sink: HttpSink) -> Config:
+    """The ``engine`` fixture's config: channels at the slow sink (only sms is used here)."""
+    return wire(cfg, slow_sink.port, 9)
 
 
 def _child_pid(engine: Engine) -> int:

@@ -133,10 +133,7 @@ class Sender:
             self._conn = None
         if self._pending:
             log.error("the sending process stopped with %d sends in flight", len(self._pending))
-        for future in self._pending.values():
-            if not future.done():
-                future.set_result(Outcome(False, "the sending process stopped during this send"))
-        self._pending.clear()
+        self._fail_pending("the sending process stopped during this send")
         if self._process is not None:
             self._process.join(timeout=0)
             self._process = None
@@ -155,7 +152,11 @@ class Sender:
             await asyncio.to_thread(process.join, grace)
         conn.close()
         self._conn = self._process = None
+        self._fail_pending("the sending process was stopped")
+
+    def _fail_pending(self, error: str) -> None:
+        """End every send still waiting for a reply as a failed try (the dispatcher retries)."""
         for future in self._pending.values():
             if not future.done():
-                future.set_result(Outcome(False, "the sending process was stopped"))
+                future.set_result(Outcome(False, error))
         self._pending.clear()
