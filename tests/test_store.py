@@ -1,10 +1,15 @@
-"""The store's read path: a row committed is seen by the very next read."""
+"""The store: a row committed is seen by the very next read; jobs that queue up share one
+COMMIT, yet each commits or rolls back whole and hears of its own outcome only."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from responder.store import Database
 
@@ -40,3 +45,129 @@ async def test_a_committed_row_is_seen_by_the_next_read_under_concurrent_reads(
             busy_reader(), busy_reader(), *(write_then_read(round_ * 10 + i) for i in range(10))
         )
         assert all(results[2:]), f"a committed row was not visible in round {round_}"
+
+
+# -- group commit ------------------------------------------------------------------------
+
+
+def _insert(name: str) -> Callable[[sqlite3.Connection], str]:
+    def job(tx: sqlite3.Connection) -> str:
+        tx.execute("INSERT INTO counters (name, value) VALUES (?, 1)", (name,))
+        return name
+
+    return job
+
+
+async def _names(db: Database) -> list[str]:
+    return [r[0] for r in await db.fetchall("SELECT name FROM counters ORDER BY name")]
+
+
+async def _queued_together(db: Database, *jobs: Callable[[sqlite3.Connection], Any]) -> list[Any]:
+    """Run ``jobs`` as ONE batch: the writer is held busy until all of them are queued."""
+    release, started = threading.Event(), threading.Event()
+
+    def hold(tx: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(10)
+
+    holding = asyncio.ensure_future(db.transact(hold))
+    await asyncio.to_thread(started.wait, 10)
+    calls = [asyncio.ensure_future(db.transact(job)) for job in jobs]
+    await asyncio.sleep(0)  # every call has queued its job
+    release.set()
+    await holding
+    return await asyncio.gather(*calls, return_exceptions=True)
+
+
+async def test_jobs_queued_together_share_one_commit_and_each_gets_its_result(
+    db: Database,
+) -> None:
+    commits_before = db.commits
+    results = await _queued_together(db, _insert("a"), _insert("b"), _insert("c"))
+    assert results == ["a", "b", "c"]
+    assert await _names(db) == ["a", "b", "c"]
+    # the holding job's batch, then one for the three
+    assert db.commits - commits_before == 2
+
+
+async def test_a_failing_job_in_a_batch_leaves_nothing_and_the_others_commit(
+    db: Database,
+) -> None:
+    def half_then_fail(tx: sqlite3.Connection) -> None:
+        tx.execute("INSERT INTO counters (name, value) VALUES ('half', 1)")
+        raise ValueError("refused")
+
+    results = await _queued_together(db, _insert("a"), half_then_fail, _insert("c"))
+    assert results[0] == "a" and results[2] == "c"
+    assert isinstance(results[1], ValueError) and str(results[1]) == "refused"
+    assert await _names(db) == ["a", "c"]
+
+
+async def test_a_constraint_error_in_a_batch_is_that_jobs_alone(db: Database) -> None:
+    await db.transact(_insert("x"))
+    results = await _queued_together(db, _insert("a"), _insert("x"), _insert("c"))
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert await _names(db) == ["a", "c", "x"]
+
+
+async def test_when_the_whole_transaction_is_lost_no_job_of_it_is_reported_done(
+    db: Database,
+) -> None:
+    """SQLite rolls back the whole transaction on some errors (I/O error, disk full).  The jobs
+    that ran before in the same transaction are lost with it: their callers must hear so,
+    never "done".  A job ending the transaction itself stands in for such an error here."""
+
+    def transaction_lost(tx: sqlite3.Connection) -> None:
+        tx.execute("ROLLBACK")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    results = await _queued_together(db, _insert("a"), transaction_lost, _insert("c"))
+    assert isinstance(results[0], sqlite3.OperationalError)
+    assert isinstance(results[1], sqlite3.OperationalError)
+    assert results[2] == "c"  # queued after the loss: a new transaction
+    assert await _names(db) == ["c"]
+    assert await db.transact(_insert("d")) == "d"  # the writer goes on
+
+
+async def test_a_failed_begin_fails_the_batch_and_runs_none_of_it(db: Database) -> None:
+    """Another process holding the write lock past busy_timeout: every job gets the error and
+    none of them ran."""
+    ran: list[str] = []
+
+    def job(name: str) -> Callable[[sqlite3.Connection], None]:
+        return lambda tx: ran.append(name)
+
+    other = sqlite3.connect(db.path, isolation_level=None, check_same_thread=False)
+    try:
+        await db.transact(lambda tx: tx.execute("PRAGMA busy_timeout = 50"))
+        other.execute("BEGIN IMMEDIATE")
+        results = await asyncio.gather(
+            db.transact(job("a")), db.transact(job("b")), return_exceptions=True
+        )
+        assert all(isinstance(r, sqlite3.OperationalError) for r in results), results
+        assert ran == []
+        other.execute("ROLLBACK")
+        await db.transact(job("c"))
+        assert ran == ["c"]
+    finally:
+        other.close()
+
+
+async def test_a_cancelled_caller_does_not_undo_its_job(db: Database) -> None:
+    release, started = threading.Event(), threading.Event()
+
+    def hold(tx: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(10)
+
+    holding = asyncio.ensure_future(db.transact(hold))
+    await asyncio.to_thread(started.wait, 10)
+    call = asyncio.ensure_future(db.transact(_insert("kept")))
+    await asyncio.sleep(0)
+    call.cancel()
+    release.set()
+    await holding
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await db.transact(lambda tx: None)  # the job queued before this one has run
+    assert await _names(db) == ["kept"]

@@ -9,12 +9,20 @@
   works.  A transaction written as a series of awaits holds it across every trip back to the
   event loop; under load a declaration queued for ~0.5 s behind the scheduler's transactions.
 * ``synchronous=FULL``: a committed timer or message survives a power cut, not only a kill -9.
+* Group commit: jobs that queue up while the writer is busy run together in ONE transaction,
+  each inside its own SAVEPOINT, and share one COMMIT (one fsync of the WAL).  A job that raises
+  is rolled back to its savepoint alone; the others still commit.  No caller hears "done" before
+  the COMMIT that made its job durable.  Why: at 200 declarations/s with the engine sending,
+  py-spy found the writer thread on its COMMIT line in 48 % of its samples, and a declaration
+  waited behind every commit queued ahead of it.  Keeping foreground and engine jobs in
+  separate batches (more commits) made declarations twice as slow, so all jobs share batches.
 * Reads go through aiosqlite's reader connection, one job per query (:meth:`Database.fetchall`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +33,9 @@ from typing import Any, TypeVar
 import aiosqlite
 
 BUSY_TIMEOUT_MS = 5000
+# At most this many jobs share one COMMIT: bounds the time the write lock is held (another
+# process waits on busy_timeout) and the work lost with a batch if its COMMIT fails.
+MAX_JOBS_PER_COMMIT = 64
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], T]
 
@@ -74,6 +85,96 @@ def _in_transaction(conn: sqlite3.Connection, job: Job[T]) -> T:
     return result
 
 
+class _Pending:
+    """A job waiting for the writer, and where its outcome goes (the caller's event loop)."""
+
+    __slots__ = ("error", "future", "job", "loop", "result")
+
+    def __init__(self, job: Job[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.job = job
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def settle(self) -> None:
+        """Hand the outcome to the caller's loop (called on the writer thread)."""
+        try:
+            self.loop.call_soon_threadsafe(self._settle)
+        except RuntimeError:  # that loop is closed: nobody is waiting any more
+            pass
+
+    def _settle(self) -> None:
+        if self.future.done():  # the caller was cancelled; the job ran (or not) all the same
+            return
+        if self.error is not None:
+            self.future.set_exception(self.error)
+        else:
+            self.future.set_result(self.result)
+
+
+def _commit_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> int:
+    """Run a batch of jobs in one transaction, then settle each of them (writer thread).
+
+    1. BEGIN IMMEDIATE.  If that fails (another process held the lock past busy_timeout), every
+       job of the batch fails with that error: none of them ran.
+    2. Each job, in order, inside ``SAVEPOINT job``: on success RELEASE it; if the job raises,
+       ROLLBACK TO it, so that job leaves nothing and the others are untouched.  Should SQLite
+       have rolled back the whole transaction itself (an I/O error, a full disk), the jobs run so
+       far are lost with it: they fail with that error, and the rest start a new transaction.
+    3. COMMIT.  If it fails, every job of the transaction fails with that error.
+    4. Only then settle the callers: nobody hears "done" before the change is durable.
+
+    Returns the number of COMMITs.
+    """
+    todo = collections.deque(batch)
+    commits = 0
+    try:
+        while todo:
+            commits += _commit_some(conn, todo)
+        return commits
+    finally:
+        for item in todo:  # left over only if the writer itself is stopping
+            item.error = RuntimeError("the database writer stopped before this change")
+        for item in batch:
+            item.settle()
+
+
+def _commit_some(conn: sqlite3.Connection, todo: collections.deque[_Pending]) -> bool:
+    """One transaction over the jobs at the front of ``todo`` (removed as they are taken).
+    Whether it committed."""
+    group: list[_Pending] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        while todo:
+            item = todo[0]
+            conn.execute("SAVEPOINT job")
+            group.append(todo.popleft())
+            try:
+                item.result = item.job(conn)
+            except Exception as exc:  # this job's caller gets it; the other jobs go on
+                item.error = exc
+                if not conn.in_transaction:  # SQLite rolled back everything
+                    for earlier in group:
+                        earlier.error = exc
+                    return False
+                conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+        conn.execute("COMMIT")
+        return True
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        error = exc if isinstance(exc, Exception) else RuntimeError("the database writer stopped")
+        for item in group or list(todo):
+            item.error = error
+        if not group:
+            todo.clear()
+        if error is not exc:
+            raise
+        return False
+
+
 class Database:
     """One writer thread with its connection, and an aiosqlite reader connection."""
 
@@ -84,6 +185,8 @@ class Database:
         self._thread: ThreadPoolExecutor | None = None
         self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self.commits = 0  # write transactions committed (jobs share them under load)
 
     async def open(self) -> Database:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -115,13 +218,32 @@ class Database:
     async def transact(self, job: Job[T]) -> T:
         """Run ``job(conn)`` as one write transaction on the writer thread; return its result.
 
-        Jobs run one at a time, in the order they were submitted.  A job is plain synchronous
-        code: it must not touch the event loop (wake tasks, await) — do that after it returns.
-        If the awaiting task is cancelled the job still runs to its end and commits or rolls
-        back whole: it is never left half-done.
+        Jobs run one at a time, in the order they were submitted; jobs queued together share
+        one COMMIT (see the module docstring) but each commits or rolls back whole.  A job is
+        plain synchronous code: it must not touch the event loop (wake tasks, await) — do that
+        after it returns.  It must not run its own BEGIN, COMMIT or ROLLBACK.  If the awaiting
+        task is cancelled the job still runs to its end and commits or rolls back whole: it is
+        never left half-done.
         """
-        assert self._writer is not None, "database not open"
-        return await self._on_writer(_in_transaction, self._writer, job)
+        assert self._writer is not None and self._thread is not None, "database not open"
+        item = _Pending(job, asyncio.get_running_loop())
+        # deque.append and popleft are atomic: no lock needed between the loop and the writer.
+        self._pending.append(item)
+        self._thread.submit(self._drain)
+        return await item.future
+
+    def _drain(self) -> None:
+        """Writer thread: take every job queued so far (up to a bound) and commit them together.
+
+        One ``_drain`` is submitted per job, so every job is taken by some drain; a drain that
+        finds the queue emptied by an earlier one returns at once.
+        """
+        assert self._writer is not None
+        while self._pending:
+            batch = []
+            while self._pending and len(batch) < MAX_JOBS_PER_COMMIT:
+                batch.append(self._pending.popleft())
+            self.commits += _commit_batch(self._writer, batch)
 
     @property
     def reader(self) -> aiosqlite.Connection:
