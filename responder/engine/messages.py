@@ -148,6 +148,7 @@ ENV = Environment(
     lstrip_blocks=True,
     keep_trailing_newline=False,
     finalize=_finalize,
+    auto_reload=False,
 )
 ENV.filters.update(
     speakable=_speakable,

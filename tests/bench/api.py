@@ -18,7 +18,8 @@ process (apprise) is a fourth.  All share the two cores; the CPU of each is repo
 
 (b) runs first so that it sees exactly 10,000 active incidents.
 
-Run alone: ``.venv/bin/python -m tests.bench.api``.
+Run alone: ``.venv/bin/python -m tests.bench.api``.  ``--engine-stopped`` serves the same API
+without the scheduler and dispatcher, to see what the engine's work costs the API.
 """
 
 from __future__ import annotations
@@ -212,8 +213,12 @@ async def run(
     list_requests: int = 500,
     rate: float = 200.0,
     duration: float = 20.0,
+    engine: bool = True,
 ) -> list[Row]:
+    """``engine=False`` serves the same API with the scheduler and dispatcher stopped: a
+    comparison, not the target's condition (the service runs its engine)."""
     rows: list[Row] = []
+    name = NAME if engine else f"{NAME} (engine stopped)"
     with tempfile.TemporaryDirectory(prefix="responder-bench-") as tmp, SinkProcess() as sink:
         cfg = bench_config(Path(tmp) / "responder.sqlite3", sink.port)
         log(f"api: loading {incidents} incidents")
@@ -223,7 +228,7 @@ async def run(
             await auth.add_user(db, "bench-duty", "duty_officer", None, now, "bench")
             token = await auth.create_token(db, "bench-duty", "bench", now, "bench")
 
-        app = create_app(cfg, clock=SystemClock(), secret=SECRET, run_engine=True)
+        app = create_app(cfg, clock=SystemClock(), secret=SECRET, run_engine=engine)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         port = free_port()
@@ -240,11 +245,11 @@ async def run(
             s = summary(got["latencies"])
             ok = got["statuses"].get("200", 0)
             rows += [
-                Row(NAME, "(b) list active, p50", ms(s["p50"])),
-                Row(NAME, "(b) list active, p99", ms(s["p99"]), "<= 50 ms", s["p99"] <= 0.050),
-                Row(NAME, "(b) list active, max", ms(s["max"])),
+                Row(name, "(b) list active, p50", ms(s["p50"])),
+                Row(name, "(b) list active, p99", ms(s["p99"]), "<= 50 ms", s["p99"] <= 0.050),
+                Row(name, "(b) list active, max", ms(s["max"])),
                 Row(
-                    NAME,
+                    name,
                     "(b) answers 200 / total listed",
                     f"{ok} / {list_requests}, total={got['total']}",
                     f"all, total={incidents}",
@@ -271,23 +276,23 @@ async def run(
             created = got["statuses"].get("201", 0)
             errors = n - created
             rows += [
-                Row(NAME, f"(a) declare @{rate:.0f}/s, p50", ms(s["p50"])),
+                Row(name, f"(a) declare @{rate:.0f}/s, p50", ms(s["p50"])),
                 Row(
-                    NAME,
+                    name,
                     f"(a) declare @{rate:.0f}/s, p99",
                     ms(s["p99"]),
-                    "<= 20 ms",
-                    s["p99"] <= 0.020,
+                    "<= 20 ms" if engine else "",
+                    s["p99"] <= 0.020 if engine else None,
                 ),
-                Row(NAME, f"(a) declare @{rate:.0f}/s, max", ms(s["max"])),
+                Row(name, f"(a) declare @{rate:.0f}/s, max", ms(s["max"])),
                 Row(
-                    NAME,
+                    name,
                     "(a) errors (not 201)",
                     f"{errors} of {n} {json.dumps(got['statuses'])}",
                     "0",
                     errors == 0,
                 ),
-                Row(NAME, "(a) client behind its timetable, max", ms(got["client_late_max"])),
+                Row(name, "(a) client behind its timetable, max", ms(got["client_late_max"])),
             ]
             log(f"  (a) {dist(got['latencies'])}; client late max {ms(got['client_late_max'])}")
             for sample in got["error_samples"]:
@@ -308,7 +313,7 @@ async def run(
                 f" {row[2]} queued in all"
             )
             rows.append(
-                Row(NAME, "(a) messages still waiting when the load ended", f"{row[0]} of {row[2]}")
+                Row(name, "(a) messages still waiting when the load ended", f"{row[0]} of {row[2]}")
             )
             # The engine's side of the same load: how late did the "declared" steps fire?
             now_db = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -327,7 +332,7 @@ async def run(
             log(f"  (a) declared steps: due -> fired {dist(fired)}; {unfired} due but not fired")
             rows.append(
                 Row(
-                    NAME,
+                    name,
                     "(a) engine: declared step due -> fired, p99",
                     f"{ms(summary(fired)['p99'])} ({unfired} due, not yet fired)",
                 )
@@ -343,10 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list-requests", type=int, default=500)
     p.add_argument("--rate", type=float, default=200.0)
     p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument(
+        "--engine-stopped",
+        action="store_true",
+        help="serve without the scheduler and dispatcher (for comparison only)",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    rows = asyncio.run(run(args.incidents, args.list_requests, args.rate, args.duration))
+    rows = asyncio.run(
+        run(args.incidents, args.list_requests, args.rate, args.duration, not args.engine_stopped)
+    )
     print(f"\n{machine()}\n")
     print(table(rows))
     # A benchmark, not a test: a missed target is reported (MISS), and fails only with --strict.
