@@ -375,7 +375,7 @@ async def test_notifications_are_sent_and_contacts_masked(web: Web) -> None:
     await refused(await web.get(f"{INCIDENTS}/INC-NOPE/notifications"), 404)
 
     # /metrics after some sends: database gauges and the send-duration histogram.
-    metrics = await web.client.get("/metrics")
+    metrics = await web.get("/metrics", "viewer")
     assert metrics.status == 200
     body = await metrics.text()
     assert "responder_incidents_active 1" in body
@@ -796,9 +796,24 @@ async def test_healthz_is_200_with_the_engine_then_503_when_stopped(web: Web) ->
     assert "engine not running" in (await resp.json())["problems"]
 
 
+async def test_metrics_need_a_token_of_any_role(web: Web) -> None:
+    """How many major emergencies are active may not be public before the authoritative
+    release; and every scrape counts whole tables."""
+    await web.declare()
+    for who in ("none", "bad_token", "revoked_token"):
+        data = await refused(await web.get("/metrics", who), 401, "unauthorized")
+        assert "responder_incidents_active" not in json.dumps(data)
+    for who in ("viewer", "reviewer", "duty_officer", "admin"):
+        resp = await web.get("/metrics", who)
+        assert resp.status == 200, who
+        assert "responder_incidents_active 1" in await resp.text()
+    health = await web.client.get("/healthz")  # probes need no token, and learn nothing more
+    assert set(await health.json()) == {"status", "problems", "scheduler_lag_s", "dispatcher_lag_s"}
+
+
 async def test_metrics_without_sends(web: Web) -> None:
     await web.declare()
-    resp = await web.client.get("/metrics")
+    resp = await web.get("/metrics", "viewer")
     assert resp.status == 200 and resp.content_type == "text/plain"
     body = await resp.text()
     assert "# TYPE responder_incidents_active gauge\nresponder_incidents_active 1\n" in body

@@ -64,7 +64,7 @@ def _page(status: int, zh: str, en: str) -> web.Response:
 
 @web.middleware
 async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    api = request.path.startswith("/api/")
+    api = request.path.startswith("/api/") or request.path == "/metrics"  # machine clients
     try:
         return await handler(request)
     except ResponderError as e:

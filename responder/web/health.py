@@ -1,15 +1,22 @@
 """``/healthz`` and ``/metrics``.
 
 ``/healthz`` answers 503 when the database does not answer, the engine is not running, or the
-scheduler or dispatcher lag exceeds ``alerts.max_lag``.  ``/metrics`` is Prometheus text:
-counts read from the database at scrape time, and the engine's histograms.
+scheduler or dispatcher lag exceeds ``alerts.max_lag``.  It needs no credentials (load
+balancers and probes call it) and says nothing about incidents.
+
+``/metrics`` is Prometheus text: counts read from the database at scrape time, and the engine's
+histograms.  It takes a bearer token of any role (Prometheus: ``authorization`` with
+``credentials_file``): the number of active major emergencies may not be public before the
+authoritative release, and each scrape counts whole tables.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from responder.web.identity import require
 from responder.web.keys import CFG, DB, ENGINE
+from responder.web.routing import READ
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -36,6 +43,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    await require(request, READ)
     db = request.app[DB]
     engine = request.app[ENGINE]
     lines = [
