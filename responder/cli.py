@@ -16,7 +16,7 @@ from responder.errors import ConfigError, ResponderError
 from responder.policy.planner import Facts, plan_declaration
 from responder.store import Database
 from responder.store.audit import verify
-from responder.timeutil import parse_time
+from responder.timeutil import next_whole_second, parse_time
 from responder.views import plan_text, plan_view
 
 
@@ -171,7 +171,11 @@ def _plan(args: argparse.Namespace, cfg: config.Config, lang: str, clock: System
     from responder.policy.rules import rule_set_in_force
 
     occurred = parse_time(args.occurred_at, "--occurred-at")
-    now = parse_time(args.declared_at, "--declared-at") if args.declared_at else clock.now()
+    now = (
+        parse_time(args.declared_at, "--declared-at")
+        if args.declared_at
+        else next_whole_second(clock.now())
+    )
     if occurred > now:
         return _fail("--occurred-at 不能晚于申报时间 / cannot be after the declaration time")
     rules = rule_set_in_force(cfg.rule_sets, occurred)

@@ -73,6 +73,12 @@ def utc(dt: datetime) -> datetime:
     return dt.astimezone(UTC)
 
 
+def next_whole_second(dt: datetime) -> datetime:
+    """``dt`` rounded up to a whole second: "declared now" in a plan preview reads
+    12:02:36, not 12:02:35.333949, and is never before a time given as "now"."""
+    return dt if not dt.microsecond else (dt + timedelta(seconds=1)).replace(microsecond=0)
+
+
 def to_db(dt: datetime | None) -> str | None:
     """The database form: UTC, second precision kept to microseconds, sortable as text."""
     if dt is None:

@@ -435,6 +435,14 @@ async def test_plan(web: Web) -> None:
     )
     assert plan["level"] == "I" and plan["timezone"] == "Asia/Shanghai"
     assert plan["declared_at"] == "2026-11-26T09:00:00+08:00"
+    web.clock.advance(0.25)  # "now" in a preview reads as the next whole second
+    later = await ok(
+        await web.get(
+            "/api/v1/plan", params={"level": "I", "occurred_at": "2026-11-26T03:00:00+08:00"}
+        )
+    )
+    assert later["declared_at"] == "2026-11-26T09:00:01+08:00"
+    assert all("." not in s["due_at"] for s in later["steps"])
     assert plan["rule_set"]["id"] == "gbf-2016-80"
     deadlines = {o["kind"]: o["deadline"] for o in plan["obligations"]}
     assert deadlines == {

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -58,6 +60,14 @@ def test_plan_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert "2026-11-26T13:00:00+08:00  发布权威信息" in out
     assert "2026-11-27T08:00:00+08:00  举行新闻发布会" in out
     assert "gbf-2016-80" in out
+
+
+def test_plan_declared_now_shows_whole_seconds(capsys: pytest.CaptureFixture[str]) -> None:
+    """A late declaration's catch-up is due "now": 12:02:36, not 12:02:35.333949."""
+    occurred = (datetime.now(UTC) - timedelta(hours=6)).isoformat(timespec="seconds")
+    code, out, _ = run(capsys, "plan", "--level", "II", "--occurred-at", occurred)
+    assert code == 0 and "补发" in out
+    assert not re.search(r"\d:\d\d\.\d", out), out
 
 
 def test_plan_text_in_english(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from responder.errors import BadInput
-from responder.timeutil import format_duration, parse_time, show, zone
+from responder.timeutil import format_duration, next_whole_second, parse_time, show, zone
 
 
 @pytest.mark.parametrize(
@@ -42,3 +42,10 @@ def test_durations_read_as_a_duty_officer_says_them() -> None:
     assert format_duration(timedelta(hours=4, minutes=59)) == "4小时59分钟"
     assert format_duration(timedelta(hours=1, minutes=30), "en") == "1 h 30 min"
     assert format_duration(timedelta(days=20), "en") == "20 d"
+
+
+def test_next_whole_second_rounds_up_and_keeps_whole_seconds() -> None:
+    t = datetime(2026, 11, 26, 23, 59, 59, 333949, tzinfo=UTC)
+    assert next_whole_second(t) == datetime(2026, 11, 27, 0, 0, 0, tzinfo=UTC)
+    whole = datetime(2026, 11, 26, 8, 0, 0, tzinfo=UTC)
+    assert next_whole_second(whole) == whole

@@ -26,7 +26,7 @@ from responder.models import (
 from responder.ops import Ops
 from responder.policy.planner import Facts, Plan, plan_declaration
 from responder.policy.rules import rule_set_in_force
-from responder.timeutil import parse_time
+from responder.timeutil import next_whole_second, parse_time
 from responder.views import plan_view
 from responder.web import schemas
 from responder.web.identity import actor, require
@@ -255,7 +255,11 @@ async def get_plan(request: web.Request) -> web.Response:
     q = query(request)
     cfg = request.app[CFG]
     occurred = parse_time(q.occurred_at, "occurred_at")
-    now = parse_time(q.declared_at, "declared_at") if q.declared_at else request.app[CLOCK].now()
+    now = (
+        parse_time(q.declared_at, "declared_at")
+        if q.declared_at
+        else next_whole_second(request.app[CLOCK].now())
+    )
     if occurred > now:
         raise BadInput(
             "time_in_future",
