@@ -4,9 +4,10 @@ COMMIT, yet each commits or rolls back whole and hears of its own outcome only."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -62,8 +63,9 @@ async def _names(db: Database) -> list[str]:
     return [r[0] for r in await db.fetchall("SELECT name FROM counters ORDER BY name")]
 
 
-async def _queued_together(db: Database, *jobs: Callable[[sqlite3.Connection], Any]) -> list[Any]:
-    """Run ``jobs`` as ONE batch: the writer is held busy until all of them are queued."""
+@contextlib.asynccontextmanager
+async def writer_held(db: Database) -> AsyncIterator[None]:
+    """Keep the writer thread busy for the block: the jobs queued meanwhile form one batch."""
     release, started = threading.Event(), threading.Event()
 
     def hold(tx: sqlite3.Connection) -> None:
@@ -72,10 +74,18 @@ async def _queued_together(db: Database, *jobs: Callable[[sqlite3.Connection], A
 
     holding = asyncio.ensure_future(db.transact(hold))
     await asyncio.to_thread(started.wait, 10)
-    calls = [asyncio.ensure_future(db.transact(job)) for job in jobs]
-    await asyncio.sleep(0)  # every call has queued its job
-    release.set()
-    await holding
+    try:
+        yield
+    finally:
+        release.set()
+        await holding
+
+
+async def _queued_together(db: Database, *jobs: Callable[[sqlite3.Connection], Any]) -> list[Any]:
+    """Run ``jobs`` as ONE batch and return each one's result or exception."""
+    async with writer_held(db):
+        calls = [asyncio.ensure_future(db.transact(job)) for job in jobs]
+        await asyncio.sleep(0)  # every call has queued its job
     return await asyncio.gather(*calls, return_exceptions=True)
 
 
@@ -154,19 +164,10 @@ async def test_a_failed_begin_fails_the_batch_and_runs_none_of_it(db: Database) 
 
 
 async def test_a_cancelled_caller_does_not_undo_its_job(db: Database) -> None:
-    release, started = threading.Event(), threading.Event()
-
-    def hold(tx: sqlite3.Connection) -> None:
-        started.set()
-        release.wait(10)
-
-    holding = asyncio.ensure_future(db.transact(hold))
-    await asyncio.to_thread(started.wait, 10)
-    call = asyncio.ensure_future(db.transact(_insert("kept")))
-    await asyncio.sleep(0)
-    call.cancel()
-    release.set()
-    await holding
+    async with writer_held(db):
+        call = asyncio.ensure_future(db.transact(_insert("kept")))
+        await asyncio.sleep(0)
+        call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
     await db.transact(lambda tx: None)  # the job queued before this one has run
