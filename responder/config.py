@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from responder.errors import ConfigError
 from responder.policy.rules import RuleSet
@@ -44,6 +52,11 @@ class Service(_Strict):
     # Signs acknowledgement links and login sessions.  $RESPONDER_SECRET wins; otherwise this
     # file is created on first start (mode 0600).  Keep it out of backups of the database.
     secret_file: str = "var/secret.key"
+    # Reverse proxies in front of the service (addresses or networks).  Requests from them are
+    # taken to come from the client their X-Forwarded-For names, so that the login limit counts
+    # each person's wrong passwords, not everyone's behind the proxy.  Empty: the header is
+    # ignored.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
 
     @field_validator("timezone")
     @classmethod

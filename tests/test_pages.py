@@ -5,6 +5,7 @@ driven by Playwright; never a downloaded browser build).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,29 @@ async def test_wrong_password_401_then_429_after_five_failures(web: Web) -> None
     # Unknown users count too: another username from the same client is still refused.
     resp = await login(web, "someone-else", "whatever-password")
     assert resp.status == 429
+
+
+async def test_behind_a_trusted_proxy_each_client_is_limited_alone(web: Web) -> None:
+    """TLS usually ends at a reverse proxy: without trusting it, one person's wrong passwords
+    would block every login that comes through it."""
+    web.cfg.service.trusted_proxies = [ipaddress.ip_network("127.0.0.1")]
+    await web.add_login_user("duty-wang")
+    via = {"X-Forwarded-For": "203.0.113.7, 127.0.0.1"}  # a second trusted hop is skipped too
+    for _ in range(5):
+        assert (await login(web, "nobody", "wrong password!", headers=via)).status == 401
+    assert (await login(web, "someone-else", "x", headers=via)).status == 429
+    other = {"X-Forwarded-For": "203.0.113.8"}
+    assert (await login(web, "duty-wang", PASSWORD, headers=other)).status == 303
+
+
+async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(web: Web) -> None:
+    """No proxy configured: a client cannot escape the limit by naming another address."""
+    await web.add_login_user("duty-wang")
+    for i in range(5):
+        spoof = {"X-Forwarded-For": f"198.51.100.{i}"}
+        assert (await login(web, "nobody", "wrong password!", headers=spoof)).status == 401
+    fresh = {"X-Forwarded-For": "198.51.100.99"}
+    assert (await login(web, "duty-wang", PASSWORD, headers=fresh)).status == 429
 
 
 async def test_right_password_sets_a_strict_httponly_cookie(web: Web) -> None:

@@ -26,6 +26,7 @@ from responder.web.security import (
     COOKIE,
     SESSION_SECONDS,
     LoginLimiter,
+    client_address,
     make_session,
     set_session_cookie,
 )
@@ -84,7 +85,7 @@ async def login_post(request: web.Request) -> web.Response:
     form = await request.post()
     username = str(form.get("username", ""))[:64]
     password = str(form.get("password", ""))[:200]
-    peer = request.remote or "-"
+    peer = client_address(request, request.app[CFG].service.trusted_proxies)
     keys = [f"ip:{peer}", f"user:{username}"]
     limiter = request.app[LIMITER]
     wait = limiter.blocked(keys)

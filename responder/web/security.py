@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
 import time
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -96,6 +98,37 @@ def set_session_cookie(response: web.StreamResponse, value: str, secure: bool) -
         secure=secure,
         path="/",
     )
+
+
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(address)
+    except ValueError:
+        return None
+
+
+def client_address(request: web.Request, trusted_proxies: Sequence[Any]) -> str:
+    """Where a request came from, for the login limit.
+
+    Behind a reverse proxy (where TLS ends when the public URL is https) every request comes
+    from the proxy, and one person's wrong passwords would block everyone's login.  When the
+    peer is one of ``service.trusted_proxies``, the client is the right-most address in
+    X-Forwarded-For that is not itself a trusted proxy.  From any other peer the header is
+    ignored: a client cannot choose the address it is counted under.
+    """
+
+    def trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+        return ip is not None and any(ip in net for net in trusted_proxies)
+
+    peer = request.remote or "-"
+    if not trusted(_ip(peer)):
+        return peer
+    hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", []) for h in v.split(",")]
+    for hop in reversed(hops):
+        ip = _ip(hop)
+        if not trusted(ip):
+            return str(ip) if ip is not None else peer  # not an address: count it as the proxy
+    return peer
 
 
 class LoginLimiter:
