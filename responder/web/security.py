@@ -100,14 +100,18 @@ def set_session_cookie(response: web.StreamResponse, value: str, secure: bool) -
     )
 
 
-def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _ip(address: str) -> Address | None:
     try:
         return ipaddress.ip_address(address)
     except ValueError:
         return None
 
 
-def client_address(request: web.Request, trusted_proxies: Sequence[Any]) -> str:
+def client_address(request: web.Request, trusted_proxies: Sequence[Network]) -> str:
     """Where a request came from, for the login limit.
 
     Behind a reverse proxy (where TLS ends when the public URL is https) every request comes
@@ -117,7 +121,7 @@ def client_address(request: web.Request, trusted_proxies: Sequence[Any]) -> str:
     ignored: a client cannot choose the address it is counted under.
     """
 
-    def trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+    def trusted(ip: Address | None) -> bool:
         return ip is not None and any(ip in net for net in trusted_proxies)
 
     peer = request.remote or "-"
