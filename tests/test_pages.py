@@ -90,6 +90,31 @@ async def test_behind_a_trusted_proxy_each_client_is_limited_alone(web: Web) -> 
     assert (await login(web, "duty-wang", PASSWORD, headers=other)).status == 303
 
 
+async def test_one_machine_cannot_lock_a_duty_officer_out(web: Web) -> None:
+    """Wrong passwords for duty-wang from one machine stop that machine; duty-wang still logs
+    in from another.  Only many machines together hold the account (20 failures)."""
+    web.cfg.service.trusted_proxies = [ipaddress.ip_network("127.0.0.1")]
+    await web.add_login_user("duty-wang")
+
+    def at(client: str) -> dict[str, str]:
+        return {"X-Forwarded-For": client}
+
+    for _ in range(5):
+        assert (
+            await login(web, "duty-wang", "wrong password!", headers=at("198.51.100.1"))
+        ).status == 401
+    assert (await login(web, "duty-wang", PASSWORD, headers=at("198.51.100.1"))).status == 429
+    assert (await login(web, "duty-wang", PASSWORD, headers=at("198.51.100.2"))).status == 303
+    for machine in range(3, 6):  # 15 more failures from three more machines: 20 in all
+        for _ in range(5):
+            resp = await login(
+                web, "duty-wang", "wrong password!", headers=at(f"198.51.100.{machine}")
+            )
+            assert resp.status == 401
+    resp = await login(web, "duty-wang", PASSWORD, headers=at("198.51.100.9"))
+    assert resp.status == 429
+
+
 async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(web: Web) -> None:
     """No proxy configured: a client cannot escape the limit by naming another address."""
     await web.add_login_user("duty-wang")
@@ -379,16 +404,20 @@ async def test_ack_click_through_in_headless_chromium(web: Web, chromium: Path) 
 
 
 def test_the_login_limiter_forgets_what_is_past() -> None:
-    """Failures older than the window are dropped, names and all: no memory kept per guess."""
+    """Failures older than the window are dropped, names and all: no memory kept per guess,
+    even for names and clients never seen again."""
     from responder.web.security import LoginLimiter
 
-    limiter = LoginLimiter(attempts=2, window=60.0)
+    limiter = LoginLimiter(per_client=2, per_user=3, window=60.0)
     for i in range(1000):
-        limiter.fail([f"user:guess-{i}"], now=float(i) / 100)
-    assert limiter.blocked(["user:guess-999"], now=20.0) == 0.0
-    limiter.fail(["ip:1"], now=100.0)
-    limiter.fail(["ip:1"], now=101.0)
-    assert limiter.blocked(["ip:1"], now=102.0) > 0
-    assert limiter.blocked(["ip:1"], now=200.0) == 0.0
-    assert limiter.blocked([f"user:guess-{i}" for i in range(1000)], now=200.0) == 0.0
-    assert not limiter.failures
+        limiter.fail(f"10.0.{i // 250}.{i % 250}", f"guess-{i}", now=float(i) / 100)
+    assert limiter.blocked("10.9.9.9", "guess-999", now=20.0) == 0.0
+    limiter.fail("10.1.1.1", "duty-wang", now=100.0)
+    limiter.fail("10.1.1.1", "duty-wang", now=101.0)
+    assert limiter.blocked("10.1.1.1", "anyone", now=102.0) == 58.0  # this client: 2 of 2
+    assert limiter.blocked("10.2.2.2", "duty-wang", now=102.0) == 0.0  # the user: 2 of 3
+    limiter.fail("10.2.2.2", "duty-wang", now=103.0)
+    assert limiter.blocked("10.3.3.3", "duty-wang", now=104.0) == 56.0  # the user: 3 of 3
+    assert limiter.blocked("10.3.3.3", "duty-wang", now=200.0) == 0.0
+    limiter.fail("10.4.4.4", "last", now=300.0)  # a window on: the thousand guesses are gone
+    assert set(limiter.failures) == {"ip:10.4.4.4", "user:last"}

@@ -85,10 +85,9 @@ async def login_post(request: web.Request) -> web.Response:
     form = await request.post()
     username = str(form.get("username", ""))[:64]
     password = str(form.get("password", ""))[:200]
-    peer = client_address(request, request.app[CFG].service.trusted_proxies)
-    keys = [f"ip:{peer}", f"user:{username}"]
+    client = client_address(request, request.app[CFG].service.trusted_proxies)
     limiter = request.app[LIMITER]
-    wait = limiter.blocked(keys)
+    wait = limiter.blocked(client, username)
     if wait:
         raise web.HTTPTooManyRequests(headers={"Retry-After": str(int(wait) + 1)})
     row = await request.app[DB].fetchone(
@@ -99,7 +98,7 @@ async def login_post(request: web.Request) -> web.Response:
         auth.verify_password, password, row["password_hash"] if row else None
     )
     if row is None or not ok:
-        limiter.fail(keys)
+        limiter.fail(client, username)
         return render_page(
             "login.html", {"error": "用户名或密码不正确 / wrong username or password"}, status=401
         )

@@ -136,13 +136,23 @@ def client_address(request: web.Request, trusted_proxies: Sequence[Network]) -> 
 
 
 class LoginLimiter:
-    """At most ``attempts`` failed logins per ``window`` seconds per client address and per
-    username: slows guessing without locking a duty officer out for long."""
+    """Failed logins within ``window`` seconds: at most ``per_client`` from one client address,
+    and at most ``per_user`` for one username from all clients together.
 
-    def __init__(self, attempts: int = 5, window: float = 300.0) -> None:
-        self.attempts = attempts
+    ``per_user`` is the larger on purpose.  One machine stops after a few wrong guesses, so it
+    can never lock a duty officer out; a person who mistyped on one machine can still log in
+    from another; guessing one account from many machines is still slowed.
+    """
+
+    def __init__(self, per_client: int = 5, per_user: int = 20, window: float = 300.0) -> None:
+        self.per_client = per_client
+        self.per_user = per_user
         self.window = window
         self.failures: dict[str, deque[float]] = defaultdict(deque)
+        self._swept = 0.0
+
+    def _limits(self, client: str, username: str) -> list[tuple[str, int]]:
+        return [(f"ip:{client}", self.per_client), (f"user:{username}", self.per_user)]
 
     def _recent(self, key: str, now: float) -> deque[float]:
         q = self.failures.get(key) or deque()
@@ -154,19 +164,23 @@ class LoginLimiter:
             self.failures.pop(key, None)  # forget clients and names with nothing recent
         return q
 
-    def blocked(self, keys: list[str], now: float | None = None) -> float:
+    def blocked(self, client: str, username: str, now: float | None = None) -> float:
         """Seconds to wait, or 0 when a login may be tried."""
         t = now if now is not None else time.monotonic()
         waits = [
-            self.window - (t - q[0])
-            for q in (self._recent(k, t) for k in keys)
-            if len(q) >= self.attempts
+            self.window - (t - q[-limit])
+            for key, limit in self._limits(client, username)
+            if len(q := self._recent(key, t)) >= limit
         ]
         return max(waits, default=0.0)
 
-    def fail(self, keys: list[str], now: float | None = None) -> None:
+    def fail(self, client: str, username: str, now: float | None = None) -> None:
         t = now if now is not None else time.monotonic()
-        for k in keys:
-            q = self._recent(k, t)
+        if t - self._swept > self.window:  # once a window: forget clients and names gone quiet
+            for key in list(self.failures):
+                self._recent(key, t)
+            self._swept = t
+        for key, _ in self._limits(client, username):
+            q = self._recent(key, t)
             q.append(t)
-            self.failures[k] = q
+            self.failures[key] = q
