@@ -725,7 +725,18 @@ async def test_security_headers_on_every_answer(web: Web) -> None:
     }
     for what, resp in answers.items():
         assert_security_headers(resp.headers, what)
+        assert "Strict-Transport-Security" not in resp.headers, what  # public_url is http here
     assert answers["redirect"].status == 303
+
+
+async def test_hsts_when_the_public_url_is_https(web: Web) -> None:
+    web.cfg.service.public_url = "https://responder.example.gov.cn"
+    for resp in (
+        await web.get(INCIDENTS),
+        await web.client.get("/", allow_redirects=False),
+        await web.client.get("/no/such/page"),
+    ):
+        assert resp.headers["Strict-Transport-Security"] == "max-age=31536000"
 
 
 INJECTIONS = [

@@ -20,6 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
+from responder.web.keys import CFG
+
 COOKIE = "responder_session"
 SESSION_SECONDS = 12 * 3600
 
@@ -36,15 +38,23 @@ HEADERS = {
 }
 
 
+# Sent when the public URL is https: browsers then never try the service over plain http
+# (a year; not includeSubDomains, which would bind every other site under the same domain).
+HSTS = {"Strict-Transport-Security": "max-age=31536000"}
+
+
 @web.middleware
 async def security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    headers = HEADERS
+    if request.app[CFG].service.public_url.startswith("https://"):
+        headers = {**HEADERS, **HSTS}
     try:
         response = await handler(request)
     except web.HTTPException as e:  # redirects are raised (HTTPSeeOther): they get them too
-        for name, value in HEADERS.items():
+        for name, value in headers.items():
             e.headers.setdefault(name, value)
         raise
-    for name, value in HEADERS.items():
+    for name, value in headers.items():
         response.headers.setdefault(name, value)
     return response
 
