@@ -6,6 +6,7 @@ change, its timers and its audit entry in one transaction, then wakes the schedu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -133,6 +134,54 @@ class Ops:
 
     async def declare(self, data: DeclareIncident, actor: str) -> str:
         """Register an incident and set its clocks running.  Returns the incident id."""
+        incident_id = await self.db.transact(self._declaration(data, actor))
+        self._done("incident declared", incident_id, actor, level=data.level, drill=data.drill)
+        return incident_id
+
+    async def declare_once(self, data: DeclareIncident, actor: str, key: str) -> tuple[str, bool]:
+        """``declare`` for a client that may send the same request again (after a timeout, a
+        lost answer): the first request with ``key`` declares; the same key with the same
+        declaration again declares nothing and returns that incident (``True``: a replay);
+        the same key with a different declaration is refused.  Keys are per actor."""
+        change = self._declaration(data, actor)
+        fingerprint = hashlib.sha256(
+            audit.canonical(data.model_dump(mode="json")).encode("utf-8")
+        ).hexdigest()
+        now = self.clock.now()
+
+        def once(tx: sqlite3.Connection) -> tuple[str, bool]:
+            row = tx.execute(
+                "SELECT incident_id, request_hash FROM idempotency_keys"
+                " WHERE actor = ? AND key = ?",
+                (actor, key),
+            ).fetchone()
+            if row is not None:
+                if row["request_hash"] != fingerprint:
+                    raise BadInput(
+                        "idempotency_key_reused",
+                        f"Idempotency-Key 已用于另一份申报(事件 {row['incident_id']}),"
+                        "请为新的申报使用新的 Key",
+                        f"this Idempotency-Key was used for a different declaration (incident"
+                        f" {row['incident_id']}); use a new key for a new declaration",
+                    )
+                return row["incident_id"], True
+            incident_id = change(tx)
+            tx.execute(
+                "INSERT INTO idempotency_keys (actor, key, request_hash, incident_id, created_at)"
+                " VALUES (?,?,?,?,?)",
+                (actor, key, fingerprint, incident_id, to_db(now)),
+            )
+            return incident_id, False
+
+        incident_id, replayed = await self.db.transact(once)
+        if not replayed:
+            self._done("incident declared", incident_id, actor, level=data.level, drill=data.drill)
+        return incident_id, replayed
+
+    def _declaration(
+        self, data: DeclareIncident, actor: str
+    ) -> Callable[[sqlite3.Connection], str]:
+        """Check a declaration and plan it; return the write job that records it."""
         now = self.clock.now()
         self._not_future(data.occurred_at, "occurred_at", now)
         if data.learned_at is not None:
@@ -197,9 +246,7 @@ class Ops:
             )
             return incident_id
 
-        incident_id = await self.db.transact(change)
-        self._done("incident declared", incident_id, actor, level=data.level, drill=data.drill)
-        return incident_id
+        return change
 
     # -- milestones ------------------------------------------------------------------
 

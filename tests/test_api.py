@@ -6,6 +6,7 @@ Time is the FakeClock's (2026-11-26 09:00 +08:00).  Bad input gets a clear 4xx w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import timedelta
@@ -43,6 +44,51 @@ def obligation(incident: dict[str, Any], kind: str, seq: int = 1) -> dict[str, A
 
 
 # -- incidents -------------------------------------------------------------------------------
+
+
+async def test_a_retried_declaration_with_its_idempotency_key_declares_once(web: Web) -> None:
+    """An emergency platform that lost the answer sends the same request again: the leaders
+    must not get a second incident's alerts, nor the unit a second accountability record."""
+    key = {"Idempotency-Key": "city-platform-20261126-0042"}
+    first = await web.post(INCIDENTS, web.declaration(), "duty_officer", headers=key)
+    again = await web.post(INCIDENTS, web.declaration(), "duty_officer", headers=key)
+    assert first.status == again.status == 201
+    assert "Idempotent-Replayed" not in first.headers
+    assert again.headers["Idempotent-Replayed"] == "true"
+    one, two = await first.json(), await again.json()
+    assert one["id"] == two["id"] and again.headers["Location"] == f"{INCIDENTS}/{one['id']}"
+    assert await web.count("incidents") == 1
+    assert await web.count("audit_log", "action = 'incident.declared'") == 1
+    # Sent at the same moment (a client that timed out quickly): still one incident.
+    racing = {"Idempotency-Key": "racing"}
+    answers = await asyncio.gather(
+        *(web.post(INCIDENTS, web.declaration(), "duty_officer", headers=racing) for _ in range(5))
+    )
+    assert {(await a.json())["id"] for a in answers} == {(await answers[0].json())["id"]}
+    assert await web.count("incidents") == 2
+
+
+async def test_an_idempotency_key_belongs_to_one_declaration_and_one_user(web: Web) -> None:
+    key = {"Idempotency-Key": "k-1"}
+    first = await ok(await web.post(INCIDENTS, web.declaration(), "duty_officer", headers=key), 201)
+    data = await refused(
+        await web.post(INCIDENTS, web.declaration(level="I"), "duty_officer", headers=key),
+        422,
+        "idempotency_key_reused",
+    )
+    assert first["id"] in data["message"] and first["id"] in data["message_en"]
+    assert await web.count("incidents") == 1
+    other = await ok(await web.post(INCIDENTS, web.declaration(), "admin", headers=key), 201)
+    assert other["id"] != first["id"]  # another user's key of the same name is another key
+
+
+@pytest.mark.parametrize("value", ["", "x" * 256, "has space", "café", "tab\there"])
+async def test_a_malformed_idempotency_key_is_refused_and_nothing_declared(
+    web: Web, value: str
+) -> None:
+    resp = await web.post(INCIDENTS, web.declaration(), headers={"Idempotency-Key": value})
+    await refused(resp, 400, "bad_idempotency_key")
+    assert await web.count("incidents") == 0
 
 
 async def test_declare_answers_201_with_deadlines_in_the_local_zone(web: Web) -> None:

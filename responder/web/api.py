@@ -139,12 +139,43 @@ async def _incident(request: web.Request, iid: str) -> dict[str, Any]:
     return await queries.incident(request.app[DB], request.app[CFG], iid)
 
 
+IDEMPOTENCY_KEY: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Send the same key again (a retry after a timeout) and the incident declared"
+    " the first time is answered, with `Idempotent-Replayed: true`; nothing is declared twice."
+    " A key used for a different declaration is refused (422).",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+}
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    if not 1 <= len(value) <= 255 or not all("!" <= c <= "~" for c in value):
+        raise BadRequest(
+            "bad_idempotency_key",
+            "Idempotency-Key 须为 1–255 个可见 ASCII 字符",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )
+    return value
+
+
 async def declare_incident(request: web.Request) -> web.Response:
     user = await require(request, OPERATE)
     data = await body(request)
-    iid = await request.app[ENGINE].ops.declare(data, actor(user))
+    key = idempotency_key(request)
+    ops = request.app[ENGINE].ops
+    if key is None:
+        iid, replayed = await ops.declare(data, actor(user)), False
+    else:
+        iid, replayed = await ops.declare_once(data, actor(user), key)
     response = answer(request, await _incident(request, iid))
     response.headers["Location"] = f"/api/v1/incidents/{iid}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return response
 
 
@@ -277,7 +308,8 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 ROUTES: list[Route] = [
     Route("POST", "/incidents", declare_incident, "Declare an incident (申报突发事件)", OPERATE,
-          body=DeclareIncident, response=schemas.Incident, status=201),
+          body=DeclareIncident, response=schemas.Incident, status=201,
+          headers=(IDEMPOTENCY_KEY,)),
     Route("GET", "/incidents", list_incidents, "List incidents", READ,
           query=IncidentQuery, response=schemas.IncidentList),
     Route("GET", "/incidents/{incident_id}", get_incident, "Get one incident with its obligations",

@@ -39,6 +39,7 @@ class Route:
     status: int = 200
     errors: tuple[int, ...] = field(default=())
     tag: str = "incidents"
+    headers: tuple[dict[str, Any], ...] = ()  # OpenAPI header parameters the handler reads
 
 
 # What the handlers accept in a path (``api.incident_id`` / ``api.int_param``); anything else
@@ -96,6 +97,7 @@ def openapi(routes: list[Route], base: str = "/api/v1") -> dict[str, Any]:
             op["security"] = []
         if r.query is not None:
             op["parameters"] += _query_params(r.query, schemas)
+        op["parameters"] += [dict(h) for h in r.headers]
         if r.body is not None:
             op["requestBody"] = {
                 "required": True,
