@@ -372,6 +372,20 @@ class Ops:
                     "尚未记录权威信息发布;第一次发布请记录为“发布权威信息”",
                     "the authoritative release is not recorded yet; record the first release as that",
                 )
+            same_time = tx.execute(
+                "SELECT id FROM releases WHERE incident_id = ? AND published_at = ?",
+                (incident_id, to_db(data.published_at)),
+            ).fetchone()
+            if same_time is not None:
+                # A client retrying a request whose answer it lost: recorded twice, a follow-up
+                # would meet the next follow-up duty at once, with no new information out.
+                when = show(data.published_at, self.cfg.tz)
+                raise Conflict(
+                    "release_already_recorded",
+                    f"该事件 {when} 的发布已记录(发布记录 {same_time[0]}),未重复记录",
+                    f"a release published at {when} is already recorded (release {same_time[0]});"
+                    " not recorded again",
+                )
             recorded_late = deadline_row is not None and data.published_at <= deadline_row < now
             cur = tx.execute(
                 "INSERT INTO releases (incident_id, kind, published_at, channels, url, text,"

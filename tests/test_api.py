@@ -313,6 +313,17 @@ async def test_releases_checklist_and_follow_ups(web: Web) -> None:
          "next_release", "contact")
     )  # fmt: skip
     assert obligation(second["incident"], "follow_up_release", 2)["status"] == "open"
+    # The same request again (a client that lost the answer): not a second follow-up, which
+    # would meet the next 24 h duty at once with nothing new published.
+    retry = {"published_at": second["incident"]["obligations"][-1]["clock_start_at"]}
+    data = await refused(
+        await web.post(f"{INCIDENTS}/{iid}/follow-ups", retry), 409, "release_already_recorded"
+    )
+    assert str(second["id"]) in data["message"]
+    after = await ok(await web.get(f"{INCIDENTS}/{iid}"))
+    assert obligation(after, "follow_up_release", 2)["status"] == "open"
+    assert not [o for o in after["obligations"] if o["seq"] == 3]
+    assert await web.count("releases") == 2
 
 
 async def test_press_conference_schedule_reschedule_held(web: Web) -> None:
