@@ -658,6 +658,7 @@ async def _ops_history(
         changes: list[tuple[str, str, str]] = []
         ids_seen: set[int] = set()
         released = False
+        published_times: set[datetime] = set()
         closed = False
         current = level
 
@@ -745,11 +746,17 @@ async def _ops_history(
                     with pytest.raises(Conflict) as c:
                         await ops.record_release(iid, data_r, "duty")
                     assert c.value.code == "already_released"
+                elif published in published_times:
+                    # the same publication time again is a repeat, not a new release
+                    with pytest.raises(Conflict) as c:
+                        await ops.record_release(iid, data_r, "duty")
+                    assert c.value.code == "release_already_recorded"
                 else:
                     # an obligation that is open can always be met by recording its milestone
                     await ops.record_release(iid, data_r, "duty")
                     entries += 1
                     released = True
+                    published_times.add(published)
                     for row in unmet:
                         met = await db.fetchone(
                             "SELECT met_at FROM obligations WHERE id = ?", (row["id"],)
