@@ -565,6 +565,21 @@ class Ops:
             self._milestone_time(data.held_at, "held_at", incident, now)
             deadline = self._open_deadline(tx, incident_id, "press_conference")
             recorded_late = deadline is not None and data.held_at <= deadline < now
+            same_time = tx.execute(
+                "SELECT id FROM press_conferences WHERE incident_id = ? AND status = 'held'"
+                " AND held_at = ?",
+                (incident_id, to_db(data.held_at)),
+            ).fetchone()
+            if same_time is not None:
+                # A client retrying a request whose answer it lost: recorded twice, the second
+                # would meet the next press-conference duty (after a raise) with none held.
+                when = show(data.held_at, self.cfg.tz)
+                raise Conflict(
+                    "already_held",
+                    f"{when} 举行的新闻发布会已记录(发布会 {same_time[0]}),未重复记录",
+                    f"a press conference held at {when} is already recorded (press conference"
+                    f" {same_time[0]}); not recorded again",
+                )
             held_id = pc_id
             if held_id is not None:
                 pc = self._press_conference(tx, incident_id, held_id)

@@ -394,6 +394,17 @@ async def test_press_conference_schedule_reschedule_held(web: Web) -> None:
         )
     )
     assert isinstance(unscheduled["id"], int)
+    # The same request again (a client retrying after a lost answer) records nothing more.
+    data = await refused(
+        await web.post(
+            f"{INCIDENTS}/{other['id']}/press-conferences/held",
+            {"held_at": web.at(minutes=-1), "principal_leader_spoke": False},
+        ),
+        409,
+        "already_held",
+    )
+    assert str(unscheduled["id"]) in data["message"]
+    assert await web.count("press_conferences") == 2
 
 
 # -- notifications, accountability, plan -------------------------------------------------------
