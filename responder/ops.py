@@ -6,17 +6,17 @@ change, its timers and its audit entry in one transaction, then wakes the schedu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from responder.clock import Clock
 from responder.config import Config
 from responder.errors import BadInput, Conflict, NotFound
+from responder.idempotency import Once, remember, replay
 from responder.models import (
     ChangeLevel,
     CloseIncident,
@@ -45,6 +45,7 @@ from responder.store.plans import (
 from responder.timeutil import from_db, show, to_db
 
 log = logging.getLogger("responder.ops")
+T = TypeVar("T")
 
 
 def _t(row: Any, key: str) -> datetime:
@@ -62,12 +63,39 @@ class Ops:
         self.clock = clock
         self._wake = wake or (lambda: None)
 
-    def _done(self, what: str, incident_id: str, actor: str, **facts: object) -> None:
+    def _done(
+        self, what: str, incident_id: str, actor: str, once: Once | None, **facts: object
+    ) -> None:
         """One log line per change (never a secret: ids, levels and counts only); wake the
         scheduler so new or cancelled timers take effect at once."""
+        if once is not None and once.replayed:
+            log.info("%s %s by %s: a repeated request, answered again", what, incident_id, actor)
+            return
         extra = "".join(f" {k}={v}" for k, v in facts.items())
         log.info("%s %s by %s%s", what, incident_id, actor, extra)
         self._wake()
+
+    async def _commit(
+        self, change: Callable[[sqlite3.Connection], T], once: Once | None, incident_id: str
+    ) -> T:
+        """Run a change in one write transaction.  With ``once`` (a request that carried an
+        Idempotency-Key, see :mod:`responder.idempotency`) the key is checked and stored in that
+        same transaction: a repeated request changes nothing and gets the first answer.
+        ``change`` returns the answer, which must be JSON; for a declaration, the new
+        incident's id (``incident_id`` is then empty)."""
+        if once is None:
+            return await self.db.transact(change)
+        now = self.clock.now()
+
+        def keyed(tx: sqlite3.Connection) -> T:
+            stored = replay(tx, once)
+            if stored is not None:
+                return stored  # type: ignore[no-any-return]
+            result = change(tx)
+            remember(tx, once, incident_id or str(result), result, now)
+            return result
+
+        return await self.db.transact(keyed)
 
     # -- checks ------------------------------------------------------------------------
 
@@ -132,51 +160,13 @@ class Ops:
         assert row is not None
         return f"INC-{day}-{row[0]:04d}"
 
-    async def declare(self, data: DeclareIncident, actor: str) -> str:
+    async def declare(self, data: DeclareIncident, actor: str, once: Once | None = None) -> str:
         """Register an incident and set its clocks running.  Returns the incident id."""
-        incident_id = await self.db.transact(self._declaration(data, actor))
-        self._done("incident declared", incident_id, actor, level=data.level, drill=data.drill)
+        incident_id = await self._commit(self._declaration(data, actor), once, "")
+        self._done(
+            "incident declared", incident_id, actor, once, level=data.level, drill=data.drill
+        )
         return incident_id
-
-    async def declare_once(self, data: DeclareIncident, actor: str, key: str) -> tuple[str, bool]:
-        """``declare`` for a client that may send the same request again (after a timeout, a
-        lost answer): the first request with ``key`` declares; the same key with the same
-        declaration again declares nothing and returns that incident (``True``: a replay);
-        the same key with a different declaration is refused.  Keys are per actor."""
-        change = self._declaration(data, actor)
-        fingerprint = hashlib.sha256(
-            audit.canonical(data.model_dump(mode="json")).encode("utf-8")
-        ).hexdigest()
-        now = self.clock.now()
-
-        def once(tx: sqlite3.Connection) -> tuple[str, bool]:
-            row = tx.execute(
-                "SELECT incident_id, request_hash FROM idempotency_keys"
-                " WHERE actor = ? AND key = ?",
-                (actor, key),
-            ).fetchone()
-            if row is not None:
-                if row["request_hash"] != fingerprint:
-                    raise BadInput(
-                        "idempotency_key_reused",
-                        f"Idempotency-Key 已用于另一份申报(事件 {row['incident_id']}),"
-                        "请为新的申报使用新的 Key",
-                        f"this Idempotency-Key was used for a different declaration (incident"
-                        f" {row['incident_id']}); use a new key for a new declaration",
-                    )
-                return row["incident_id"], True
-            incident_id = change(tx)
-            tx.execute(
-                "INSERT INTO idempotency_keys (actor, key, request_hash, incident_id, created_at)"
-                " VALUES (?,?,?,?,?)",
-                (actor, key, fingerprint, incident_id, to_db(now)),
-            )
-            return incident_id, False
-
-        incident_id, replayed = await self.db.transact(once)
-        if not replayed:
-            self._done("incident declared", incident_id, actor, level=data.level, drill=data.drill)
-        return incident_id, replayed
 
     def _declaration(
         self, data: DeclareIncident, actor: str
@@ -340,14 +330,17 @@ class Ops:
         return next((r for r in self.cfg.rule_sets if r.id == incident["rule_set_id"]), None)
 
     async def record_release(
-        self, incident_id: str, data: RecordRelease, actor: str, kind: str = "authoritative"
+        self,
+        incident_id: str,
+        data: RecordRelease,
+        actor: str,
+        kind: str = "authoritative",
+        once: Once | None = None,
     ) -> dict[str, Any]:
         """Record an authoritative or follow-up release, dated when it actually went out."""
         now = self.clock.now()
 
-        def change(
-            tx: sqlite3.Connection,
-        ) -> tuple[int | None, list[dict[str, Any]], list[str], bool]:
+        def change(tx: sqlite3.Connection) -> dict[str, Any]:
             incident = self._active(tx, incident_id)
             self._milestone_time(data.published_at, "published_at", incident, now)
             deadline_row = self._open_deadline(tx, incident_id, f"{kind}_release")
@@ -415,16 +408,16 @@ class Ops:
                 incident_id,
                 {"release_id": release_id, **data.model_dump(mode="json"), "met": met},
             )
-            return release_id, met, missing, recorded_late
+            return {
+                "id": release_id,
+                "met": met,
+                "checklist_missing": missing,
+                "recorded_late": recorded_late,
+            }
 
-        release_id, met, missing, recorded_late = await self.db.transact(change)
-        self._done(f"{kind} release recorded", incident_id, actor, met=len(met))
-        return {
-            "id": release_id,
-            "met": met,
-            "checklist_missing": missing,
-            "recorded_late": recorded_late,
-        }
+        result = await self._commit(change, once, incident_id)
+        self._done(f"{kind} release recorded", incident_id, actor, once, met=len(result["met"]))
+        return result
 
     def _open_deadline(
         self, tx: sqlite3.Connection, incident_id: str, milestone: str
@@ -453,11 +446,15 @@ class Ops:
             )
 
     async def schedule_press_conference(
-        self, incident_id: str, data: SchedulePressConference, actor: str
+        self,
+        incident_id: str,
+        data: SchedulePressConference,
+        actor: str,
+        once: Once | None = None,
     ) -> dict[str, Any]:
         now = self.clock.now()
 
-        def change(tx: sqlite3.Connection) -> tuple[int | None, datetime | None]:
+        def change(tx: sqlite3.Connection) -> dict[str, Any]:
             incident = self._active(tx, incident_id)
             self._conference_time(data.scheduled_at, incident, now)
             cur = tx.execute(
@@ -492,20 +489,24 @@ class Ops:
                 incident_id,
                 {"press_conference_id": pc_id, **data.model_dump(mode="json")},
             )
-            return pc_id, deadline
+            return {
+                "id": pc_id,
+                "after_deadline": deadline is not None and data.scheduled_at > deadline,
+            }
 
-        pc_id, deadline = await self.db.transact(change)
-        return {
-            "id": pc_id,
-            "after_deadline": deadline is not None and data.scheduled_at > deadline,
-        }
+        return await self._commit(change, once, incident_id)
 
     async def reschedule_press_conference(
-        self, incident_id: str, pc_id: int, data: ReschedulePressConference, actor: str
+        self,
+        incident_id: str,
+        pc_id: int,
+        data: ReschedulePressConference,
+        actor: str,
+        once: Once | None = None,
     ) -> dict[str, Any]:
         now = self.clock.now()
 
-        def change(tx: sqlite3.Connection) -> datetime | None:
+        def change(tx: sqlite3.Connection) -> dict[str, Any]:
             incident = self._active(tx, incident_id)
             pc = self._press_conference(tx, incident_id, pc_id)
             self._conference_time(data.scheduled_at, incident, now)
@@ -533,13 +534,12 @@ class Ops:
                     **data.model_dump(mode="json"),
                 },
             )
-            return deadline
+            return {
+                "id": pc_id,
+                "after_deadline": deadline is not None and data.scheduled_at > deadline,
+            }
 
-        deadline = await self.db.transact(change)
-        return {
-            "id": pc_id,
-            "after_deadline": deadline is not None and data.scheduled_at > deadline,
-        }
+        return await self._commit(change, once, incident_id)
 
     def _press_conference(self, tx: sqlite3.Connection, incident_id: str, pc_id: int) -> Any:
         cur = tx.execute(
@@ -555,12 +555,17 @@ class Ops:
         return pc
 
     async def press_conference_held(
-        self, incident_id: str, data: PressConferenceHeld, actor: str, pc_id: int | None = None
+        self,
+        incident_id: str,
+        data: PressConferenceHeld,
+        actor: str,
+        pc_id: int | None = None,
+        once: Once | None = None,
     ) -> dict[str, Any]:
         """Record that a press conference was held (scheduled before, or not)."""
         now = self.clock.now()
 
-        def change(tx: sqlite3.Connection) -> tuple[int | None, list[dict[str, Any]], bool]:
+        def change(tx: sqlite3.Connection) -> dict[str, Any]:
             incident = self._active(tx, incident_id)
             self._milestone_time(data.held_at, "held_at", incident, now)
             deadline = self._open_deadline(tx, incident_id, "press_conference")
@@ -633,11 +638,11 @@ class Ops:
                 incident_id,
                 {"press_conference_id": held_id, **data.model_dump(mode="json"), "met": met},
             )
-            return held_id, met, recorded_late
+            return {"id": held_id, "met": met, "recorded_late": recorded_late}
 
-        held_id, met, recorded_late = await self.db.transact(change)
-        self._done("press conference held", incident_id, actor, met=len(met))
-        return {"id": held_id, "met": met, "recorded_late": recorded_late}
+        result = await self._commit(change, once, incident_id)
+        self._done("press conference held", incident_id, actor, once, met=len(result["met"]))
+        return result
 
     # -- level and close -------------------------------------------------------------
 
@@ -651,11 +656,13 @@ class Ops:
             latest[r["kind"]] = r
         return latest
 
-    async def change_level(self, incident_id: str, data: ChangeLevel, actor: str) -> dict[str, Any]:
+    async def change_level(
+        self, incident_id: str, data: ChangeLevel, actor: str, once: Once | None = None
+    ) -> dict[str, Any]:
         """Raise or lower the level, with a reason.  Raising adds obligations; lowering waives."""
         now = self.clock.now()
 
-        def change(tx: sqlite3.Connection) -> tuple[str, list[str], list[str], list[str]]:
+        def change(tx: sqlite3.Connection) -> dict[str, Any]:
             incident = self._active(tx, incident_id)
             old = incident["level"]
             if data.level == old:
@@ -733,23 +740,27 @@ class Ops:
                     "breached": breached,
                 },
             )
-            return old, added, waived, breached
+            return {
+                "from": old,
+                "to": data.level,
+                "added": added,
+                "waived": waived,
+                "breached": breached,
+            }
 
-        old, added, waived, breached = await self.db.transact(change)
-        self._done("level changed", incident_id, actor, level=f"{old}->{data.level}")
-        return {
-            "from": old,
-            "to": data.level,
-            "added": added,
-            "waived": waived,
-            "breached": breached,
-        }
+        result = await self._commit(change, once, incident_id)
+        self._done(
+            "level changed", incident_id, actor, once, level=f"{result['from']}->{data.level}"
+        )
+        return result
 
-    async def close(self, incident_id: str, data: CloseIncident, actor: str) -> dict[str, Any]:
+    async def close(
+        self, incident_id: str, data: CloseIncident, actor: str, once: Once | None = None
+    ) -> dict[str, Any]:
         """Close the incident: no more alerts.  What is overdue stays breached; the rest is waived."""
         now = self.clock.now()
 
-        def change(tx: sqlite3.Connection) -> tuple[list[str], list[str]]:
+        def change(tx: sqlite3.Connection) -> dict[str, Any]:
             self._active(tx, incident_id)
             cur = tx.execute(
                 "SELECT id, kind, deadline FROM obligations WHERE incident_id = ? AND status = 'open'",
@@ -790,8 +801,8 @@ class Ops:
                 incident_id,
                 {"reason": data.reason, "waived": waived, "breached": breached},
             )
-            return waived, breached
+            return {"waived": waived, "breached": breached}
 
-        waived, breached = await self.db.transact(change)
-        self._done("incident closed", incident_id, actor)
-        return {"waived": waived, "breached": breached}
+        result = await self._commit(change, once, incident_id)
+        self._done("incident closed", incident_id, actor, once)
+        return result

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from responder import queries
 from responder.errors import BadInput, ResponderError
+from responder.idempotency import Once
 from responder.models import (
     ChangeLevel,
     CloseIncident,
@@ -143,14 +144,16 @@ IDEMPOTENCY_KEY: dict[str, Any] = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
-    "description": "Send the same key again (a retry after a timeout) and the incident declared"
-    " the first time is answered, with `Idempotent-Replayed: true`; nothing is declared twice."
-    " A key used for a different declaration is refused (422).",
+    "description": "Send the same key again with the same request (a retry after a timeout)"
+    " and the first request's answer is given again, with `Idempotent-Replayed: true`; nothing"
+    " is changed twice. Keys belong to the user; a key already used for a different request is"
+    " refused (422).",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
 }
 
 
-def idempotency_key(request: web.Request) -> str | None:
+def once(request: web.Request, who: str, data: BaseModel) -> Once | None:
+    """The request's Idempotency-Key, if it sent one (see :mod:`responder.idempotency`)."""
     value = request.headers.get("Idempotency-Key")
     if value is None:
         return None
@@ -160,23 +163,30 @@ def idempotency_key(request: web.Request) -> str | None:
             "Idempotency-Key 须为 1–255 个可见 ASCII 字符",
             "Idempotency-Key must be 1 to 255 visible ASCII characters",
         )
-    return value
+    route = request[ROUTE]
+    return Once.of(
+        who,
+        value,
+        f"{route.method} {route.path}",
+        data.model_dump(mode="json"),
+        dict(request.match_info),
+    )
+
+
+def replayed(response: web.Response, keyed: Once | None) -> web.Response:
+    if keyed is not None and keyed.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 async def declare_incident(request: web.Request) -> web.Response:
     user = await require(request, OPERATE)
     data = await body(request)
-    key = idempotency_key(request)
-    ops = request.app[ENGINE].ops
-    if key is None:
-        iid, replayed = await ops.declare(data, actor(user)), False
-    else:
-        iid, replayed = await ops.declare_once(data, actor(user), key)
+    keyed = once(request, actor(user), data)
+    iid = await request.app[ENGINE].ops.declare(data, actor(user), keyed)
     response = answer(request, await _incident(request, iid))
     response.headers["Location"] = f"/api/v1/incidents/{iid}"
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    return replayed(response, keyed)
 
 
 async def list_incidents(request: web.Request) -> web.Response:
@@ -192,24 +202,30 @@ async def get_incident(request: web.Request) -> web.Response:
     return answer(request, await _incident(request, incident_id(request)))
 
 
-async def _change(
-    request: web.Request, call: Callable[[Ops, str, Any, str], Awaitable[dict[str, Any]]]
-) -> web.Response:
+Change = Callable[[Ops, str, Any, str, Once | None], Awaitable[dict[str, Any]]]
+
+
+async def _change(request: web.Request, call: Change) -> web.Response:
     """A change to an incident: check the role, parse the body, call ops, answer with the
     result and the incident as it now stands."""
     user = await require(request, OPERATE)
     data = await body(request)
     iid = incident_id(request)
-    result = await call(request.app[ENGINE].ops, iid, data, actor(user))
-    return answer(request, {**result, "incident": await _incident(request, iid)})
+    keyed = once(request, actor(user), data)
+    result = await call(request.app[ENGINE].ops, iid, data, actor(user), keyed)
+    return replayed(answer(request, {**result, "incident": await _incident(request, iid)}), keyed)
 
 
 async def change_level(request: web.Request) -> web.Response:
-    return await _change(request, lambda ops, iid, data, who: ops.change_level(iid, data, who))
+    return await _change(
+        request, lambda ops, iid, data, who, keyed: ops.change_level(iid, data, who, keyed)
+    )
 
 
 async def close_incident(request: web.Request) -> web.Response:
-    return await _change(request, lambda ops, iid, data, who: ops.close(iid, data, who))
+    return await _change(
+        request, lambda ops, iid, data, who, keyed: ops.close(iid, data, who, keyed)
+    )
 
 
 async def incident_timeline(request: web.Request) -> web.Response:
@@ -222,27 +238,31 @@ async def incident_timeline(request: web.Request) -> web.Response:
 async def record_release(request: web.Request) -> web.Response:
     return await _change(
         request,
-        lambda ops, iid, data, who: ops.record_release(iid, data, who, "authoritative"),
+        lambda ops, iid, data, who, keyed: ops.record_release(
+            iid, data, who, "authoritative", keyed
+        ),
     )
 
 
 async def record_follow_up(request: web.Request) -> web.Response:
     return await _change(
-        request, lambda ops, iid, data, who: ops.record_release(iid, data, who, "follow_up")
+        request,
+        lambda ops, iid, data, who, keyed: ops.record_release(iid, data, who, "follow_up", keyed),
     )
 
 
 async def schedule_press_conference(request: web.Request) -> web.Response:
     return await _change(
-        request, lambda ops, iid, data, who: ops.schedule_press_conference(iid, data, who)
+        request,
+        lambda ops, iid, data, who, keyed: ops.schedule_press_conference(iid, data, who, keyed),
     )
 
 
 async def reschedule_press_conference(request: web.Request) -> web.Response:
     return await _change(
         request,
-        lambda ops, iid, data, who: ops.reschedule_press_conference(
-            iid, int_param(request, "press_conference_id"), data, who
+        lambda ops, iid, data, who, keyed: ops.reschedule_press_conference(
+            iid, int_param(request, "press_conference_id"), data, who, keyed
         ),
     )
 
@@ -250,8 +270,8 @@ async def reschedule_press_conference(request: web.Request) -> web.Response:
 async def press_conference_held(request: web.Request) -> web.Response:
     return await _change(
         request,
-        lambda ops, iid, data, who: ops.press_conference_held(
-            iid, data, who, data.press_conference_id
+        lambda ops, iid, data, who, keyed: ops.press_conference_held(
+            iid, data, who, data.press_conference_id, keyed
         ),
     )
 
@@ -315,28 +335,35 @@ ROUTES: list[Route] = [
     Route("GET", "/incidents/{incident_id}", get_incident, "Get one incident with its obligations",
           READ, response=schemas.Incident, errors=(404,)),
     Route("POST", "/incidents/{incident_id}/level", change_level, "Raise or lower the level",
-          OPERATE, body=ChangeLevel, response=schemas.LevelChangeResult, errors=(404, 409)),
+          OPERATE, body=ChangeLevel, response=schemas.LevelChangeResult, errors=(404, 409),
+          headers=(IDEMPOTENCY_KEY,)),
     Route("POST", "/incidents/{incident_id}/close", close_incident, "Close the incident",
-          OPERATE, body=CloseIncident, response=schemas.CloseResult, errors=(404, 409)),
+          OPERATE, body=CloseIncident, response=schemas.CloseResult, errors=(404, 409),
+          headers=(IDEMPOTENCY_KEY,)),
     Route("GET", "/incidents/{incident_id}/timeline", incident_timeline,
           "The incident's audit trail", READ, response=schemas.TimelineEntry, many=True,
           errors=(404,)),
     Route("POST", "/incidents/{incident_id}/releases", record_release,
           "Record the authoritative release (发布权威信息)", OPERATE, body=RecordRelease,
-          response=schemas.ReleaseResult, status=201, errors=(404, 409)),
+          response=schemas.ReleaseResult, status=201, errors=(404, 409),
+          headers=(IDEMPOTENCY_KEY,)),
     Route("POST", "/incidents/{incident_id}/follow-ups", record_follow_up,
           "Record a follow-up release (持续发布)", OPERATE, body=RecordRelease,
-          response=schemas.ReleaseResult, status=201, errors=(404, 409)),
+          response=schemas.ReleaseResult, status=201, errors=(404, 409),
+          headers=(IDEMPOTENCY_KEY,)),
     Route("POST", "/incidents/{incident_id}/press-conferences", schedule_press_conference,
           "Schedule a press conference", OPERATE, body=SchedulePressConference,
-          response=schemas.PressConferenceResult, status=201, errors=(404, 409)),
+          response=schemas.PressConferenceResult, status=201, errors=(404, 409),
+          headers=(IDEMPOTENCY_KEY,)),
     Route("POST", "/incidents/{incident_id}/press-conferences/{press_conference_id}/reschedule",
           reschedule_press_conference, "Reschedule a press conference", OPERATE,
           body=ReschedulePressConference, response=schemas.PressConferenceResult,
-          errors=(404, 409)),
+          errors=(404, 409),
+          headers=(IDEMPOTENCY_KEY,)),
     Route("POST", "/incidents/{incident_id}/press-conferences/held", press_conference_held,
           "Record that a press conference was held (举行新闻发布会)", OPERATE,
-          body=PressConferenceHeld, response=schemas.PressConferenceResult, errors=(404, 409)),
+          body=PressConferenceHeld, response=schemas.PressConferenceResult, errors=(404, 409),
+          headers=(IDEMPOTENCY_KEY,)),
     Route("GET", "/incidents/{incident_id}/notifications", incident_notifications,
           "Messages sent about the incident (contacts masked)", READ,
           response=schemas.Notification, many=True, errors=(404,)),
