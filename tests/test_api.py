@@ -258,6 +258,12 @@ async def test_list_filters_and_pages(web: Web) -> None:
     for bad in ({"limit": "0"}, {"limit": "501"}, {"limit": "x"}, {"offset": "-1"},
                 {"status": "open"}, {"level": "V"}, {"drill": "maybe"}):  # fmt: skip
         await refused(await web.get(INCIDENTS, params=bad), 422, "invalid")
+    # A misspelt filter is refused, naming it, instead of quietly listing every incident.
+    data = await refused(await web.get(INCIDENTS, params={"stauts": "active"}), 422, "invalid")
+    assert [d["field"] for d in data["detail"]] == ["stauts"]
+    plan = {"level": "II", "occurred_at": "2026-11-26T08:00:00+08:00", "leval": "I"}
+    await refused(await web.get("/api/v1/plan", params=plan), 422, "invalid")
+    await refused(await web.get("/api/v1/accountability", params={"unti": "x"}), 422, "invalid")
 
 
 async def test_get_one_incident(web: Web) -> None:

@@ -109,7 +109,8 @@ def int_param(request: web.Request, name: str) -> int:
 
 
 class _Query(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # A misspelt filter (?stauts=active) must not quietly answer every incident.
+    model_config = ConfigDict(extra="forbid")
 
 
 class IncidentQuery(_Query):
