@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 import sqlite3
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from responder.errors import BadInput, Conflict, NotFound
@@ -22,6 +22,7 @@ from responder.timeutil import to_db
 ROLES = ("duty_officer", "reviewer", "admin", "viewer")
 _N, _R, _P = 2**14, 8, 1
 TOKEN_PREFIX = "rsp_"
+USE_NOTED_EVERY = timedelta(hours=1)  # how finely a token's last use is kept
 
 
 def hash_password(password: str) -> str:
@@ -102,11 +103,14 @@ async def add_user(
     return await db.transact(add)
 
 
-async def create_token(db: Database, username: str, name: str, now: datetime, actor: str) -> str:
-    """Create an API token for a user; the token is returned once and never stored."""
+async def create_token(
+    db: Database, username: str, name: str, now: datetime, actor: str
+) -> tuple[str, int]:
+    """Create an API token for a user: the token (returned once, never stored) and its id
+    (what ``token list`` shows and ``token revoke`` takes)."""
     token = new_token()
 
-    def create(tx: sqlite3.Connection) -> None:
+    def create(tx: sqlite3.Connection) -> int:
         row = tx.execute(
             "SELECT id FROM users WHERE username = ? AND disabled = 0", (username,)
         ).fetchone()
@@ -119,9 +123,10 @@ async def create_token(db: Database, username: str, name: str, now: datetime, ac
         audit.append(
             tx, now, actor, "token.created", username, {"token_id": cur.lastrowid, "name": name}
         )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
 
-    await db.transact(create)
-    return token
+    return token, await db.transact(create)
 
 
 async def revoke_token(db: Database, token_id: int, now: datetime, actor: str) -> None:
@@ -139,11 +144,70 @@ async def revoke_token(db: Database, token_id: int, now: datetime, actor: str) -
     await db.transact(revoke)
 
 
-async def user_for_token(db: Database, token: str) -> dict[str, Any] | None:
+async def user_for_token(db: Database, token: str, now: datetime) -> dict[str, Any] | None:
+    """The user a valid token belongs to; notes when the token was last used, to the hour
+    (an administrator looking for tokens nobody uses any more needs no finer)."""
     row = await db.fetchone(
-        "SELECT u.id, u.username, u.role, t.id AS token_id FROM tokens t"
+        "SELECT u.id, u.username, u.role, t.id AS token_id, t.last_used_at FROM tokens t"
         " JOIN users u ON u.id = t.user_id"
         " WHERE t.token_hash = ? AND t.revoked_at IS NULL AND u.disabled = 0",
         (token_hash(token),),
     )
-    return dict(row) if row else None
+    if row is None:
+        return None
+    stale = to_db(now - USE_NOTED_EVERY)
+    if row["last_used_at"] is None or row["last_used_at"] < stale:
+
+        def note(tx: sqlite3.Connection) -> None:
+            # Conditional: of many requests at once, one writes.
+            tx.execute(
+                "UPDATE tokens SET last_used_at = ? WHERE id = ?"
+                " AND (last_used_at IS NULL OR last_used_at < ?)",
+                (to_db(now), row["token_id"], stale),
+            )
+
+        await db.transact(note)
+    return {k: row[k] for k in ("id", "username", "role", "token_id")}
+
+
+async def tokens(db: Database, username: str | None = None) -> list[dict[str, Any]]:
+    """Every token (never the token itself: it is not stored), newest first."""
+    rows = await db.fetchall(
+        "SELECT t.id, u.username, u.role, t.name, t.created_at, t.last_used_at, t.revoked_at,"
+        " u.disabled FROM tokens t JOIN users u ON u.id = t.user_id"
+        " WHERE ? IS NULL OR u.username = ? ORDER BY t.id DESC",
+        (username, username),
+    )
+    return [dict(r) for r in rows]
+
+
+async def users(db: Database) -> list[dict[str, Any]]:
+    rows = await db.fetchall(
+        "SELECT u.username, u.role, u.disabled, u.created_at, u.password_hash IS NOT NULL"
+        " AS can_log_in, (SELECT COUNT(*) FROM tokens t WHERE t.user_id = u.id"
+        " AND t.revoked_at IS NULL) AS tokens FROM users u ORDER BY u.username"
+    )
+    return [dict(r) for r in rows]
+
+
+async def set_disabled(
+    db: Database, username: str, disabled: bool, now: datetime, actor: str
+) -> None:
+    """Disable a user (their tokens and page sessions stop working at once) or enable them
+    again (their tokens that were not revoked work again)."""
+
+    def change(tx: sqlite3.Connection) -> None:
+        cur = tx.execute(
+            "UPDATE users SET disabled = ? WHERE username = ?", (int(disabled), username)
+        )
+        if cur.rowcount == 0:
+            raise NotFound("user_not_found", f"找不到用户 {username}", f"no user {username}")
+        if disabled:
+            tx.execute(
+                "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?)",
+                (username,),
+            )
+        action = "user.disabled" if disabled else "user.enabled"
+        audit.append(tx, now, actor, action, username, {})
+
+    await db.transact(change)

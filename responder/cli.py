@@ -16,7 +16,7 @@ from responder.errors import ConfigError, ResponderError
 from responder.policy.planner import Facts, plan_declaration
 from responder.store import Database
 from responder.store.audit import verify
-from responder.timeutil import next_whole_second, parse_time
+from responder.timeutil import from_db, next_whole_second, parse_time, show
 from responder.views import plan_text, plan_view
 
 
@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     ua.add_argument("username")
     ua.add_argument("--role", required=True, choices=list(auth.ROLES))
     ua.add_argument("--no-password", action="store_true", help="API token only, no page login")
+    u.add_parser("list", parents=[common], help="list users (role, disabled, active tokens)")
+    ud = u.add_parser(
+        "disable", parents=[common], help="disable a user: their tokens and logins stop at once"
+    )
+    ud.add_argument("username")
+    ue = u.add_parser("enable", parents=[common], help="enable a disabled user again")
+    ue.add_argument("username")
 
     t = sub.add_parser("token", parents=[common], help="manage API tokens").add_subparsers(
         dest="token_cmd", required=True
@@ -84,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     tc.add_argument("--name", default="cli")
     tr = t.add_parser("revoke", parents=[common], help="revoke an API token by its id")
     tr.add_argument("token_id", type=int)
+    tl = t.add_parser(
+        "list", parents=[common], help="list API tokens: id, user, name, created, last used"
+    )
+    tl.add_argument("username", nargs="?", help="only this user's tokens")
 
     sub.add_parser("verify-audit", parents=[common], help="prove the audit log is intact")
     return p
@@ -150,21 +161,80 @@ async def _run(args: argparse.Namespace, cfg: config.Config, lang: str) -> int:
             )
             return 0
         if args.command == "user":
-            password = None
-            if not args.no_password:
-                password = os.environ.get("RESPONDER_PASSWORD") or getpass.getpass("Password: ")
-            await auth.add_user(db, args.username, args.role, password, clock.now(), "cli")
-            print(f"OK: user {args.username} ({args.role}) added")
-            return 0
+            return await _user(args, db, cfg, clock)
         if args.command == "token":
-            if args.token_cmd == "create":
-                token = await auth.create_token(db, args.username, args.name, clock.now(), "cli")
-                print(token)
-                return 0
-            await auth.revoke_token(db, args.token_id, clock.now(), "cli")
-            print(f"OK: token {args.token_id} revoked")
-            return 0
+            return await _token(args, db, cfg, clock)
     return _fail(f"unknown command {args.command}")
+
+
+async def _user(
+    args: argparse.Namespace, db: Database, cfg: config.Config, clock: SystemClock
+) -> int:
+    if args.user_cmd == "list":
+        rows = [
+            [
+                u["username"],
+                u["role"],
+                "停用 disabled" if u["disabled"] else "启用 enabled",
+                "是 yes" if u["can_log_in"] else "否 no",
+                str(u["tokens"]),
+                show(from_db(u["created_at"]), cfg.tz),
+            ]
+            for u in await auth.users(db)
+        ]
+        _table(["用户 user", "角色 role", "状态 state", "可登录 login", "令牌 tokens",
+                "创建 created"], rows)  # fmt: skip
+        return 0
+    if args.user_cmd in ("disable", "enable"):
+        disabled = args.user_cmd == "disable"
+        await auth.set_disabled(db, args.username, disabled, clock.now(), "cli")
+        state = "disabled: its tokens and logins no longer work" if disabled else "enabled"
+        print(f"OK: user {args.username} {state}")
+        return 0
+    password = None
+    if not args.no_password:
+        password = os.environ.get("RESPONDER_PASSWORD") or getpass.getpass("Password: ")
+    await auth.add_user(db, args.username, args.role, password, clock.now(), "cli")
+    print(f"OK: user {args.username} ({args.role}) added")
+    return 0
+
+
+async def _token(
+    args: argparse.Namespace, db: Database, cfg: config.Config, clock: SystemClock
+) -> int:
+    if args.token_cmd == "create":
+        token, token_id = await auth.create_token(db, args.username, args.name, clock.now(), "cli")
+        print(token)  # alone on stdout, for TOKEN=$(responder token create …)
+        print(
+            f"令牌编号 token id {token_id}(吊销 revoke: responder token revoke {token_id})",
+            file=sys.stderr,
+        )
+        return 0
+    if args.token_cmd == "list":
+        rows = [
+            [
+                str(t["id"]),
+                t["username"] + (" (停用 disabled)" if t["disabled"] else ""),
+                t["role"],
+                t["name"],
+                show(from_db(t["created_at"]), cfg.tz),
+                show(from_db(t["last_used_at"]), cfg.tz),
+                show(from_db(t["revoked_at"]), cfg.tz) if t["revoked_at"] else "",
+            ]
+            for t in await auth.tokens(db, args.username)
+        ]
+        _table(["编号 id", "用户 user", "角色 role", "名称 name", "创建 created",
+                "最近使用 last used (to the hour)", "吊销 revoked"], rows)  # fmt: skip
+        return 0
+    await auth.revoke_token(db, args.token_id, clock.now(), "cli")
+    print(f"OK: token {args.token_id} revoked")
+    return 0
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    """Columns separated by tabs: readable in a terminal, and cut/awk-friendly."""
+    for line in [header, *rows]:
+        print("\t".join(line))
 
 
 def _plan(args: argparse.Namespace, cfg: config.Config, lang: str, clock: SystemClock) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from responder import auth
 from responder.idempotency import Once
 from responder.models import DeclareIncident
 from responder.web.keys import ENGINE
@@ -179,7 +180,13 @@ async def test_a_key_recorded_before_every_change_took_keys_still_answers_its_de
         tx.execute(
             "INSERT INTO idempotency_keys (actor, key, request_hash, incident_id, created_at)"
             " VALUES (?,?,?,?,?)",
-            (digest.actor, digest.key, digest.request_hash, first["id"], "2026-11-26 00:00:00"),
+            (
+                digest.actor,
+                digest.key,
+                digest.request_hash,
+                first["id"],
+                "2026-11-26T00:00:00.000000Z",
+            ),
         )
 
     await web.db.transact(old_row)
@@ -264,6 +271,31 @@ async def test_list_filters_and_pages(web: Web) -> None:
     plan = {"level": "II", "occurred_at": "2026-11-26T08:00:00+08:00", "leval": "I"}
     await refused(await web.get("/api/v1/plan", params=plan), 422, "invalid")
     await refused(await web.get("/api/v1/accountability", params={"unti": "x"}), 422, "invalid")
+
+
+async def test_a_disabled_user_is_refused_at_once_and_a_tokens_use_is_noted(web: Web) -> None:
+    async def last_used() -> str | None:
+        row = await web.db.fetchone(
+            "SELECT t.last_used_at FROM tokens t JOIN users u ON u.id = t.user_id"
+            " WHERE u.username = 'viewer-1'"
+        )
+        assert row is not None
+        return row[0]
+
+    assert await last_used() is None
+    await ok(await web.get(INCIDENTS, "viewer"))
+    first = await last_used()
+    assert first is not None
+    web.clock.advance(timedelta(minutes=30))
+    await ok(await web.get(INCIDENTS, "viewer"))
+    assert await last_used() == first  # noted to the hour: not a write per request
+    web.clock.advance(timedelta(minutes=31))
+    await ok(await web.get(INCIDENTS, "viewer"))
+    assert (await last_used() or "") > first
+    await auth.set_disabled(web.db, "viewer-1", True, web.clock.now(), "test")
+    await refused(await web.get(INCIDENTS, "viewer"), 401, "unauthorized")
+    await auth.set_disabled(web.db, "viewer-1", False, web.clock.now(), "test")
+    await ok(await web.get(INCIDENTS, "viewer"))
 
 
 async def test_get_one_incident(web: Web) -> None:

@@ -327,7 +327,8 @@ def add_users(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> str:
     code, out, err = run(
         capsys, "token", "create", "duty.zhang", "--name", "ci", *db_args(tmp_path)
     )
-    assert code == 0 and err == ""
+    # The token alone on stdout (TOKEN=$(…)); its id, for revoking it, on stderr.
+    assert code == 0 and "token id 1" in err and "responder token revoke 1" in err
     token = out.strip()
     code, _, _ = run(capsys, "user", "add", "reviewer-li", "--role", "reviewer", *db_args(tmp_path))
     assert code == 0
@@ -356,6 +357,40 @@ def test_user_add_and_token_create(
     one_error_line(err)
     code, out, err = run(capsys, "token", "create", "nobody", *db_args(tmp_path))
     assert code == 1 and out == "" and "nobody" in one_error_line(err)
+
+
+def test_token_list_user_list_and_disable(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An administrator told that a token leaked finds its id, revokes it, and can stop a
+    person who left at once."""
+    monkeypatch.setenv("RESPONDER_PASSWORD", "correct horse battery")
+    token = add_users(capsys, tmp_path)
+    code, out, err = run(capsys, "token", "list", *db_args(tmp_path))
+    assert code == 0 and err == ""
+    header, row = out.splitlines()
+    assert header.split("\t")[0] == "编号 id"
+    assert row.split("\t")[:4] == ["1", "duty.zhang", "duty_officer", "ci"]
+    assert token not in out  # never shown again: only its hash is stored
+    code, out, _ = run(capsys, "token", "list", "reviewer-li", *db_args(tmp_path))
+    assert code == 0 and len(out.splitlines()) == 1  # the header only
+    code, out, _ = run(capsys, "token", "revoke", "1", *db_args(tmp_path))
+    assert code == 0
+    code, out, _ = run(capsys, "token", "list", *db_args(tmp_path))
+    assert out.splitlines()[1].split("\t")[6].startswith("20")  # revoked at
+    code, out, err = run(capsys, "user", "disable", "duty.zhang", *db_args(tmp_path))
+    assert code == 0 and "duty.zhang" in out
+    code, out, _ = run(capsys, "user", "list", *db_args(tmp_path))
+    users = {line.split("\t")[0]: line.split("\t") for line in out.splitlines()[1:]}
+    assert users["duty.zhang"][1:4] == ["duty_officer", "停用 disabled", "是 yes"]
+    assert users["reviewer-li"][2] == "启用 enabled"
+    code, _, _ = run(capsys, "user", "enable", "duty.zhang", *db_args(tmp_path))
+    assert code == 0
+    code, _, err = run(capsys, "user", "disable", "nobody", *db_args(tmp_path))
+    assert code == 1 and "nobody" in one_error_line(err)
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:
+        actions = [r[0] for r in conn.execute("SELECT action FROM audit_log ORDER BY seq")]
+    assert actions[-3:] == ["token.revoked", "user.disabled", "user.enabled"]
 
 
 def verify_audit(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> tuple[int, str, str]:

@@ -127,13 +127,15 @@ async def make_tokens(db: Database, now: datetime) -> tuple[dict[str, str], dict
     ids: dict[str, int] = {}
     for role in ROLES:
         ids[role] = await auth.add_user(db, f"{role.replace('_', '-')}-1", role, None, now, "test")
-        tokens[role] = await auth.create_token(db, f"{role.replace('_', '-')}-1", "t", now, "test")
+        tokens[role], _ = await auth.create_token(
+            db, f"{role.replace('_', '-')}-1", "t", now, "test"
+        )
     # An admin whose token was revoked: the role would allow everything, the token nothing.
     await auth.add_user(db, "revoked-admin", "admin", None, now, "test")
-    tokens["revoked_token"] = await auth.create_token(db, "revoked-admin", "old", now, "test")
-    row = await db.fetchone("SELECT MAX(id) FROM tokens")
-    assert row is not None
-    await auth.revoke_token(db, int(row[0]), now, "test")
+    tokens["revoked_token"], token_id = await auth.create_token(
+        db, "revoked-admin", "old", now, "test"
+    )
+    await auth.revoke_token(db, token_id, now, "test")
     tokens["bad_token"] = auth.new_token()  # well formed, never issued
     return tokens, ids
 

@@ -35,7 +35,9 @@ async def identify(request: web.Request) -> dict[str, Any] | None:
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and 0 < len(token.strip()) <= 200:
-            user = await auth.user_for_token(request.app[DB], token.strip())
+            user = await auth.user_for_token(
+                request.app[DB], token.strip(), request.app[CLOCK].now()
+            )
     elif not request.path.startswith("/api/"):
         session = read_session(request.app[SECRET], request.cookies.get(COOKIE))
         if session is not None:

@@ -226,7 +226,7 @@ async def run(
             await preload(db, cfg, incidents, start=far_future())
             now = datetime.now(UTC)
             await auth.add_user(db, "bench-duty", "duty_officer", None, now, "bench")
-            token = await auth.create_token(db, "bench-duty", "bench", now, "bench")
+            token, _ = await auth.create_token(db, "bench-duty", "bench", now, "bench")
 
         app = create_app(cfg, clock=SystemClock(), secret=SECRET, run_engine=engine)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
