@@ -96,7 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     tl.add_argument("username", nargs="?", help="only this user's tokens")
 
-    sub.add_parser("verify-audit", parents=[common], help="prove the audit log is intact")
+    va = sub.add_parser("verify-audit", parents=[common], help="prove the audit log is intact")
+    va.add_argument(
+        "--expect",
+        metavar="N:HASH",
+        help="a head recorded from an earlier run: entry N must still have this hash",
+    )
     return p
 
 
@@ -150,21 +155,37 @@ async def _run(args: argparse.Namespace, cfg: config.Config, lang: str) -> int:
         return _plan(args, cfg, lang, clock)
     async with Database(cfg.service.database) as db:
         if args.command == "verify-audit":
-            verdict = await verify(db.reader)
-            if not verdict.ok:
-                return _fail(f"审计日志已被篡改 audit log tampered: {verdict.problem}")
-            # Keep the head hash somewhere else (a log, a ticket): a later run that shows the
-            # same entry with the same hash proves nothing before it was changed or removed.
-            print(
-                f"OK: audit log intact, {verdict.entries} entries; "
-                f"head #{verdict.entries} {verdict.head or '-'}"
-            )
-            return 0
+            return await _verify_audit(args, db)
         if args.command == "user":
             return await _user(args, db, cfg, clock)
         if args.command == "token":
             return await _token(args, db, cfg, clock)
     return _fail(f"unknown command {args.command}")
+
+
+async def _verify_audit(args: argparse.Namespace, db: Database) -> int:
+    expect = None
+    if args.expect:
+        n, _, digest = args.expect.partition(":")
+        if not (n.isdigit() and int(n) > 0 and len(digest) == 64):
+            return _fail(
+                "--expect 应为“条目号:哈希”,即上次校验输出的内容 / "
+                "--expect takes N:HASH as an earlier run printed it"
+            )
+        expect = (int(n), digest.lower())
+    verdict = await verify(db.reader, expect)
+    if not verdict.ok:
+        return _fail(f"审计日志已被篡改 audit log tampered: {verdict.problem}")
+    # Keep the head somewhere else (a log, a ticket) and pass it back with --expect: the
+    # chain alone cannot show that its newest entries were cut off.
+    line = f"OK: audit log intact, {verdict.entries} entries"
+    if verdict.entries:
+        line += (
+            f"; head #{verdict.entries} {verdict.head};"
+            f" next time: responder verify-audit --expect {verdict.entries}:{verdict.head}"
+        )
+    print(line)
+    return 0
 
 
 async def _user(

@@ -462,3 +462,52 @@ def test_verify_audit_on_an_empty_database(
 ) -> None:
     code, out, _ = verify_audit(capsys, tmp_path)
     assert code == 0 and "0 entries" in out
+
+
+def test_verify_audit_with_an_earlier_head_catches_a_cut_tail_and_a_rewrite(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chain alone cannot show that its newest entries were cut off, or that every entry
+    was re-hashed; the head an earlier run printed can."""
+    monkeypatch.setenv("RESPONDER_PASSWORD", "correct horse battery")
+    add_users(capsys, tmp_path)
+    code, out, _ = verify_audit(capsys, tmp_path)
+    expect = out.split("--expect ")[1].strip()
+    assert code == 0 and expect.startswith("3:") and len(expect) == 2 + 64
+    code, _, _ = run(capsys, "user", "add", "wang", "--role", "viewer", *db_args(tmp_path))
+    assert code == 0
+    code, out, _ = run(capsys, "verify-audit", "--expect", expect, *db_args(tmp_path))
+    assert code == 0 and "4 entries" in out  # grown since: fine
+    head4 = out.split("--expect ")[1].strip()
+
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:  # cut the newest two off
+        conn.execute("DROP TRIGGER audit_log_no_delete")
+        conn.execute("DELETE FROM audit_log WHERE seq >= 3")
+    code, out, _ = verify_audit(capsys, tmp_path)
+    assert code == 0  # without the recorded head, nothing shows
+    head2 = out.split("--expect ")[1].strip()
+    code, out, err = run(capsys, "verify-audit", "--expect", head4, *db_args(tmp_path))
+    assert code == 1 and out == ""
+    assert "entries from 3 to 4 were removed" in one_error_line(err)
+
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:  # rewrite entry 1, re-hash all
+        conn.execute("DROP TRIGGER audit_log_no_update")
+        rows = conn.execute(
+            "SELECT seq, at, actor, action, subject, data FROM audit_log ORDER BY seq"
+        ).fetchall()
+        prev = "0" * 64
+        for seq, at, actor, action, subject, data in rows:
+            data = '{"role":"admin"}' if seq == 1 else data
+            digest = _digest(prev, seq, at, actor, action, subject, data)
+            conn.execute(
+                "UPDATE audit_log SET data = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                (data, prev, digest, seq),
+            )
+            prev = digest
+    code, _, _ = verify_audit(capsys, tmp_path)
+    assert code == 0  # a consistent rewrite passes the chain check alone
+    code, _, err = run(capsys, "verify-audit", "--expect", head2, *db_args(tmp_path))
+    assert code == 1 and "entry 2 is not the one recorded earlier" in one_error_line(err)
+    for bad in ("3", "x:abc", "0:" + "a" * 64, "3:short"):
+        code, out, err = run(capsys, "verify-audit", "--expect", bad, *db_args(tmp_path))
+        assert code == 1 and out == "" and "N:HASH" in one_error_line(err)

@@ -68,8 +68,12 @@ class Verdict:
     head: str = ""  # the last entry's hash: record it elsewhere to detect a cut-off tail
 
 
-async def verify(conn: aiosqlite.Connection) -> Verdict:
-    """Walk the chain from the start; report the first entry that does not fit."""
+async def verify(conn: aiosqlite.Connection, expect: tuple[int, str] | None = None) -> Verdict:
+    """Walk the chain from the start; report the first entry that does not fit.
+
+    ``expect`` is a head recorded earlier (its sequence number and hash, as a previous
+    verification printed it): that entry must still be there with that hash.  The chain alone
+    cannot show that its newest entries were cut off, or that all of it was rewritten."""
     prev = GENESIS
     expected_seq = 1
     count = 0
@@ -83,7 +87,15 @@ async def verify(conn: aiosqlite.Connection) -> Verdict:
                 return Verdict(False, count, f"entry {seq} does not follow entry {seq - 1}", seq)
             if _digest(prev, seq, at, actor, action, subject, data) != digest:
                 return Verdict(False, count, f"entry {seq} was changed after it was written", seq)
+            if expect is not None and seq == expect[0] and digest != expect[1]:
+                return Verdict(
+                    False, count, f"entry {seq} is not the one recorded earlier (rewritten)", seq
+                )
             prev = digest
             expected_seq += 1
             count += 1
+    if expect is not None and count < expect[0]:
+        return Verdict(
+            False, count, f"entries from {count + 1} to {expect[0]} were removed", count + 1
+        )
     return Verdict(True, count, head=prev if count else "")
