@@ -112,10 +112,16 @@ async def create_token(
 
     def create(tx: sqlite3.Connection) -> int:
         row = tx.execute(
-            "SELECT id FROM users WHERE username = ? AND disabled = 0", (username,)
+            "SELECT id, disabled FROM users WHERE username = ?", (username,)
         ).fetchone()
         if row is None:
             raise NotFound("user_not_found", f"找不到用户 {username}", f"no user {username}")
+        if row["disabled"]:
+            raise Conflict(
+                "user_disabled",
+                f"用户 {username} 已停用;如需为其创建令牌,请先启用(responder user enable)",
+                f"user {username} is disabled; enable them first (responder user enable)",
+            )
         cur = tx.execute(
             "INSERT INTO tokens (user_id, name, token_hash, created_at) VALUES (?,?,?,?)",
             (row[0], name, token_hash(token), to_db(now)),

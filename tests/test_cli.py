@@ -384,6 +384,8 @@ def test_token_list_user_list_and_disable(
     users = {line.split("\t")[0]: line.split("\t") for line in out.splitlines()[1:]}
     assert users["duty.zhang"][1:4] == ["duty_officer", "停用 disabled", "是 yes"]
     assert users["reviewer-li"][2] == "启用 enabled"
+    code, out, err = run(capsys, "token", "create", "duty.zhang", *db_args(tmp_path))
+    assert code == 1 and out == "" and "user enable" in one_error_line(err)
     code, _, _ = run(capsys, "user", "enable", "duty.zhang", *db_args(tmp_path))
     assert code == 0
     code, _, err = run(capsys, "user", "disable", "nobody", *db_args(tmp_path))
