@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -187,6 +188,8 @@ class Database:
         self._reader: aiosqlite.Connection | None = None
         self._pending: collections.deque[_Pending] = collections.deque()
         self.commits = 0  # write transactions committed (jobs share them under load)
+        self.jobs = 0  # write jobs run
+        self.busy_seconds = 0.0  # writer thread time spent running jobs and committing
 
     async def open(self) -> Database:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -240,10 +243,14 @@ class Database:
         """
         assert self._writer is not None
         while self._pending:
+            started = time.perf_counter()
             batch = []
             while self._pending and len(batch) < MAX_JOBS_PER_COMMIT:
                 batch.append(self._pending.popleft())
             self.commits += _commit_batch(self._writer, batch)
+            self.jobs += len(batch)
+            # The writer's occupancy: near 100 % a declaration waits behind whole batches.
+            self.busy_seconds += time.perf_counter() - started
 
     @property
     def reader(self) -> aiosqlite.Connection:

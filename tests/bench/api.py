@@ -262,6 +262,8 @@ async def run(
             n = int(rate * duration)
             log(f"api (a): POST /api/v1/incidents at {rate:.0f}/s for {duration:.0f} s ({n})")
             cpu = CpuMeter(sending=sender_pid(app[ENGINE]), sink=sink.proc.pid)
+            db = app[DB]
+            writer0 = (time.perf_counter(), db.busy_seconds, db.commits, db.jobs)
             got = await in_client_process(
                 "declare",
                 duration + CLIENT_TIMEOUT_S + 60,
@@ -272,6 +274,19 @@ async def run(
                 warmup=20,
             )
             log(f"  (a) CPU: server {cpu.report()}")
+            wall, busy, commits, jobs = (
+                now - then
+                for now, then in zip(
+                    (time.perf_counter(), db.busy_seconds, db.commits, db.jobs),
+                    writer0,
+                    strict=True,
+                )
+            )
+            writer = (
+                f"busy {busy / wall:.0%} of the time, {commits / wall:.0f} commits/s,"
+                f" {jobs / max(commits, 1):.2f} jobs per commit"
+            )
+            log(f"  (a) database writer: {writer}")
             s = summary(got["latencies"])
             created = got["statuses"].get("201", 0)
             errors = n - created
@@ -293,6 +308,7 @@ async def run(
                     errors == 0,
                 ),
                 Row(name, "(a) client behind its timetable, max", ms(got["client_late_max"])),
+                Row(name, "(a) database writer", writer),
             ]
             log(f"  (a) {dist(got['latencies'])}; client late max {ms(got['client_late_max'])}")
             for sample in got["error_samples"]:
@@ -302,7 +318,6 @@ async def run(
             )
             assert declared is not None
             log(f"  (a) incidents in the database from this load: {declared[0]} (incl. warm-up)")
-            db = app[DB]
             row = await db.fetchone(
                 "SELECT SUM(status IN ('queued', 'sending')), SUM(status = 'sent'), COUNT(*)"
                 " FROM notifications"
