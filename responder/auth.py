@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 import sqlite3
 from datetime import datetime, timedelta
@@ -19,6 +20,7 @@ from responder.errors import BadInput, Conflict, NotFound
 from responder.store import Database, audit
 from responder.timeutil import to_db
 
+log = logging.getLogger("responder.auth")
 ROLES = ("duty_officer", "reviewer", "admin", "viewer")
 _N, _R, _P = 2**14, 8, 1
 TOKEN_PREFIX = "rsp_"
@@ -172,7 +174,10 @@ async def user_for_token(db: Database, token: str, now: datetime) -> dict[str, A
                 (to_db(now), row["token_id"], stale),
             )
 
-        await db.transact(note)
+        try:
+            await db.transact(note)
+        except Exception as e:  # bookkeeping: a full disk must not also refuse every read
+            log.warning("could not note the use of token %s: %s", row["token_id"], e)
     return {k: row[k] for k in ("id", "username", "role", "token_id")}
 
 

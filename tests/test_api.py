@@ -298,6 +298,21 @@ async def test_a_disabled_user_is_refused_at_once_and_a_tokens_use_is_noted(web:
     await ok(await web.get(INCIDENTS, "viewer"))
 
 
+async def test_a_read_is_answered_when_noting_the_tokens_use_fails(web: Web) -> None:
+    """Noting a token's last use is bookkeeping: a database that refuses the write (here a
+    trigger; in life a full disk) must not also refuse the duty officer's reads."""
+
+    def refuse_notes(tx: Any) -> None:
+        tx.execute(
+            "CREATE TRIGGER no_notes BEFORE UPDATE OF last_used_at ON tokens"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+
+    await web.db.transact(refuse_notes)
+    await ok(await web.get(INCIDENTS, "viewer"))
+    assert await web.count("tokens", "last_used_at IS NOT NULL") == 0
+
+
 async def test_get_one_incident(web: Web) -> None:
     incident = await web.declare()
     got = await ok(await web.get(f"{INCIDENTS}/{incident['id']}", "reviewer"))
