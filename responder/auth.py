@@ -18,13 +18,22 @@ from typing import Any
 
 from responder.errors import BadInput, Conflict, NotFound
 from responder.store import Database, audit
-from responder.timeutil import to_db
+from responder.timeutil import from_db, to_db
 
 log = logging.getLogger("responder.auth")
 ROLES = ("duty_officer", "reviewer", "admin", "viewer")
 _N, _R, _P = 2**14, 8, 1
 TOKEN_PREFIX = "rsp_"
 USE_NOTED_EVERY = timedelta(hours=1)  # how finely a token's last use is kept
+MAX_TOKEN_DAYS = 3650
+
+
+class TokenExpired(Exception):
+    """A token that was valid until ``expired_at``: the caller is told, not just refused."""
+
+    def __init__(self, expired_at: datetime) -> None:
+        super().__init__(f"token expired at {expired_at.isoformat()}")
+        self.expired_at = expired_at
 
 
 def hash_password(password: str) -> str:
@@ -106,10 +115,22 @@ async def add_user(
 
 
 async def create_token(
-    db: Database, username: str, name: str, now: datetime, actor: str
+    db: Database,
+    username: str,
+    name: str,
+    now: datetime,
+    actor: str,
+    expires_at: datetime | None = None,
 ) -> tuple[str, int]:
     """Create an API token for a user: the token (returned once, never stored) and its id
-    (what ``token list`` shows and ``token revoke`` takes)."""
+    (what ``token list`` shows and ``token revoke`` takes).  ``expires_at``: when it stops
+    working by itself; None, until revoked."""
+    if expires_at is not None and expires_at <= now:
+        raise BadInput(
+            "token_expiry_not_in_future",
+            "令牌的过期时间必须晚于现在",
+            "a token's expiry must be in the future",
+        )
     token = new_token()
 
     def create(tx: sqlite3.Connection) -> int:
@@ -125,11 +146,17 @@ async def create_token(
                 f"user {username} is disabled; enable them first (responder user enable)",
             )
         cur = tx.execute(
-            "INSERT INTO tokens (user_id, name, token_hash, created_at) VALUES (?,?,?,?)",
-            (row[0], name, token_hash(token), to_db(now)),
+            "INSERT INTO tokens (user_id, name, token_hash, created_at, expires_at)"
+            " VALUES (?,?,?,?,?)",
+            (row[0], name, token_hash(token), to_db(now), to_db(expires_at)),
         )
         audit.append(
-            tx, now, actor, "token.created", username, {"token_id": cur.lastrowid, "name": name}
+            tx,
+            now,
+            actor,
+            "token.created",
+            username,
+            {"token_id": cur.lastrowid, "name": name, "expires_at": to_db(expires_at)},
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -153,16 +180,20 @@ async def revoke_token(db: Database, token_id: int, now: datetime, actor: str) -
 
 
 async def user_for_token(db: Database, token: str, now: datetime) -> dict[str, Any] | None:
-    """The user a valid token belongs to; notes when the token was last used, to the hour
-    (an administrator looking for tokens nobody uses any more needs no finer)."""
+    """The user a valid token belongs to (None for a token unknown, revoked or of a disabled
+    user; :class:`TokenExpired` for one past its end).  Notes when the token was last used, to
+    the hour (an administrator looking for tokens nobody uses any more needs no finer)."""
     row = await db.fetchone(
-        "SELECT u.id, u.username, u.role, t.id AS token_id, t.last_used_at FROM tokens t"
-        " JOIN users u ON u.id = t.user_id"
+        "SELECT u.id, u.username, u.role, t.id AS token_id, t.last_used_at, t.expires_at"
+        " FROM tokens t JOIN users u ON u.id = t.user_id"
         " WHERE t.token_hash = ? AND t.revoked_at IS NULL AND u.disabled = 0",
         (token_hash(token),),
     )
     if row is None:
         return None
+    expires_at = from_db(row["expires_at"])
+    if expires_at is not None and expires_at <= now:
+        raise TokenExpired(expires_at)
     stale = to_db(now - USE_NOTED_EVERY)
     if row["last_used_at"] is None or row["last_used_at"] < stale:
 
@@ -185,7 +216,7 @@ async def tokens(db: Database, username: str | None = None) -> list[dict[str, An
     """Every token (never the token itself: it is not stored), newest first."""
     rows = await db.fetchall(
         "SELECT t.id, u.username, u.role, t.name, t.created_at, t.last_used_at, t.revoked_at,"
-        " u.disabled FROM tokens t JOIN users u ON u.id = t.user_id"
+        " t.expires_at, u.disabled FROM tokens t JOIN users u ON u.id = t.user_id"
         " WHERE ? IS NULL OR u.username = ? ORDER BY t.id DESC",
         (username, username),
     )

@@ -9,10 +9,11 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from responder import auth, config
 from responder.clock import SystemClock
-from responder.errors import ConfigError, ResponderError
+from responder.errors import BadInput, ConfigError, ResponderError
 from responder.policy.planner import Facts, plan_declaration
 from responder.store import Database
 from responder.store.audit import verify
@@ -89,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     tc = t.add_parser("create", parents=[common], help="create an API token (printed once)")
     tc.add_argument("username")
     tc.add_argument("--name", default="cli")
+    tc.add_argument(
+        "--days",
+        type=int,
+        metavar="N",
+        help=f"valid for N days (1 to {auth.MAX_TOKEN_DAYS}); default: until revoked",
+    )
     tr = t.add_parser("revoke", parents=[common], help="revoke an API token by its id")
     tr.add_argument("token_id", type=int)
     tl = t.add_parser(
@@ -224,12 +231,30 @@ async def _token(
     args: argparse.Namespace, db: Database, cfg: config.Config, clock: SystemClock
 ) -> int:
     if args.token_cmd == "create":
-        token, token_id = await auth.create_token(db, args.username, args.name, clock.now(), "cli")
+        now = clock.now()
+        expires_at = None
+        if args.days is not None:
+            if not 1 <= args.days <= auth.MAX_TOKEN_DAYS:
+                raise BadInput(
+                    "bad_token_days",
+                    f"--days 须在 1 到 {auth.MAX_TOKEN_DAYS} 之间",
+                    f"--days must be between 1 and {auth.MAX_TOKEN_DAYS}",
+                )
+            expires_at = now + timedelta(days=args.days)
+        token, token_id = await auth.create_token(
+            db, args.username, args.name, now, "cli", expires_at
+        )
         print(token)  # alone on stdout, for TOKEN=$(responder token create …)
         print(
             f"令牌编号 token id {token_id}(吊销 revoke: responder token revoke {token_id})",
             file=sys.stderr,
         )
+        if expires_at is not None:
+            print(
+                f"有效期至 valid until {show(expires_at, cfg.tz)}"
+                "(到期前用 token create 换新 / replace it before then)",
+                file=sys.stderr,
+            )
         return 0
     if args.token_cmd == "list":
         rows = [
@@ -241,15 +266,23 @@ async def _token(
                 show(from_db(t["created_at"]), cfg.tz),
                 show(from_db(t["last_used_at"]), cfg.tz),
                 show(from_db(t["revoked_at"]), cfg.tz) if t["revoked_at"] else "",
+                _expiry(from_db(t["expires_at"]), clock.now(), cfg),
             ]
             for t in await auth.tokens(db, args.username)
         ]
         _table(["编号 id", "用户 user", "角色 role", "名称 name", "创建 created",
-                "最近使用 last used (to the hour)", "吊销 revoked"], rows)  # fmt: skip
+                "最近使用 last used (to the hour)", "吊销 revoked", "过期 expires"],
+               rows)  # fmt: skip
         return 0
     await auth.revoke_token(db, args.token_id, clock.now(), "cli")
     print(f"OK: token {args.token_id} revoked")
     return 0
+
+
+def _expiry(expires_at: datetime | None, now: datetime, cfg: config.Config) -> str:
+    if expires_at is None:
+        return ""
+    return show(expires_at, cfg.tz) + (" (已过期 expired)" if expires_at <= now else "")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from responder import auth
+from responder.errors import BadInput
 from responder.idempotency import Once
 from responder.models import DeclareIncident
 from responder.web.keys import ENGINE
@@ -271,6 +272,42 @@ async def test_list_filters_and_pages(web: Web) -> None:
     plan = {"level": "II", "occurred_at": "2026-11-26T08:00:00+08:00", "leval": "I"}
     await refused(await web.get("/api/v1/plan", params=plan), 422, "invalid")
     await refused(await web.get("/api/v1/accountability", params={"unti": "x"}), 422, "invalid")
+
+
+async def test_a_token_with_an_end_works_until_then_and_then_says_it_expired(web: Web) -> None:
+    """A token made for an integration's trial month stops by itself; the integration's
+    on-call engineer reads why in the answer, instead of guessing at a bad token."""
+    end = web.clock.now() + timedelta(days=30)
+    await auth.add_user(web.db, "platform", "duty_officer", None, web.clock.now(), "test")
+    token, _ = await auth.create_token(web.db, "platform", "trial", web.clock.now(), "test", end)
+    bearer = {"Authorization": f"Bearer {token}"}
+    web.clock.advance(timedelta(days=30) - timedelta(seconds=1))
+    await ok(await web.get(INCIDENTS, "none", headers=bearer))
+    await ok(await web.post(INCIDENTS, web.declaration(), "none", headers=bearer), 201)
+    web.clock.advance(timedelta(seconds=1))  # the end itself: no longer valid
+    before = await web.db.fetchone("SELECT COUNT(*) FROM incidents")
+    data = await refused(
+        await web.post(INCIDENTS, web.declaration(), "none", headers=bearer), 401, "token_expired"
+    )
+    assert "令牌已于" in data["message"] and "过期" in data["message"]
+    assert "responder token create" in data["message_en"]
+    assert data["detail"] == {"expired_at": end.astimezone(web.cfg.tz).isoformat()}
+    assert await web.db.fetchone("SELECT COUNT(*) FROM incidents") == before
+    await refused(await web.get(INCIDENTS, "expired_token"), 401, "token_expired")
+    # Metrics tell an alert rule how long until the next active token ends: none left here.
+    assert (
+        "responder_token_next_expiry_seconds"
+        not in await (await web.get("/metrics", "viewer")).text()
+    )
+    await auth.create_token(
+        web.db, "platform", "next", web.clock.now(), "test", web.clock.now() + timedelta(days=6)
+    )
+    text = await (await web.get("/metrics", "viewer")).text()
+    assert "responder_token_next_expiry_seconds 518400\n" in text
+    # A token cannot be made already expired.
+    with pytest.raises(BadInput) as e:
+        await auth.create_token(web.db, "platform", "x", web.clock.now(), "test", web.clock.now())
+    assert e.value.code == "token_expiry_not_in_future"
 
 
 async def test_a_disabled_user_is_refused_at_once_and_a_tokens_use_is_noted(web: Web) -> None:

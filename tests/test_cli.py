@@ -395,6 +395,41 @@ def test_token_list_user_list_and_disable(
     assert actions[-3:] == ["token.revoked", "user.disabled", "user.enabled"]
 
 
+def test_token_with_an_end(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token for a trial or a contractor ends by itself; the list shows when, and which
+    have ended, so they are replaced before an integration stops at night."""
+    monkeypatch.setenv("RESPONDER_PASSWORD", "correct horse battery")
+    add_users(capsys, tmp_path)  # token 1: until revoked
+    for bad in ("0", "-3", "3651"):
+        code, out, err = run(capsys, "token", "create", "duty.zhang", "--days", bad,
+                             *db_args(tmp_path))  # fmt: skip
+        assert code == 1 and out == "" and "--days" in one_error_line(err)
+    code, out, err = run(capsys, "token", "create", "duty.zhang", "--days", "30",
+                         *db_args(tmp_path))  # fmt: skip
+    assert code == 0 and out.startswith("rsp_") and "token id 2" in err
+    until = re.search(r"valid until (\S+ \S+ \+08:00)", err)
+    assert until is not None, err
+    expected = datetime.now(UTC) + timedelta(days=30)
+    shown = datetime.strptime(until.group(1), "%Y-%m-%d %H:%M %z")
+    assert abs(shown - expected) < timedelta(minutes=2)
+    code, out, _ = run(capsys, "token", "list", *db_args(tmp_path))
+    rows = {line.split("\t")[0]: line.split("\t") for line in out.splitlines()}
+    assert rows["编号 id"][7] == "过期 expires"
+    assert rows["1"][7] == ""  # until revoked
+    assert rows["2"][7] == until.group(1)
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:  # as if 31 days had passed
+        conn.execute("UPDATE tokens SET expires_at = '2020-01-01T00:00:00.000000Z' WHERE id = 2")
+    code, out, _ = run(capsys, "token", "list", *db_args(tmp_path))
+    assert out.splitlines()[1].split("\t")[7] == "2020-01-01 08:00 +08:00 (已过期 expired)"
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:
+        (payload,) = conn.execute(
+            "SELECT data FROM audit_log WHERE action = 'token.created' ORDER BY seq DESC"
+        ).fetchone()
+    assert json.loads(payload)["expires_at"].startswith(str(expected.year))
+
+
 def verify_audit(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> tuple[int, str, str]:
     return run(capsys, "verify-audit", *db_args(tmp_path))
 

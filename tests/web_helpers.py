@@ -24,7 +24,7 @@ from responder.store import Database
 SECRET = b"x" * 32
 ROLES = ("viewer", "reviewer", "duty_officer", "admin")
 # Callers that must get 401: no credentials, a token nobody issued, a revoked token.
-UNAUTHENTICATED = ("none", "bad_token", "revoked_token")
+UNAUTHENTICATED = ("none", "bad_token", "revoked_token", "expired_token")
 PASSWORD = "correct horse battery"
 ZONE = "+08:00"
 ERROR_KEYS = {"error", "detail", "message", "message_en"}
@@ -136,6 +136,11 @@ async def make_tokens(db: Database, now: datetime) -> tuple[dict[str, str], dict
         db, "revoked-admin", "old", now, "test"
     )
     await auth.revoke_token(db, token_id, now, "test")
+    # An admin whose token was made two days ago to last one day.
+    await auth.add_user(db, "expired-admin", "admin", None, now, "test")
+    tokens["expired_token"], _ = await auth.create_token(
+        db, "expired-admin", "old", now - timedelta(days=2), "test", now - timedelta(days=1)
+    )
     tokens["bad_token"] = auth.new_token()  # well formed, never issued
     return tokens, ids
 

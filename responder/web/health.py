@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from responder.timeutil import from_db, to_db
 from responder.web.identity import require
-from responder.web.keys import CFG, DB, ENGINE
+from responder.web.keys import CFG, CLOCK, DB, ENGINE
 from responder.web.routing import READ
 
 
@@ -60,6 +61,20 @@ async def metrics(request: web.Request) -> web.Response:
         " FROM notifications GROUP BY channel, status"
     ):
         lines.append(f'responder_notifications{{channel="{row[0]}",status="{row[1]}"}} {row[2]}')
+    now = request.app[CLOCK].now()
+    soonest = await db.fetchone(
+        "SELECT MIN(t.expires_at) FROM tokens t JOIN users u ON u.id = t.user_id"
+        " WHERE t.revoked_at IS NULL AND u.disabled = 0 AND t.expires_at > ?",
+        (to_db(now),),
+    )
+    if soonest is not None and soonest[0] is not None:
+        # For an alert rule ("< 7 days"): an integration's token must be replaced before it
+        # ends, not discovered ended at night.
+        left = (from_db(soonest[0]) - now).total_seconds()  # type: ignore[operator]
+        lines += [
+            "# TYPE responder_token_next_expiry_seconds gauge",
+            f"responder_token_next_expiry_seconds {left:.0f}",
+        ]
     lag = await engine.lag()
     lines += [
         "# TYPE responder_scheduler_lag_seconds gauge",

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from responder import auth
 from responder.errors import ResponderError
-from responder.timeutil import to_db
-from responder.web.keys import CLOCK, DB, SECRET, request_key
+from responder.timeutil import iso_local, show, to_db
+from responder.web.keys import CFG, CLOCK, DB, SECRET, request_key
 from responder.web.security import COOKIE, read_session
 
 IDENTITY = request_key("identity", object)
@@ -35,9 +35,21 @@ async def identify(request: web.Request) -> dict[str, Any] | None:
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and 0 < len(token.strip()) <= 200:
-            user = await auth.user_for_token(
-                request.app[DB], token.strip(), request.app[CLOCK].now()
-            )
+            try:
+                user = await auth.user_for_token(
+                    request.app[DB], token.strip(), request.app[CLOCK].now()
+                )
+            except auth.TokenExpired as e:
+                # Told apart from a bad token: an integration that stops at night must say
+                # why, so that whoever is on call asks for a new token, not for a debugger.
+                raise Unauthorized(
+                    "token_expired",
+                    f"令牌已于 {show(e.expired_at, request.app[CFG].tz)} 过期;"
+                    "请管理员用 responder token create 创建新令牌",
+                    f"the token expired at {show(e.expired_at, request.app[CFG].tz)};"
+                    " ask an administrator for a new one (responder token create)",
+                    {"expired_at": iso_local(e.expired_at, request.app[CFG].tz)},
+                ) from None
     elif not request.path.startswith("/api/"):
         session = read_session(request.app[SECRET], request.cookies.get(COOKIE))
         if session is not None:

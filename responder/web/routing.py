@@ -139,6 +139,14 @@ def openapi(routes: list[Route], base: str = "/api/v1") -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from `responder token create`. 401 `unauthorized`:"
+                    " missing, unknown or revoked, or its user disabled; 401 `token_expired`:"
+                    " past the end it was given (`--days`).",
+                }
+            },
         },
     }
