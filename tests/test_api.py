@@ -1103,3 +1103,28 @@ async def test_metrics_without_sends(web: Web) -> None:
     assert "# TYPE responder_incidents_active gauge\nresponder_incidents_active 1\n" in body
     assert "# TYPE responder_obligations gauge" in body
     assert "# TYPE responder_notifications gauge" in body
+
+
+async def test_an_internal_error_answers_500_with_the_request_id_and_logs_it(
+    web: Web, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fault no client can cause (here: the list query made to fail) answers a plain 500
+    whose reference is the request id, also on the log's lines: the administrator finds the
+    traceback from what the integrator quotes.  The fault's own words stay in the log."""
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk said no: /var/lib/responder")
+
+    monkeypatch.setattr("responder.queries.incidents", broken)
+    caplog.set_level("INFO")
+    resp = await web.get(INCIDENTS, "viewer", headers={"X-Request-Id": "city-trace-7"})
+    data = await refused(resp, 500, "internal")
+    assert resp.headers["X-Request-Id"] == "city-trace-7"
+    assert "city-trace-7" in data["message"] and "city-trace-7" in data["message_en"]
+    assert "disk said no" not in json.dumps(data)
+    failed = [r for r in caplog.records if r.name == "responder.web"]
+    assert failed and "city-trace-7" in failed[0].getMessage() and failed[0].exc_info
+    line = [r for r in caplog.records if r.name == "responder.access"]
+    assert [(r.levelname, r.fields["status"], r.fields["user"]) for r in line] == [  # type: ignore[attr-defined]
+        ("ERROR", 500, "viewer-1")
+    ]

@@ -18,6 +18,7 @@ from responder.engine.runner import Engine
 from responder.secret import load_secret
 from responder.store import Database
 from responder.web import api, devinbox, health, pages
+from responder.web.access import access_log
 from responder.web.errors import errors
 from responder.web.keys import CFG, CLOCK, DB, ENGINE, SECRET
 from responder.web.security import security_headers
@@ -44,7 +45,7 @@ def create_app(
     run_engine: bool = True,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[foreground, security_headers, errors], client_max_size=MAX_BODY
+        middlewares=[access_log, foreground, security_headers, errors], client_max_size=MAX_BODY
     )
     app[CFG] = cfg
     app[CLOCK] = clock or SystemClock()

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from responder.errors import ResponderError
+from responder.web.access import request_id
 
 log = logging.getLogger("responder.web")
 
@@ -89,7 +89,7 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
                 resp.headers[h] = e.headers[h]
         return resp
     except Exception:
-        ref = secrets.token_hex(4)
+        ref = request_id(request)  # the same id as the answer's X-Request-Id and the log line
         path = "/ack/…" if request.path.startswith("/ack/") else request.path  # no tokens in logs
         log.exception("unhandled error %s on %s %s", ref, request.method, path)
         zh = f"服务内部错误(编号 {ref}),请联系管理员"
