@@ -68,6 +68,17 @@ def _query_params(model: type[BaseModel], defs: dict[str, Any]) -> list[dict[str
     ]
 
 
+REQUEST_ID_HEADER: dict[str, Any] = {
+    "X-Request-Id": {
+        "description": "The id of this request on the service's log line; quote it when"
+        " reporting a problem. Send your own (1-64 letters, digits or `._:-`, e.g. your"
+        " correlation id) in the request's X-Request-Id and it is kept.",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"},
+    }
+}
+
+
 def openapi(routes: list[Route], base: str = "/api/v1") -> dict[str, Any]:
     models: set[type[BaseModel]] = {Error}
     for r in routes:
@@ -113,6 +124,7 @@ def openapi(routes: list[Route], base: str = "/api/v1") -> dict[str, Any]:
             ok["content"] = {
                 "application/json": {"schema": {"type": "array", "items": ref} if r.many else ref}
             }
+        ok["headers"] = dict(REQUEST_ID_HEADER)
         op["responses"][str(r.status)] = ok
         codes = set(r.errors)
         if r.roles:
@@ -124,6 +136,7 @@ def openapi(routes: list[Route], base: str = "/api/v1") -> dict[str, Any]:
         for code in sorted(codes):
             op["responses"][str(code)] = {
                 "description": "error",
+                "headers": dict(REQUEST_ID_HEADER),
                 "content": {"application/json": {"schema": error_ref}},
             }
         paths.setdefault(base + r.path, {})[r.method.lower()] = op
