@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from yarl import URL
 
 from responder import auth
 from responder.errors import BadInput
@@ -1128,3 +1129,14 @@ async def test_an_internal_error_answers_500_with_the_request_id_and_logs_it(
     assert [(r.levelname, r.fields["status"], r.fields["user"]) for r in line] == [  # type: ignore[attr-defined]
         ("ERROR", 500, "viewer-1")
     ]
+
+
+async def test_a_path_cannot_forge_a_log_line(web: Web, caplog: pytest.LogCaptureFixture) -> None:
+    """The access line writes the path as sent (percent-encoded): a %0A in it must not start
+    a new, forged line in a text log."""
+    caplog.set_level("INFO")
+    forged = "/api/v1/incidents%0A2026-11-27%2003:12:00%20INFO%20responder.ops:%20forged"
+    resp = await web.client.get(URL(forged, encoded=True), headers=web.auth("viewer"))
+    assert resp.status == 404
+    [line] = [r.getMessage() for r in caplog.records if r.name == "responder.access"]
+    assert "\n" not in line and "%0A2026" in line

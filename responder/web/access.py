@@ -44,10 +44,11 @@ def request_id(request: web.Request) -> str:
 
 
 def logged_path(request: web.Request) -> str:
-    """The path as it may be written down: an acknowledgement token is a secret."""
+    """The path as it may be written down: as sent, still percent-encoded (decoded, a ``%0A``
+    would start a forged log line); an acknowledgement token is a secret."""
     if request.path.startswith("/ack/"):
         return "/ack/…"
-    return request.rel_url.path_qs
+    return request.rel_url.raw_path_qs
 
 
 @web.middleware

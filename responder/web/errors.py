@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from responder.errors import ResponderError
-from responder.web.access import request_id
+from responder.web.access import logged_path, request_id
 
 log = logging.getLogger("responder.web")
 
@@ -90,7 +90,7 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return resp
     except Exception:
         ref = request_id(request)  # the same id as the answer's X-Request-Id and the log line
-        path = "/ack/…" if request.path.startswith("/ack/") else request.path  # no tokens in logs
+        path = logged_path(request)  # no ack tokens, no forged lines
         log.exception("unhandled error %s on %s %s", ref, request.method, path)
         zh = f"服务内部错误(编号 {ref}),请联系管理员"
         en = f"internal error (reference {ref}); please tell the administrator"
