@@ -94,10 +94,8 @@ async def add_user(
             "用户名只能包含字母、数字、点、横线和下划线,最长 64 个字符",
             "a username has letters, digits, dots, dashes and underscores, at most 64 characters",
         )
-    if password is not None and len(password) < 10:
-        raise BadInput(
-            "weak_password", "密码至少 10 个字符", "a password needs at least 10 characters"
-        )
+    if password is not None:
+        _check_password(password)
     password_hash = hash_password(password) if password else None  # slow: not in the job
 
     def add(tx: sqlite3.Connection) -> int:
@@ -230,6 +228,32 @@ async def users(db: Database) -> list[dict[str, Any]]:
         " AND t.revoked_at IS NULL) AS tokens FROM users u ORDER BY u.username"
     )
     return [dict(r) for r in rows]
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 10:
+        raise BadInput(
+            "weak_password", "密码至少 10 个字符", "a password needs at least 10 characters"
+        )
+
+
+async def set_password(
+    db: Database, username: str, password: str, now: datetime, actor: str
+) -> None:
+    """Give a user a new page password (a forgotten one, or a first one for a user added with
+    ``--no-password``).  Their page sessions end: whoever held the old password is signed out."""
+    _check_password(password)
+    password_hash = hash_password(password)  # slow: not in the job
+
+    def change(tx: sqlite3.Connection) -> None:
+        row = tx.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+        if row is None:
+            raise NotFound("user_not_found", f"找不到用户 {username}", f"no user {username}")
+        tx.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, row[0]))
+        tx.execute("DELETE FROM sessions WHERE user_id = ?", (row[0],))
+        audit.append(tx, now, actor, "user.password_set", username, {})  # never the hash
+
+    await db.transact(change)
 
 
 async def set_disabled(

@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     ud.add_argument("username")
     ue = u.add_parser("enable", parents=[common], help="enable a disabled user again")
     ue.add_argument("username")
+    up = u.add_parser(
+        "password",
+        parents=[common],
+        help="set a user's page password ($RESPONDER_PASSWORD or a prompt); signs them out",
+    )
+    up.add_argument("username")
 
     t = sub.add_parser("token", parents=[common], help="manage API tokens").add_subparsers(
         dest="token_cmd", required=True
@@ -219,12 +225,18 @@ async def _user(
         state = "disabled: its tokens and logins no longer work" if disabled else "enabled"
         print(f"OK: user {args.username} {state}")
         return 0
-    password = None
-    if not args.no_password:
-        password = os.environ.get("RESPONDER_PASSWORD") or getpass.getpass("Password: ")
+    if args.user_cmd == "password":
+        await auth.set_password(db, args.username, _password(), clock.now(), "cli")
+        print(f"OK: password of {args.username} set; their page sessions were signed out")
+        return 0
+    password = None if args.no_password else _password()
     await auth.add_user(db, args.username, args.role, password, clock.now(), "cli")
     print(f"OK: user {args.username} ({args.role}) added")
     return 0
+
+
+def _password() -> str:
+    return os.environ.get("RESPONDER_PASSWORD") or getpass.getpass("Password: ")
 
 
 async def _token(

@@ -395,6 +395,32 @@ def test_token_list_user_list_and_disable(
     assert actions[-3:] == ["token.revoked", "user.disabled", "user.enabled"]
 
 
+def test_user_password_sets_a_page_password(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user added for the API only later needs the pages; a forgotten password is reset."""
+    code, _, _ = run(capsys, "user", "add", "zhou", "--role", "viewer", "--no-password",
+                     *db_args(tmp_path))  # fmt: skip
+    assert code == 0
+    monkeypatch.setenv("RESPONDER_PASSWORD", "short")
+    code, out, err = run(capsys, "user", "password", "zhou", *db_args(tmp_path))
+    assert code == 1 and out == "" and "10" in one_error_line(err)
+    monkeypatch.setenv("RESPONDER_PASSWORD", "zhou's long new password")
+    code, out, err = run(capsys, "user", "password", "nobody", *db_args(tmp_path))
+    assert code == 1 and "nobody" in one_error_line(err)
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:
+        assert conn.execute("SELECT password_hash FROM users").fetchone() == (None,)
+    code, out, err = run(capsys, "user", "password", "zhou", *db_args(tmp_path))
+    assert code == 0 and "zhou" in out and err == ""
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:
+        (stored,) = conn.execute("SELECT password_hash FROM users").fetchone()
+        actions = [r[0] for r in conn.execute("SELECT action FROM audit_log ORDER BY seq")]
+    assert stored.startswith("scrypt$") and "new password" not in stored
+    assert actions == ["user.added", "user.password_set"]  # the refusals changed nothing
+    code, out, _ = run(capsys, "user", "list", *db_args(tmp_path))
+    assert out.splitlines()[1].split("\t")[3] == "是 yes"  # can log in now
+
+
 def test_token_with_an_end(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from responder import auth
 from responder.secret import ack_token
 from tests.web_helpers import PASSWORD, SECRET, Web
 
@@ -421,3 +422,22 @@ def test_the_login_limiter_forgets_what_is_past() -> None:
     assert limiter.blocked("10.3.3.3", "duty-wang", now=200.0) == 0.0
     limiter.fail("10.4.4.4", "last", now=300.0)  # a window on: the thousand guesses are gone
     assert set(limiter.failures) == {"ip:10.4.4.4", "user:last"}
+
+
+async def test_a_new_password_signs_out_whoever_held_the_old_one(web: Web) -> None:
+    """A duty officer forgot their password, or it was seen: the administrator sets a new one
+    (``responder user password``); the old password and every open session stop at once."""
+    await web.add_login_user("duty-he", "duty_officer")
+    assert (await login(web, "duty-he", PASSWORD)).status == 303
+    assert (await web.client.get("/", allow_redirects=False)).status == 200
+    new = "a fresh password for duty-he"
+    await auth.set_password(web.db, "duty-he", new, web.clock.now(), "admin-test")
+    assert (await web.client.get("/", allow_redirects=False)).status == 303  # signed out
+    web.client.session.cookie_jar.clear()
+    assert (await login(web, "duty-he", PASSWORD)).status == 401
+    assert (await login(web, "duty-he", new)).status == 303
+    assert (await web.client.get("/", allow_redirects=False)).status == 200
+    row = await web.db.fetchone(
+        "SELECT actor, data FROM audit_log WHERE action = 'user.password_set'"
+    )
+    assert row is not None and tuple(row) == ("admin-test", "{}")
