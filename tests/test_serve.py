@@ -1,14 +1,15 @@
 """``responder serve`` as an administrator runs it: a real process on a real port, the example
-config, a SQLite file, its own development inbox receiving the alerts, JSON logs on stderr, and
-SIGTERM to stop it.
+config, a SQLite file, JSON logs on stderr, SIGTERM or kill -9 to stop it.
 
 What it proves: one JSON object per log line; one access line per request with its id, user,
 status and client; refusals stand out as warnings; no bearer token, password, server secret or
-acknowledgement token is ever written; SIGTERM stops the service cleanly (exit 0) with every
-queued alert either sent or still queued — none lost.
+acknowledgement token is ever written; SIGTERM lets the sends in flight finish, keeps the rest
+queued and exits 0; after kill -9 nothing is lost and a message cut short goes out again with
+the same key.
 
-The clock is the real one here (it is a real process): the test waits on real I/O only (the
-service coming up, messages reaching its inbox), never for time to pass.
+The clock is the real one (it is a real process), but nothing here waits for time to pass:
+every wait is for something the service does — a log line it writes (read as it comes), a
+message reaching the test's gateway — with a generous limit only so that a hang fails.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,6 +42,7 @@ SERVER_SECRET = "serve-test-secret-never-logged-7f3a"
 PASSWORD = "a long and secret password 42"
 WRONG_PASSWORD = "almost-the-password-43"
 CST = timezone(timedelta(hours=8))
+LIMIT = 60.0  # seconds: only a hung service takes this long
 
 
 def responder(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -51,7 +52,7 @@ def responder(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Complete
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=LIMIT,
     )
 
 
@@ -67,30 +68,35 @@ def call(
         headers["Content-Type"] = "application/json"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:
+        with urllib.request.urlopen(req, timeout=LIMIT) as r:
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
 
 
-def wait_until(check: Any, what: str, limit: float = 30.0) -> Any:
-    deadline = time.monotonic() + limit
-    while True:
-        try:
-            got = check()
-        except OSError:
-            got = None
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)  # polling a real process for real I/O, not waiting for time to pass
+class Watched:
+    """Something that changes in another thread, and a condition to wait for a change on."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+
+    def wait_for(self, check: Callable[[], Any], what: str) -> Any:
+        with self.changed:
+            if not self.changed.wait_for(check, timeout=LIMIT):
+                raise AssertionError(f"gave up waiting for {what}")
+            return check()
+
+    def notify(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
 
 
-class Service:
-    """``responder serve`` in a child process on the example config (what ``make run`` runs)."""
+class Service(Watched):
+    """``responder serve`` in a child process on the example config (what ``make run`` runs),
+    its stderr read line by line as it comes (so a full pipe never blocks it)."""
 
     def __init__(self, tmp_path: Path, inbox: str | None = None) -> None:
+        super().__init__()
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.db = tmp_path / "responder.sqlite3"
@@ -106,6 +112,7 @@ class Service:
         }
         self.env.pop("RESPONDER_CONFIG", None)
         self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []  # every stderr line of every run
 
     def token(self) -> str:
         made = responder(
@@ -126,19 +133,34 @@ class Service:
             stderr=subprocess.PIPE,
             text=True,
         )
-        wait_until(lambda: call(self.base + "/healthz")[0] == 200, "the service to answer")
+        first = len(self.lines)
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        self.wait_logged("responder serving on", first)  # logged once the port is bound
 
-    def listening(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return True
-        except OSError:
-            return False
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            with self.changed:
+                self.lines.append(line.rstrip("\n"))
+                self.changed.notify_all()
+        self.notify()  # the process ended: a wait for a line it never wrote can end too
+
+    def logged(self, text: str, first: int = 0) -> bool:
+        return any(text in line for line in self.lines[first:])
+
+    def wait_logged(self, text: str, first: int = 0) -> None:
+        self.wait_for(lambda: self.logged(text, first) or self.proc.poll() is not None, text)  # type: ignore[union-attr]
+        assert self.logged(text, first), "\n".join(self.lines[-20:])
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(LIMIT)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate(timeout=10)
+            self.proc.wait(LIMIT)
 
 
 @pytest.fixture
@@ -154,41 +176,44 @@ def service(tmp_path: Path) -> Any:
         s.kill()
 
 
-@pytest.fixture
-def served(service: Any) -> Any:
-    svc = service()
-    token = svc.token()
-    svc.start()
-    return svc.proc, svc.base, token, svc.db
-
-
 def count(db: Path, sql: str) -> int:
     with sqlite3.connect(db) as conn:
         return int(conn.execute(sql).fetchone()[0])
 
 
-def test_serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm(served: Any) -> None:
-    proc, base, token, db = served
-    bearer = {"Authorization": f"Bearer {token}"}
-    occurred = (datetime.now(CST) - timedelta(minutes=5)).isoformat(timespec="seconds")
-    declaration = {
-        "title": "江城化工园区储罐爆炸",
-        "category": "accident",
-        "level": "II",
-        "occurred_at": occurred,
-        "lead_unit": "emergency",
-    }
+def statuses(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT status, COUNT(*) FROM notifications GROUP BY status"))
 
-    # 1. A declaration carrying the integrator's own correlation id.
-    status, headers, body = call(
-        base + "/api/v1/incidents", "POST", declaration, {**bearer, "X-Request-Id": "city-42"}
+
+def declaration() -> dict[str, Any]:
+    occurred = (datetime.now(CST) - timedelta(minutes=5)).isoformat(timespec="seconds")
+    return {"title": "江城化工园区储罐爆炸", "category": "accident", "level": "II",
+            "occurred_at": occurred, "lead_unit": "emergency"}  # fmt: skip
+
+
+def declare(svc: Service, token: str, **headers: str) -> tuple[dict[str, str], dict[str, Any]]:
+    status, answer_headers, body = call(
+        svc.base + "/api/v1/incidents",
+        "POST",
+        declaration(),
+        {"Authorization": f"Bearer {token}", **headers},
     )
     assert status == 201, body
+    return answer_headers, json.loads(body)
+
+
+def test_serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm(service: Any) -> None:
+    svc = service()
+    token = svc.token()
+    svc.start()
+
+    # 1. A declaration carrying the integrator's own correlation id.
+    headers, incident = declare(svc, token, **{"X-Request-Id": "city-42"})
     assert headers["X-Request-Id"] == "city-42"
-    incident = json.loads(body)["id"]
     # 2. A refusal, and an id made by the service when the client's is not a plain token.
     status, headers, _ = call(
-        base + "/api/v1/incidents",
+        svc.base + "/api/v1/incidents",
         headers={"Authorization": "Bearer rsp_nope", "X-Request-Id": "a b"},
     )
     assert status == 401 and len(headers["X-Request-Id"]) == 16
@@ -196,32 +221,26 @@ def test_serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm(served: An
     for password, expected in ((PASSWORD, 200), (WRONG_PASSWORD, 401)):
         form = urllib.parse.urlencode({"username": "chen", "password": password}).encode()
         status, _, _ = call(
-            base + "/login", "POST", form, {"Content-Type": "application/x-www-form-urlencoded"}
+            svc.base + "/login", "POST", form, {"Content-Type": "application/x-www-form-urlencoded"}
         )
         assert status == expected  # 200: the redirect to the start page, followed
     # 4. The alerts reach the service's own inbox; one is acknowledged through its link.
-    wait_until(lambda: count(db, "SELECT COUNT(*) FROM notifications WHERE status = 'sent'"),
-               "an alert to be sent")  # fmt: skip
-    with sqlite3.connect(db) as conn:
-        nonce = conn.execute("SELECT ack_nonce FROM notifications ORDER BY id LIMIT 1").fetchone()[
-            0
-        ]
+    svc.wait_logged("sent notification 1 ")
+    with sqlite3.connect(svc.db) as conn:
+        (nonce,) = conn.execute("SELECT ack_nonce FROM notifications WHERE id = 1").fetchone()
     ack = ack_token(hashlib.sha256(SERVER_SECRET.encode()).digest(), nonce)
-    status, _, _ = call(f"{base}/ack/{ack}", "POST", b"")
+    status, _, _ = call(f"{svc.base}/ack/{ack}", "POST", b"")
     assert status == 200
-    assert count(db, "SELECT COUNT(*) FROM notifications WHERE acked_at IS NOT NULL") == 1
+    assert count(svc.db, "SELECT COUNT(*) FROM notifications WHERE acked_at IS NOT NULL") == 1
 
     # 5. SIGTERM: a clean stop; every alert queued is sent or still queued, none lost.
-    queued = count(db, "SELECT COUNT(*) FROM notifications")
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr[-2000:]
-    assert count(db, "SELECT COUNT(*) FROM notifications") == queued
-    assert count(db, "SELECT COUNT(*) FROM notifications WHERE status IN ('sent', 'queued')") == (
-        queued
-    )
+    queued = count(svc.db, "SELECT COUNT(*) FROM notifications")
+    assert svc.stop() == 0, "\n".join(svc.lines[-20:])
+    assert count(svc.db, "SELECT COUNT(*) FROM notifications") == queued
+    done = count(svc.db, "SELECT COUNT(*) FROM notifications WHERE status IN ('sent', 'queued')")
+    assert done == queued
 
-    lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]  # all JSON
+    lines = [json.loads(line) for line in svc.lines]  # every line is JSON
     assert {"time", "level", "logger", "message"} <= set(lines[0])
     access = [x for x in lines if x["logger"] == "responder.access"]
     declared = [x for x in access if x["request_id"] == "city-42"]
@@ -239,42 +258,45 @@ def test_serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm(served: An
     refused = [x for x in access if x["status"] == 401 and x["path"] == "/api/v1/incidents"]
     assert refused and refused[0]["level"] == "warning" and refused[0]["user"] is None
     assert any(x["path"] == "/ack/…" and x["status"] == 200 for x in access)
-    assert any(incident in x["message"] for x in lines if x["logger"] != "responder.access")
+    assert any(incident["id"] in x["message"] for x in lines if x["logger"] != "responder.access")
     assert lines[-1]["message"] == "responder stopped"
+    log = "\n".join(svc.lines)
     for secret in (token, PASSWORD, WRONG_PASSWORD, "secret+password", SERVER_SECRET, ack, nonce):
-        assert secret not in stderr
+        assert secret not in log
 
 
 # -- stopping with sends in flight --------------------------------------------------------------
 
 
-class HeldGateway:
+class HeldGateway(Watched):
     """An SMS/chat gateway (a real HTTP server in a thread) that takes each message and holds
     its answer until the test releases it: the service then has sends in flight, for as long
-    as the test needs, without waiting on the clock."""
+    as the test needs."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.release = threading.Event()
         self.received: list[str] = []  # X-Responder-Notification of each message, as it came
         self.answered: list[str] = []
-        self._lock = threading.Lock()
         gateway = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 key = self.headers.get("X-Responder-Notification", "")
-                with gateway._lock:
+                with gateway.changed:
                     gateway.received.append(key)
-                gateway.release.wait(60)
+                    gateway.changed.notify_all()
+                gateway.release.wait(LIMIT)
                 try:
                     self.send_response(200)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                 except OSError:
                     return  # the service is gone: it never learns of this delivery
-                with gateway._lock:
+                with gateway.changed:
                     gateway.answered.append(key)
+                    gateway.changed.notify_all()
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -297,51 +319,38 @@ def gateway() -> Any:
     g.close()
 
 
-def declare(svc: Service, token: str) -> None:
-    occurred = (datetime.now(CST) - timedelta(minutes=5)).isoformat(timespec="seconds")
-    body = {"title": "江城化工园区储罐爆炸", "category": "accident", "level": "II",
-            "occurred_at": occurred, "lead_unit": "emergency"}  # fmt: skip
-    status, _, answer = call(
-        svc.base + "/api/v1/incidents", "POST", body, {"Authorization": f"Bearer {token}"}
-    )
-    assert status == 201, answer
-
-
-def statuses(db: Path) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
-        return dict(conn.execute("SELECT status, COUNT(*) FROM notifications GROUP BY status"))
-
-
 def test_sigterm_with_sends_in_flight_finishes_them_and_keeps_the_rest_queued(
     service: Any, gateway: HeldGateway
 ) -> None:
-    """SIGTERM while the gateway holds messages: the service stops listening at once, waits
-    for the sends in flight, records them sent, exits 0; nothing is left half-sent, and a
-    restart sends the rest.  Every message reaches the gateway exactly once."""
+    """SIGTERM while the gateway holds messages: the service waits for the sends in flight,
+    records them sent, exits 0; nothing is left half-sent, and a restart sends the rest.
+    Every message reaches the gateway exactly once."""
     svc = service(inbox=gateway.address)
     token = svc.token()
     svc.start()
     for _ in range(4):  # 4 x 6 messages: more than the sending slots
         declare(svc, token)
     slots = load_config(CONFIG_PATH).alerts.concurrency
-    wait_until(lambda: len(gateway.received) == slots, "every sending slot to be busy")
+    gateway.wait_for(lambda: len(gateway.received) == slots, "every sending slot to be busy")
     before = statuses(svc.db)
-    in_flight = before.get("sending", 0)
-    assert in_flight == slots and before.get("queued", 0) >= 1, before
+    assert before.get("sending") == slots and before.get("queued", 0) >= 1, before
+
+    first = len(svc.lines)
     assert svc.proc is not None
     svc.proc.send_signal(signal.SIGTERM)
-    wait_until(lambda: not svc.listening(), "the service to stop listening")
+    svc.wait_logged(f"engine stopping: {slots} sends in flight", first)
     assert svc.proc.poll() is None  # still finishing the sends it holds
     gateway.release.set()
-    _, stderr = svc.proc.communicate(timeout=60)
-    assert svc.proc.returncode == 0, stderr[-2000:]
+    assert svc.proc.wait(LIMIT) == 0, "\n".join(svc.lines[-20:])
     after = statuses(svc.db)
-    assert after == {"sent": in_flight, "queued": before["queued"]}, after
-    assert len(gateway.answered) == in_flight
+    assert after == {"sent": slots, "queued": before["queued"]}, after
+    assert len(gateway.answered) == slots
 
     svc.start()  # the rest, kept queued, goes out now
-    total = sum(after.values())
-    wait_until(lambda: statuses(svc.db) == {"sent": total}, "every message to be sent")
+    total = slots + before["queued"]
+    gateway.wait_for(lambda: len(gateway.answered) == total, "every message to be answered")
+    assert svc.stop() == 0  # a graceful stop records every answered send
+    assert statuses(svc.db) == {"sent": total}
     assert len(gateway.received) == len(set(gateway.received)) == total  # each once
 
 
@@ -356,21 +365,25 @@ def test_kill_9_with_sends_in_flight_resends_them_with_the_same_key(
     token = svc.token()
     svc.start()
     declare(svc, token)
-    # Every message of the declaration (fewer than the sending slots) held by the gateway.
-    wait_until(
-        lambda: statuses(svc.db) == {"sending": len(gateway.received)}, "the sends to be held"
-    )
+    gateway.wait_for(lambda: gateway.received, "the first message")
+    # The declaration's messages were queued together, and fewer than the sending slots: all
+    # of them are held once all have arrived.
+    total = count(svc.db, "SELECT COUNT(*) FROM notifications")
+    gateway.wait_for(lambda: len(gateway.received) == total, "every message to be held")
+    assert statuses(svc.db) == {"sending": total}
     cut = list(gateway.received)
     svc.kill()
     gateway.release.set()  # the gateway delivers them; nobody is there to hear it
 
+    first = len(svc.lines)
     svc.start()
-    with sqlite3.connect(svc.db) as conn:
-        total = conn.execute("SELECT COUNT(*) FROM notifications").fetchone()[0]
-    wait_until(lambda: statuses(svc.db) == {"sent": total}, "every message to be sent")
-    assert len(set(gateway.received)) == total  # every message, told apart by its key
+    svc.wait_for(
+        lambda: sum("sent notification" in line for line in svc.lines[first:]) == total,
+        "every message to be sent again and recorded",
+    )
+    assert svc.stop() == 0
+    assert statuses(svc.db) == {"sent": total}
     for key in cut:
         assert gateway.received.count(key) == 2  # sent again, with the same key
-    with sqlite3.connect(svc.db) as conn:
-        unknown = conn.execute("SELECT COUNT(*) FROM attempts WHERE outcome = 'unknown'")
-        assert unknown.fetchone()[0] == len(cut)
+    unknown = count(svc.db, "SELECT COUNT(*) FROM attempts WHERE outcome = 'unknown'")
+    assert unknown == total

@@ -51,6 +51,11 @@ class Engine:
         short and nothing is left ``sending``.  Only a part still busy after ``grace``
         seconds is cancelled.
         """
+        if self._tasks:
+            log.info(
+                "engine stopping: %d sends in flight finish and are recorded first",
+                len(self.dispatcher.in_flight),
+            )
         for part in (self.watchdog, self.scheduler, self.dispatcher):
             part.stop()
         if self._tasks:

@@ -50,18 +50,22 @@ def serve(cfg: Config, log_format: str = "text") -> int:
     Path(cfg.service.database).parent.mkdir(parents=True, exist_ok=True)
     with instance_lock(cfg.service.database):
         app = create_app(cfg)
-        log.info(
-            "responder serving on http://%s:%s (database %s, time zone %s)",
-            cfg.service.host,
-            cfg.service.port,
-            cfg.service.database,
-            cfg.service.timezone,
-        )
+
+        def serving(*_: object) -> None:
+            # aiohttp calls this once the port is bound: "serving" means connections succeed.
+            log.info(
+                "responder serving on http://%s:%s (database %s, time zone %s)",
+                cfg.service.host,
+                cfg.service.port,
+                cfg.service.database,
+                cfg.service.timezone,
+            )
+
         web.run_app(
             app,
             host=cfg.service.host,
             port=cfg.service.port,
-            print=None,
+            print=serving,
             shutdown_timeout=30.0,
             access_log=None,
         )
