@@ -81,7 +81,7 @@ def _write(request: web.Request, rid: str, status: int, elapsed: float) -> None:
         if status in (401, 403)
         else logging.INFO
     )
-    if not log.isEnabledFor(level):  # the common case under load: build nothing
+    if not log.isEnabledFor(level):  # a log kept at WARNING (the benchmarks): build nothing
         return
     user = request.get(IDENTITY)
     fields = {
