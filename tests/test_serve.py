@@ -15,7 +15,9 @@ message reaching the test's gateway — with a generous limit only so that a han
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -35,6 +37,8 @@ import pytest
 
 from responder.config import load as load_config
 from responder.secret import ack_token
+from responder.web.access import CURRENT, RequestIdFilter
+from responder.web.server import TextFormatter
 from tests.conftest import CONFIG_PATH
 from tests.sinks import free_port
 
@@ -258,7 +262,10 @@ def test_serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm(service: A
     refused = [x for x in access if x["status"] == 401 and x["path"] == "/api/v1/incidents"]
     assert refused and refused[0]["level"] == "warning" and refused[0]["user"] is None
     assert any(x["path"] == "/ack/…" and x["status"] == 200 for x in access)
-    assert any(incident["id"] in x["message"] for x in lines if x["logger"] != "responder.access")
+    # The request's other lines carry its id too: one id finds everything it did.
+    said = [x for x in lines if x["logger"] == "responder.ops" and incident["id"] in x["message"]]
+    assert [x.get("request_id") for x in said] == ["city-42"]
+    assert not any(x.get("request_id") for x in lines if x["logger"] == "responder.dispatcher")
     assert lines[-1]["message"] == "responder stopped"
     log = "\n".join(svc.lines)
     for secret in (token, PASSWORD, WRONG_PASSWORD, "secret+password", SERVER_SECRET, ack, nonce):
@@ -338,7 +345,7 @@ def test_sigterm_with_sends_in_flight_finishes_them_and_keeps_the_rest_queued(
     first = len(svc.lines)
     assert svc.proc is not None
     svc.proc.send_signal(signal.SIGTERM)
-    svc.wait_logged(f"engine stopping: {slots} sends in flight", first)
+    svc.wait_logged(f"engine stopping: waiting for {slots} sends in flight", first)
     assert svc.proc.poll() is None  # still finishing the sends it holds
     gateway.release.set()
     assert svc.proc.wait(LIMIT) == 0, "\n".join(svc.lines[-20:])
@@ -387,3 +394,27 @@ def test_kill_9_with_sends_in_flight_resends_them_with_the_same_key(
         assert gateway.received.count(key) == 2  # sent again, with the same key
     unknown = count(svc.db, "SELECT COUNT(*) FROM attempts WHERE outcome = 'unknown'")
     assert unknown == total
+
+
+def test_text_log_lines_carry_the_request_id_before_any_traceback() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger("responder.test-text-log")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        current = CURRENT.set("city-7")
+        try:
+            raise ValueError("the fault")
+        except ValueError:
+            logger.exception("unhandled error")
+        CURRENT.reset(current)
+        logger.warning("the engine's own line")
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue().splitlines()
+    assert out[0].endswith("ERROR responder.test-text-log: unhandled error [id=city-7]")
+    assert out[1] == "Traceback (most recent call last):"
+    assert out[-1].endswith("responder.test-text-log: the engine's own line")

@@ -53,7 +53,7 @@ class Engine:
         """
         if self._tasks:
             log.info(
-                "engine stopping: %d sends in flight finish and are recorded first",
+                "engine stopping: waiting for %d sends in flight to finish and be recorded",
                 len(self.dispatcher.in_flight),
             )
         for part in (self.watchdog, self.scheduler, self.dispatcher):

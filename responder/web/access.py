@@ -14,6 +14,7 @@ stands out; 5xx answers are errors (the exception itself is logged where it was 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import secrets
@@ -31,6 +32,9 @@ REQUEST_ID = request_key("request_id", str)
 HEADER = "X-Request-Id"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 CLIENT_CLOSED = 499  # the client went away before the answer (nginx's number for it)
+# The request being answered, for every line logged while answering it (ops' "incident
+# declared …"): see RequestIdFilter.
+CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
 def request_id(request: web.Request) -> str:
@@ -54,6 +58,7 @@ def logged_path(request: web.Request) -> str:
 @web.middleware
 async def access_log(request: web.Request, handler: Any) -> web.StreamResponse:
     rid = request_id(request)
+    current = CURRENT.set(rid)
     started = time.monotonic()
     status = 500
     try:
@@ -71,6 +76,17 @@ async def access_log(request: web.Request, handler: Any) -> web.StreamResponse:
         raise
     finally:
         _write(request, rid, status, time.monotonic() - started)
+        CURRENT.reset(current)
+
+
+class RequestIdFilter(logging.Filter):
+    """Gives every record the id of the request being answered when it was logged (None for
+    the engine's own work), so one id finds all the lines of one request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = None if hasattr(record, "fields") else CURRENT.get()
+        return True
 
 
 def _write(request: web.Request, rid: str, status: int, elapsed: float) -> None:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from responder.config import Config
 from responder.store.lock import instance_lock
+from responder.web.access import RequestIdFilter
 from responder.web.app import create_app
 
 
@@ -25,18 +26,31 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if getattr(record, "request_id", None):
+            entry["request_id"] = record.request_id  # type: ignore[attr-defined]
         entry.update(getattr(record, "fields", {}))  # the access log's, for querying
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message``, and ``[id=…]`` for a line logged while answering a
+    request (its access line carries the id already)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # before any traceback
+        line = super().formatMessage(record)
+        rid = getattr(record, "request_id", None)
+        return f"{line} [id={rid}]" if rid else line
+
+
 def configure_logging(fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
