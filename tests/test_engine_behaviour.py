@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
+from responder import auth
 from responder.ack import acknowledge
 from responder.clock import FakeClock
 from responder.config import Config
@@ -31,6 +32,7 @@ pytest_plugins = ["tests.engine_fixtures"]
 
 H = timedelta(hours=1)
 M = timedelta(minutes=1)
+D = timedelta(days=1)
 
 
 def declaration(clock: FakeClock, occurred_ago: timedelta, **extra: Any) -> DeclareIncident:
@@ -420,6 +422,55 @@ async def test_watchdog_tells_each_admin_once_per_half_hour_while_steps_are_late
     assert len(alerts) == 2
     queued = await db.fetchall("SELECT DISTINCT status, channels FROM notifications")
     assert {(r["status"], r["channels"]) for r in queued} >= {("queued", '["email", "sms"]')}
+
+
+async def test_the_admins_hear_once_a_week_ahead_that_a_token_ends(
+    db: Database, cfg: Config, clock: FakeClock
+) -> None:
+    """An integration's token given an end (token create --days) must be replaced before it
+    stops the integration: the running watchdog tells every administrator once, a week ahead;
+    not of a revoked token, nor of one made to last only a few days."""
+    cfg.alerts.admins = ["admin-liu", "chen-jing"]
+    now = clock.now()
+    await auth.add_user(db, "platform", "duty_officer", None, now, "test")
+    await auth.create_token(db, "platform", "city-platform", now, "t", now + 30 * D)
+    _, revoked = await auth.create_token(db, "platform", "old", now, "t", now + 25 * D)
+    await auth.revoke_token(db, revoked, now, "test")
+    await auth.create_token(db, "platform", "forever", now, "t")
+    watchdog = Watchdog(db, cfg, clock, SECRET)
+    woken: list[int] = []
+    task = asyncio.create_task(watchdog.run(lambda: woken.append(1)))
+
+    async def told() -> list[Any]:  # (nothing sends here, so the lag alerts come too: not these)
+        return await db.fetchall(
+            "SELECT person_id, context FROM notifications WHERE kind = 'watchdog'"
+            " AND context LIKE '%API 令牌%' ORDER BY id"
+        )
+
+    try:
+        while task not in clock._asleep_at:  # noqa: ASYNC110 - until the watchdog first sleeps
+            await asyncio.sleep(0.002)
+        clock.advance(23 * D - M)  # the month-long token ends in a week and a minute
+        await quiet(clock)
+        assert await told() == [] and woken == []
+        trial = clock.now() + 3 * D  # made to last three days: its maker knows
+        await auth.create_token(db, "platform", "trial", clock.now(), "t", trial)
+        clock.advance(2 * M)
+        await quiet(clock)
+        rows = await told()
+        assert [r["person_id"] for r in rows] == ["admin-liu", "chen-jing"] and woken == [1]
+        action = json.loads(rows[0]["context"])["action"]
+        end = (now + 30 * D).astimezone(cfg.tz).strftime("%Y-%m-%d %H:%M +08:00")
+        assert "city-platform" in action and f"将于 {end} 到期" in action
+        for _ in range(3):  # once only
+            clock.advance(D)
+            await quiet(clock)
+        assert len(await told()) == 2
+        audit = await db.fetchall("SELECT subject FROM audit_log WHERE action = 'token.end_warned'")
+        assert [r["subject"] for r in audit] == ["1"]
+    finally:
+        watchdog.stop()
+        await task
 
 
 async def test_running_watchdog_reports_a_stuck_scheduler_once_it_is_max_lag_late(

@@ -10,6 +10,8 @@ The running watchdog counts only work that was already due at its previous check
 scheduler and the dispatcher have had a whole check interval for it.  So a restart after
 downtime (everything overdue at once, fired within milliseconds) or a jump of the clock is not
 mistaken for a stuck service, while a stuck one is still reported once it is ``max_lag`` late.
+
+Each round also warns of API tokens that end within a week (:mod:`.token_ends`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import datetime, timedelta
 from responder.clock import Clock
 from responder.config import Config
 from responder.engine import outbox
+from responder.engine.token_ends import warn_token_ends
 from responder.store import Database, audit
 from responder.timeutil import format_duration, from_db, to_db
 
@@ -116,7 +119,8 @@ class Watchdog:
                 try:
                     before = self.last_alert
                     await self.check(due_before=previous)
-                    if self.last_alert is not None and self.last_alert != before:
+                    told = await warn_token_ends(self.db, self.cfg, self.secret, now)
+                    if told or (self.last_alert is not None and self.last_alert != before):
                         on_queued()
                 except Exception:
                     log.exception("watchdog check failed")
