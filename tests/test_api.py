@@ -1140,3 +1140,20 @@ async def test_a_path_cannot_forge_a_log_line(web: Web, caplog: pytest.LogCaptur
     assert resp.status == 404
     [line] = [r.getMessage() for r in caplog.records if r.name == "responder.access"]
     assert "\n" not in line and "%0A2026" in line
+
+
+async def test_a_token_put_in_the_address_is_not_logged(
+    web: Web, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that puts its token in the query string by mistake is refused (unknown
+    parameter), and the token does not reach the log with the path."""
+    caplog.set_level("INFO")
+    token = web.tokens["viewer"]
+    resp = await web.client.get(INCIDENTS, params={"access_token": token})
+    assert resp.status == 401
+    resp = await web.get(INCIDENTS, "viewer", params={"access_token": token})
+    assert resp.status == 422
+    # (The test server keeps aiohttp's own access log, which `responder serve` turns off.)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("responder")]
+    assert len([x for x in lines if "access_token=rsp_…" in x]) == 2
+    assert not any(token in x or token[4:20] in x for x in lines)

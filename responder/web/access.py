@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from responder.auth import TOKEN_PREFIX
 from responder.web.identity import IDENTITY
 from responder.web.keys import CFG, request_key
 from responder.web.security import client_address
@@ -31,6 +32,7 @@ log = logging.getLogger("responder.access")
 REQUEST_ID = request_key("request_id", str)
 HEADER = "X-Request-Id"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_API_TOKEN = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_%-]+")
 CLIENT_CLOSED = 499  # the client went away before the answer (nginx's number for it)
 # The request being answered, for every line logged while answering it (ops' "incident
 # declared …"): see RequestIdFilter.
@@ -49,10 +51,11 @@ def request_id(request: web.Request) -> str:
 
 def logged_path(request: web.Request) -> str:
     """The path as it may be written down: as sent, still percent-encoded (decoded, a ``%0A``
-    would start a forged log line); an acknowledgement token is a secret."""
+    would start a forged log line); an acknowledgement token is a secret, and so is an API
+    token a client put in the address by mistake (``?token=rsp_…``)."""
     if request.path.startswith("/ack/"):
         return "/ack/…"
-    return request.rel_url.raw_path_qs
+    return _API_TOKEN.sub(TOKEN_PREFIX + "…", request.rel_url.raw_path_qs)
 
 
 @web.middleware
