@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from responder.config import Config
+from responder.engine.failures import explain
 from responder.errors import NotFound
 from responder.models import CATEGORIES
 from responder.policy.rules import LEVEL_NAMES, LEVEL_NAMES_EN
@@ -138,6 +139,12 @@ async def incidents(
     }
 
 
+def _explained(field: str, error: str | None) -> dict[str, str | None]:
+    """The error in words for people, beside the technical text (see engine.failures)."""
+    zh, en = explain(error)
+    return {f"{field}_message": zh, f"{field}_message_en": en}
+
+
 async def notifications(db: Database, cfg: Config, incident_id: str) -> list[dict[str, Any]]:
     await incident(db, cfg, incident_id)  # 404 for an unknown incident
     rows = await db.fetchall(
@@ -160,6 +167,7 @@ async def notifications(db: Database, cfg: Config, incident_id: str) -> list[dic
                     "finished_at": _t(a["finished_at"], cfg),
                     "outcome": a["outcome"],
                     "error": a["error"],
+                    **_explained("error", a["error"]),
                 }
             )
     out = []
@@ -181,6 +189,7 @@ async def notifications(db: Database, cfg: Config, incident_id: str) -> list[dic
                 "sent_at": _t(r["sent_at"], cfg),
                 "acknowledged_at": _t(r["acked_at"], cfg),
                 "last_error": r["last_error"],
+                **_explained("last_error", r["last_error"]),
                 "attempts": attempts[r["id"]],
             }
         )

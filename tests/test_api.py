@@ -637,6 +637,7 @@ async def test_notifications_are_sent_and_contacts_masked(web: Web) -> None:
     assert wang["person_name"] == "王芳"
     assert wang["status"] == "sent" and wang["sent_channel"] == "sms"
     assert wang["attempts"][0]["outcome"] == "sent"
+    assert wang["attempts"][0]["error_message"] is None and wang["last_error_message"] is None
     assert wang["sent_at"].endswith(ZONE)
     await refused(await web.get(f"{INCIDENTS}/INC-NOPE/notifications"), 404)
 

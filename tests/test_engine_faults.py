@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from responder import queries
 from responder.clock import FakeClock
 from responder.config import Config
 from responder.engine.runner import Engine
@@ -172,6 +173,13 @@ async def test_every_channel_failing_tells_the_admins(
         "SELECT data FROM audit_log WHERE action = 'notification.failed' ORDER BY seq"
     )
     assert [json.loads(a["data"])["notification"] for a in failed] == [nid]
+    # What the API shows: the gateway's and the mail server's own words, and beside them what
+    # they mean for a duty officer, Chinese first.
+    [shown] = [n for n in await queries.notifications(db, engine.cfg, incident_id)
+               if n["id"] == nid]  # fmt: skip
+    assert shown["last_error"] and shown["last_error_message"].startswith("网关未接受或无法连接")
+    assert shown["last_error_message_en"].startswith("the gateway refused the message")
+    assert all(a["error_message"] == shown["last_error_message"] for a in shown["attempts"])
 
 
 async def test_a_failing_watchdog_message_does_not_spawn_more(

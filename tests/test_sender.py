@@ -18,6 +18,7 @@ import pytest
 
 from responder.clock import FakeClock
 from responder.config import Config
+from responder.engine.failures import SENDER_DIED, explain
 from responder.engine.foreground import Foreground
 from responder.engine.runner import Engine
 from responder.store import Database
@@ -58,7 +59,8 @@ async def test_a_child_that_dies_mid_send_is_a_failed_try_and_the_message_is_ret
     assert (row["status"], row["attempt"]) == ("queued", 1)  # a failed try, queued again
     [attempt] = await attempts(db, nid)
     assert attempt["outcome"] == "error"
-    assert attempt["error"] == "the sending process stopped during this send"
+    assert attempt["error"] == SENDER_DIED
+    assert explain(attempt["error"])[0] == "发送进程意外中断,已按设定重试"
 
     row = await drive(engine, nid)  # the retry starts a new child, which sends it
     assert (row["status"], row["sent_channel"]) == ("sent", "sms")
@@ -139,3 +141,18 @@ async def test_foreground_never_holds_the_dispatcher_longer_than_max_wait() -> N
         async with asyncio.timeout(5):
             await fg.idle(max_wait=0.01)
         assert fg.serving == 1
+
+
+def test_every_recorded_error_has_words_for_people() -> None:
+    """Each error the service writes itself, and apprise's for the rest, is explained in
+    Chinese first; no error, no explanation."""
+    from responder.engine import failures
+
+    ours = [failures.INTERRUPTED, failures.SENDER_DIED, failures.SENDER_STOPPED,
+            failures.URL_NOT_UNDERSTOOD, failures.NOT_BUILT + "KeyError: 'phone'",
+            "Sending JSON to 127.0.0.1 failed: HTTP 500 Internal Server Error"]  # fmt: skip
+    explained = [failures.explain(e) for e in ours]
+    assert len({zh for zh, _ in explained}) == len(ours)  # each its own words
+    for zh, en in explained:
+        assert zh and en and zh[0] > "\u2e80" and en.isascii()  # Chinese first; English too
+    assert failures.explain(None) == failures.explain("") == (None, None)

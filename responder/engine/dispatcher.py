@@ -37,6 +37,7 @@ from typing import Any
 from responder.clock import Clock
 from responder.config import Config
 from responder.engine import context, outbox
+from responder.engine.failures import INTERRUPTED, NOT_BUILT
 from responder.engine.foreground import Foreground
 from responder.engine.messages import channel_kind, render
 from responder.engine.metrics import Metrics
@@ -93,10 +94,9 @@ class Dispatcher:
 
         def requeue(tx: sqlite3.Connection) -> int:
             tx.execute(
-                "UPDATE attempts SET outcome = 'unknown', finished_at = ?,"
-                " error = 'interrupted: the service stopped during this send'"
+                "UPDATE attempts SET outcome = 'unknown', finished_at = ?, error = ?"
                 " WHERE outcome = 'started'",
-                (to_db(now),),
+                (to_db(now), INTERRUPTED),
             )
             # The interrupted try counts: a message that crashes the process every time
             # moves on to the next channel (and finally fails) instead of looping forever.
@@ -186,7 +186,7 @@ class Dispatcher:
         try:
             url, title, body = await self._message(n, channel, facts)
         except Exception as e:  # the message cannot even be built: count it as a failed try
-            outcome = Outcome(False, f"{type(e).__name__}: {e}")
+            outcome = Outcome(False, f"{NOT_BUILT}{type(e).__name__}: {e}")
         else:
             # Shielded: a shutdown waits for the send instead of forgetting it in flight.
             outcome = await asyncio.shield(

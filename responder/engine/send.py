@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import apprise
 
+from responder.engine.failures import URL_NOT_UNDERSTOOD
+
 # apprise's log records are captured per call into AppriseResult (which needs them created at
 # WARNING); they are kept from our log handlers, which get the scrubbed error instead.
 _apprise_log = logging.getLogger("apprise")
@@ -84,9 +86,7 @@ def send(url: str, title: str, body: str, channel_kind: str) -> Outcome:
     try:
         ap = apprise.Apprise(asset=ASSET)
         if not ap.add(url):
-            return Outcome(
-                False, "channel URL not understood by apprise", time.monotonic() - started
-            )
+            return Outcome(False, URL_NOT_UNDERSTOOD, time.monotonic() - started)
         result = ap.notify(
             body=body,
             title=title,

@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
+from responder.engine.failures import SENDER_DIED, SENDER_STOPPED
 from responder.engine.send import Outcome, send
 
 log = logging.getLogger("responder.dispatcher")
@@ -133,7 +134,7 @@ class Sender:
             self._conn = None
         if self._pending:
             log.error("the sending process stopped with %d sends in flight", len(self._pending))
-        self._fail_pending("the sending process stopped during this send")
+        self._fail_pending(SENDER_DIED)
         if self._process is not None:
             self._process.join(timeout=0)
             self._process = None
@@ -152,7 +153,7 @@ class Sender:
             await asyncio.to_thread(process.join, grace)
         conn.close()
         self._conn = self._process = None
-        self._fail_pending("the sending process was stopped")
+        self._fail_pending(SENDER_STOPPED)
 
     def _fail_pending(self, error: str) -> None:
         """End every send still waiting for a reply as a failed try (the dispatcher retries)."""

@@ -123,7 +123,9 @@ class Attempt(_Out):
     started_at: str | None
     finished_at: str | None
     outcome: str
-    error: str | None
+    error: str | None = Field(description="what the channel or the service reported (technical)")
+    error_message: str | None = Field(description="what it means, in Chinese (中文)")
+    error_message_en: str | None
 
 
 class Notification(_Out):
@@ -141,6 +143,8 @@ class Notification(_Out):
     sent_at: str | None
     acknowledged_at: str | None
     last_error: str | None
+    last_error_message: str | None = Field(description="what it means, in Chinese (中文)")
+    last_error_message_en: str | None
     attempts: list[Attempt]
 
 
