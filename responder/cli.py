@@ -222,16 +222,24 @@ async def _user(
     if args.user_cmd in ("disable", "enable"):
         disabled = args.user_cmd == "disable"
         await auth.set_disabled(db, args.username, disabled, clock.now(), "cli")
-        state = "disabled: its tokens and logins no longer work" if disabled else "enabled"
-        print(f"OK: user {args.username} {state}")
+        if disabled:
+            print(
+                f"OK: 已停用用户 {args.username},其令牌和登录立即失效"
+                f" / user {args.username} disabled: its tokens and logins no longer work"
+            )
+        else:
+            print(f"OK: 已启用用户 {args.username} / user {args.username} enabled")
         return 0
     if args.user_cmd == "password":
         await auth.set_password(db, args.username, _password(), clock.now(), "cli")
-        print(f"OK: password of {args.username} set; their page sessions were signed out")
+        print(
+            f"OK: 已为 {args.username} 设置新密码,其已登录的页面会话已退出"
+            f" / password of {args.username} set; their page sessions were signed out"
+        )
         return 0
     password = None if args.no_password else _password()
     await auth.add_user(db, args.username, args.role, password, clock.now(), "cli")
-    print(f"OK: user {args.username} ({args.role}) added")
+    print(f"OK: 已添加用户 {args.username}({args.role}) / user {args.username} ({args.role}) added")
     return 0
 
 
@@ -287,7 +295,7 @@ async def _token(
                rows)  # fmt: skip
         return 0
     await auth.revoke_token(db, args.token_id, clock.now(), "cli")
-    print(f"OK: token {args.token_id} revoked")
+    print(f"OK: 已吊销令牌 {args.token_id} / token {args.token_id} revoked")
     return 0
 
 
