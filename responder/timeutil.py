@@ -15,6 +15,9 @@ from responder.errors import BadInput
 _DURATION = re.compile(r"^\s*(-)?\s*((?:\d+\s*[dhms]\s*)+)$")
 _PART = re.compile(r"(\d+)\s*([dhms])")
 _UNIT = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+# "…T03:00:00 08:00": in a URL's query an unencoded "+" is read as a space, so the offset's
+# sign is gone.  Not guessed back: the writer is told how to send it.
+_PLUS_LOST = re.compile(r"\d{2}:\d{2}(:\d{2}(\.\d+)?)? \d{2}:?\d{2}$")
 
 
 # Times outside these bounds are refused: near datetime's limits a UTC conversion, a deadline
@@ -44,6 +47,14 @@ def parse_time(value: str | datetime, field: str = "time") -> datetime:
         try:
             dt = datetime.fromisoformat(text)
         except ValueError:
+            if _PLUS_LOST.search(text):
+                raise BadInput(
+                    "bad_time",
+                    f"{field}:时间“{value}”的偏移量前缺少“+”(网址中的“+”会被读作空格),"
+                    "请写作 %2B,例如 2026-11-26T08:00:00%2B08:00",
+                    f"{field}: the '+' before the offset in '{value}' was lost (in a URL a '+'"
+                    " reads as a space); write it as %2B, e.g. 2026-11-26T08:00:00%2B08:00",
+                ) from None
             raise BadInput(
                 "bad_time",
                 f"{field}:无法识别的时间“{value}”,请使用 RFC 3339 格式,例如 2026-11-26T08:00:00+08:00",

@@ -743,6 +743,14 @@ async def test_plan(web: Web) -> None:
         ({"level": "II", "occurred_at": web.at(hours=1)}, "time_in_future"),
     ):
         await refused(await web.get("/api/v1/plan", params=bad), 422, code)
+    # curl "…?occurred_at=2026-11-26T08:00:00+08:00": the query reads "+" as a space.  The
+    # answer says so, instead of asking for the RFC 3339 time that was in fact sent.
+    lost = await refused(
+        await web.get("/api/v1/plan?level=II&occurred_at=2026-11-26T08:00:00+08:00"),
+        422,
+        "bad_time",
+    )
+    assert "%2B" in lost["message"] and "%2B" in lost["message_en"], lost
 
 
 # -- bad input -------------------------------------------------------------------------------

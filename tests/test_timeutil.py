@@ -29,6 +29,7 @@ def test_parse_time_keeps_the_instant_and_refuses_what_it_cannot_place() -> None
     for text, code in (
         ("2026-11-26T13:00:00", "naive_time"),
         ("yesterday", "bad_time"),
+        ("2026-11-26T13:00:00 08:00", "bad_time"),  # the "+" lost in a URL: told so
         ("0001-01-01T00:00:00+14:00", "time_out_of_range"),
         ("3000-01-01T00:00:00Z", "time_out_of_range"),
     ):
