@@ -771,6 +771,13 @@ async def test_malformed_json_is_400_and_changes_nothing(web: Web, dump_tables: 
             headers={"Content-Type": "application/json"},
         )
         await refused(resp, 422, "invalid")
+    # A declaration in GBK, as older systems send it: told to send UTF-8, not "not JSON".
+    gbk = json.dumps(web.declaration(), ensure_ascii=False).encode("gbk")
+    resp = await web.call(
+        "POST", INCIDENTS, data=gbk, headers={"Content-Type": "application/json; charset=GBK"}
+    )
+    told = await refused(resp, 400, "bad_json")
+    assert "UTF-8" in told["message"] and "GBK" in told["message_en"]
     assert await dump_tables(web.db) == before
 
 

@@ -75,6 +75,12 @@ async def body(request: web.Request) -> Any:
     raw = await request.read()  # bounded by client_max_size → 413
     try:
         data = json.loads(raw)
+    except UnicodeDecodeError:  # often GBK from an older system; JSON between systems is UTF-8
+        raise BadRequest(
+            "bad_json",
+            "请求内容不是 UTF-8 编码(可能是 GBK 等),请以 UTF-8 编码发送 JSON",
+            "the body is not UTF-8 (GBK or another encoding?); send the JSON in UTF-8",
+        ) from None
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; [[[[… nests
         raise BadRequest(
             "bad_json", "请求内容不是有效的 JSON", "the body is not valid JSON"
