@@ -9,7 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from responder.timeutil import OUT_OF_RANGE_EN, OUT_OF_RANGE_ZH, in_range, utc
 
@@ -48,7 +55,30 @@ def _aware(v: datetime) -> datetime:
     return t
 
 
-AwareTime = Annotated[datetime, AfterValidator(_aware)]
+NOT_RFC_3339 = (
+    "须为带时区偏移量的 RFC 3339 时间,例如 2026-11-26T08:00:00+08:00"
+    " / must be an RFC 3339 time with an offset, e.g. 2026-11-26T08:00:00+08:00"
+)
+
+
+def _rfc3339(v: object) -> object:
+    """Only RFC 3339 text (or a datetime from our own code).  pydantic alone would also take
+    a number, or digits in a string, as seconds or milliseconds since 1970 — a guess: 4
+    would be a time in 1970, and a roster system's milliseconds a time found by heuristics."""
+    if isinstance(v, datetime):
+        return v
+    if not isinstance(v, str):
+        raise ValueError(NOT_RFC_3339)
+    text = v.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(NOT_RFC_3339) from None
+
+
+AwareTime = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_aware)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]

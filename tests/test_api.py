@@ -811,14 +811,54 @@ async def test_unknown_field_is_422_and_nothing_written(web: Web, dump_tables: A
         {
             "field": "severity",
             "problem": "Extra inputs are not permitted",
+            "problem_zh": "不认识此字段(请检查拼写)",
             "type": "extra_forbidden",
         }
     ]
-    # The input is not echoed back.
+    assert data["message"] == "提交的内容有误——severity:不认识此字段(请检查拼写)"
+    # The input is not echoed back, neither in the detail nor in the messages.
     secret_value = "s3cr3t-value-not-to-echo"
     data = await refused(await web.post(INCIDENTS, web.declaration(x=secret_value)), 422)
     assert secret_value not in json.dumps(data)
+    data = await refused(await web.post(INCIDENTS, web.declaration(level=secret_value)), 422)
+    assert secret_value not in json.dumps(data)
     assert await dump_tables(web.db) == before
+
+
+async def test_a_refused_body_names_each_field_and_says_why(web: Web) -> None:
+    """The message a duty officer sees names the fields and the problem in Chinese first."""
+    data = await refused(
+        await web.post(
+            INCIDENTS,
+            web.declaration(title="", level="2", category="fire", drill="maybe", co_units="x"),
+        ),
+        422,
+        "invalid",
+    )
+    zh = {d["field"]: d["problem_zh"] for d in data["detail"]}
+    assert zh == {
+        "title": "不能为空",
+        "category": "取值须为 'natural_disaster'、'accident'、'public_health' 或 'social_security'",
+        "level": "取值须为 'I'、'II'、'III' 或 'IV'",
+        "drill": "须为 true 或 false",
+        "co_units": "须为列表(JSON 数组)",
+    }
+    assert data["message"].startswith("提交的内容有误——title:不能为空;category:")
+    assert "level: Input should be 'I', 'II', 'III' or 'IV'" in data["message_en"]
+    six = {"title": 1, "category": 2, "level": 3, "occurred_at": 4, "lead_unit": 5, "x": 6}
+    too_many = await refused(await web.post(INCIDENTS, six), 422, "invalid")
+    assert len(too_many["detail"]) == 6 and too_many["message"].endswith(";另有 1 处")
+    assert too_many["message_en"].endswith("; and 1 more")
+    long = await refused(await web.post(INCIDENTS, web.declaration(title="长" * 201)), 422)
+    assert long["detail"][0]["problem_zh"] == "太长(最多 200 个字符)"
+    naive = await refused(
+        await web.post(INCIDENTS, web.declaration(occurred_at="2026-11-26T08:00:00")), 422
+    )
+    assert naive["message"] == "提交的内容有误——occurred_at:时间缺少时区偏移量,例如 +08:00"
+    assert (
+        naive["message_en"]
+        == "some fields are not valid — occurred_at: the time has no offset, e.g. +08:00"
+    )
 
 
 async def test_naive_time_is_422_with_a_clear_message(web: Web, dump_tables: Any) -> None:

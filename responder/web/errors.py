@@ -48,12 +48,91 @@ def json_error(status: int, code: str, zh: str, en: str, detail: Any = None) -> 
     )
 
 
+_TIME = "须为带时区偏移量的 RFC 3339 时间,例如 2026-11-26T08:00:00+08:00"
+# pydantic's error types, in Chinese; ``{…}`` are filled from the error's context (its limits,
+# the values allowed), never from what the client sent.
+_PROBLEM_ZH = {
+    "missing": "缺少此项",
+    "extra_forbidden": "不认识此字段(请检查拼写)",
+    "string_too_long": "太长(最多 {max_length} 个字符)",
+    "string_too_short": "太短(至少 {min_length} 个字符)",
+    "too_long": "太多(最多 {max_length} 项)",
+    "too_short": "太少(至少 {min_length} 项)",
+    "literal_error": "取值须为 {expected}",
+    "enum": "取值须为 {expected}",
+    "string_type": "须为文字",
+    "bool_type": "须为 true 或 false",
+    "bool_parsing": "须为 true 或 false",
+    "int_type": "须为整数",
+    "int_parsing": "须为整数",
+    "int_from_float": "须为整数",
+    "greater_than_equal": "须不小于 {ge}",
+    "less_than_equal": "须不大于 {le}",
+    "greater_than": "须大于 {gt}",
+    "less_than": "须小于 {lt}",
+    "list_type": "须为列表(JSON 数组)",
+    "dict_type": "须为 JSON 对象",
+    "model_type": "须为 JSON 对象",
+    "model_attributes_type": "须为 JSON 对象",
+    "datetime_type": _TIME,
+    "datetime_parsing": _TIME,
+    "datetime_from_date_parsing": _TIME,
+    "string_pattern_mismatch": "格式不对",
+}
+
+
+def _problem_zh(err: Any) -> str:
+    kind = err["type"]
+    if kind == "value_error":  # our own validators write "中文 / English"
+        text = str(err.get("ctx", {}).get("error", "")) or err["msg"]
+        return text.split(" / ", 1)[0]
+    if kind == "string_too_short" and err.get("ctx", {}).get("min_length") == 1:
+        return "不能为空"
+    template = _PROBLEM_ZH.get(kind)
+    if template is None:
+        return "不符合要求"
+    ctx = {
+        k: str(v).replace(" or ", " 或 ").replace(", ", "、") for k, v in err.get("ctx", {}).items()
+    }
+    try:
+        return template.format(**ctx)
+    except (KeyError, IndexError):
+        return template.split("(")[0].split("{")[0] or "不符合要求"
+
+
 def validation_detail(e: ValidationError) -> list[dict[str, Any]]:
-    """Per-field errors, without echoing the input back."""
+    """Per-field errors, without echoing the input back: ``problem`` (pydantic's English),
+    ``problem_zh`` (the same in Chinese) and ``type`` (for programs)."""
     return [
-        {"field": ".".join(str(p) for p in err["loc"]), "problem": err["msg"], "type": err["type"]}
-        for err in e.errors(include_url=False, include_input=False, include_context=False)
+        {
+            "field": ".".join(str(p) for p in err["loc"]),
+            "problem": err["msg"],
+            "problem_zh": _problem_zh(err),
+            "type": err["type"],
+        }
+        for err in e.errors(include_url=False, include_input=False)
     ]
+
+
+MAX_FIELDS_NAMED = 5
+
+
+def _problem_en(d: dict[str, Any]) -> str:
+    if d["type"] == "value_error" and " / " in d["problem"]:  # "Value error, 中文 / English"
+        return d["problem"].split(" / ", 1)[1]
+    return str(d["problem"])
+
+
+def validation_message(detail: list[dict[str, Any]]) -> tuple[str, str]:
+    """The answer's message: which fields are wrong and why, Chinese and English."""
+    shown = detail[:MAX_FIELDS_NAMED]
+    more = len(detail) - len(shown)
+    zh = ";".join(f"{d['field'] or '请求内容'}:{d['problem_zh']}" for d in shown)
+    en = "; ".join(f"{d['field'] or 'the body'}: {_problem_en(d)}" for d in shown)
+    if more:
+        zh += f";另有 {more} 处"
+        en += f"; and {more} more"
+    return f"提交的内容有误——{zh}", f"some fields are not valid — {en}"
 
 
 def _page(status: int, zh: str, en: str) -> web.Response:
@@ -72,9 +151,10 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
             return json_error(e.status, e.code, e.zh, e.en, e.detail)
         return _page(e.status, e.zh, e.en)
     except ValidationError as e:
-        zh, en = "提交的内容有误,请检查各字段", "some fields are not valid"
+        detail = validation_detail(e)
+        zh, en = validation_message(detail)
         if api:
-            return json_error(422, "invalid", zh, en, validation_detail(e))
+            return json_error(422, "invalid", zh, en, detail)
         return _page(422, zh, en)
     except web.HTTPException as e:
         if e.status < 400:
