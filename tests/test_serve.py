@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -394,6 +395,25 @@ def test_kill_9_with_sends_in_flight_resends_them_with_the_same_key(
         assert gateway.received.count(key) == 2  # sent again, with the same key
     unknown = count(svc.db, "SELECT COUNT(*) FROM attempts WHERE outcome = 'unknown'")
     assert unknown == total
+
+
+def test_a_port_in_use_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
+    """Another program on the port: the administrator reads which address and what to do, not
+    a traceback."""
+    svc = Service(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", svc.port))
+        taken.listen()
+        ran = responder(
+            "serve", "--host", "127.0.0.1", "--port", str(svc.port), env=svc.env, cwd=tmp_path
+        )
+    assert ran.returncode == 1
+    assert "Traceback" not in ran.stderr
+    last = ran.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"responder: 无法在 127.0.0.1:{svc.port} 上提供服务:该地址已被其他程序占用。"
+        "请用 --host / --port 换一个,或停止占用它的程序"
+    )
 
 
 def test_text_log_lines_carry_the_request_id_before_any_traceback() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from responder.config import Config
+from responder.errors import ResponderError
 from responder.store.lock import instance_lock
 from responder.web.access import RequestIdFilter
 from responder.web.app import create_app
@@ -75,13 +77,40 @@ def serve(cfg: Config, log_format: str = "text") -> int:
                 cfg.service.timezone,
             )
 
-        web.run_app(
-            app,
-            host=cfg.service.host,
-            port=cfg.service.port,
-            print=serving,
-            shutdown_timeout=30.0,
-            access_log=None,
-        )
+        try:
+            web.run_app(
+                app,
+                host=cfg.service.host,
+                port=cfg.service.port,
+                print=serving,
+                shutdown_timeout=30.0,
+                access_log=None,
+            )
+        except OSError as e:
+            if e.errno not in _CANNOT_LISTEN:
+                raise
+            raise _cannot_listen(cfg, e) from None
     log.info("responder stopped")
     return 0
+
+
+_CANNOT_LISTEN = {
+    errno.EADDRINUSE: ("已被其他程序占用", "is already in use"),
+    errno.EACCES: (
+        "无权使用(1024 以下的端口需要特权)",
+        "is not allowed (ports below 1024 need privileges)",
+    ),
+    errno.EADDRNOTAVAIL: ("不属于本机", "is not an address of this machine"),
+}
+
+
+def _cannot_listen(cfg: Config, e: OSError) -> ResponderError:
+    """The port could not be bound: one line saying which and what to do, not a traceback."""
+    where = f"{cfg.service.host}:{cfg.service.port}"
+    zh, en = _CANNOT_LISTEN[e.errno]  # type: ignore[index]
+    return ResponderError(
+        "cannot_listen",
+        f"无法在 {where} 上提供服务:该地址{zh}。请用 --host / --port 换一个,或停止占用它的程序",
+        f"cannot serve on {where}: the address {en}; choose another with --host / --port,"
+        " or stop the program using it",
+    )
