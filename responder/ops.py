@@ -109,11 +109,13 @@ class Ops:
 
     def _unit(self, unit_id: str, field: str) -> None:
         if self.cfg.unit(unit_id) is None:
-            known = "、".join(u.id for u in self.cfg.units)
+            # The names too: at night a duty officer knows the unit by its name, not its id.
+            zh = "、".join(f"{u.id}({u.name})" for u in self.cfg.units)
+            en = ", ".join(f"{u.id} ({u.name_en or u.name})" for u in self.cfg.units)
             raise BadInput(
                 "unknown_unit",
-                f"{field}:未知单位“{unit_id}”(可选:{known})",
-                f"{field}: unknown unit '{unit_id}' (known: {known})",
+                f"{field}:未知单位“{unit_id}”(可选:{zh})",
+                f"{field}: unknown unit '{unit_id}' (known: {en})",
             )
 
     def rule_set_for(self, occurred_at: datetime) -> RuleSet | None:

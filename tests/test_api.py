@@ -886,6 +886,9 @@ async def test_business_checks_are_422(web: Web, dump_tables: Any) -> None:
         await web.post(INCIDENTS, web.declaration(lead_unit="nowhere")), 422, "unknown_unit"
     )
     assert "nowhere" in data["message_en"] and "emergency" in data["message_en"]
+    # The units a duty officer may mean, by name as well as id; English without Chinese commas.
+    assert "emergency(区应急管理局)" in data["message"], data["message"]
+    assert "、" not in data["message_en"] and ", " in data["message_en"]
     await refused(
         await web.post(INCIDENTS, web.declaration(co_units=["emergency", "ghost"])),
         422,
