@@ -1,0 +1,126 @@
+"""The Docker image's install: ``pip install .`` from exactly what the Dockerfile copies.
+
+Every other test runs from the checkout (an editable install), where files beside the modules
+are simply there.  The image installs the built package, so a file the wheel leaves out — a
+migration, the pages' stylesheet — passes the whole suite and breaks the image at startup
+(it did: ``responder/web/static`` was missing and ``serve`` stopped with a ValueError).  So the
+wheel is built here from a copy made as the Dockerfile makes it, installed into a directory of
+its own, and served: the pages and their stylesheet must answer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.sinks import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT = 120.0  # seconds: only a hung build or service takes this long
+
+
+def _docker_copies() -> list[str]:
+    """The sources of the Dockerfile's COPY lines (``COPY a b ./`` → a, b)."""
+    out: list[str] = []
+    for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"]:
+            out += [w for w in words[1:-1] if not w.startswith("--")]
+    return out
+
+
+def _copy_as_docker_does(dest: Path) -> None:
+    for name in _docker_copies():
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+
+
+def _run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=LIMIT, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``/app`` as the image has it: the copied files, with the package installed (not
+    editable) into ``site/`` by the wheel built from them."""
+    app = tmp_path_factory.mktemp("app")
+    _copy_as_docker_does(app)
+    # No build isolation: the test extras bring setuptools, so nothing is downloaded.
+    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(app / "dist"), ".", cwd=app)  # fmt: skip
+    [wheel] = (app / "dist").glob("*.whl")
+    _run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+         "--target", str(app / "site"), str(wheel), cwd=app)  # fmt: skip
+    return app
+
+
+def test_every_file_beside_the_modules_is_in_the_wheel(image: Path) -> None:
+    [wheel] = (image / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        packed = set(z.namelist())
+    source = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "responder").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert source - packed == set()
+
+
+def test_the_installed_package_serves_its_pages(image: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(image / "site"),  # before the checkout's editable install
+        "RESPONDER_DB": str(image / "var" / "responder.sqlite3"),
+        "RESPONDER_SECRET": "packaging-test-secret-0123456789",
+        "RESPONDER_PUBLIC_URL": base,
+        "RESPONDER_DEV_INBOX": f"127.0.0.1:{port}",
+    }
+    env.pop("RESPONDER_CONFIG", None)
+    # The image's command (Dockerfile CMD: the installed console script), on a free port.  The
+    # script, unlike ``python -m``, does not import the copied sources in the working directory.
+    script = image / "site" / "bin" / "responder"
+    proc = subprocess.Popen(
+        [str(script), "--config", "config/responder.toml", "serve",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=image, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    hang = threading.Timer(LIMIT, proc.kill)  # only a hung service is stopped this way
+    hang.start()
+    try:
+        assert proc.stderr is not None
+        said = []
+        for line in proc.stderr:  # until the port is bound, or the service has died
+            said.append(line)
+            if "responder serving on" in line:
+                break
+        assert "responder serving on" in said[-1], "".join(said)
+        with urllib.request.urlopen(f"{base}/static/style.css", timeout=LIMIT) as r:
+            assert r.status == 200 and r.read()
+        with urllib.request.urlopen(f"{base}/login", timeout=LIMIT) as r:
+            page = r.read().decode()
+        assert r.status == 200 and "/static/style.css" in page and "<form" in page
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(LIMIT) == 0
+    finally:
+        hang.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
