@@ -5,11 +5,13 @@ are simply there.  The image installs the built package, so a file the wheel lea
 migration, the pages' stylesheet — passes the whole suite and breaks the image at startup
 (it did: ``responder/web/static`` was missing and ``serve`` stopped with a ValueError).  So the
 wheel is built here from a copy made as the Dockerfile makes it, installed into a directory of
-its own, and served: the pages and their stylesheet must answer.
+its own, and run as the image runs it: the pages and their stylesheet answer, a declaration
+is made and its first alert is sent.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,6 +20,7 @@ import sys
 import threading
 import urllib.request
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -82,41 +85,72 @@ def test_every_file_beside_the_modules_is_in_the_wheel(image: Path) -> None:
     assert source - packed == set()
 
 
-def test_the_installed_package_serves_its_pages(image: Path) -> None:
+def test_the_installed_package_serves_declares_and_sends(image: Path) -> None:
+    """The README's first steps in the image's layout: a user and a token by the installed
+    command, the service by the image's command, its pages and stylesheet, a declaration by
+    the API, and an alert sent by the sending process (a child started from the installed
+    package) to the development inbox."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
-        "PYTHONPATH": str(image / "site"),  # before the checkout's editable install
+        "PYTHONPATH": str(image / "site"),  # the installed copy, before the checkout's
         "RESPONDER_DB": str(image / "var" / "responder.sqlite3"),
         "RESPONDER_SECRET": "packaging-test-secret-0123456789",
         "RESPONDER_PUBLIC_URL": base,
         "RESPONDER_DEV_INBOX": f"127.0.0.1:{port}",
     }
     env.pop("RESPONDER_CONFIG", None)
-    # The image's command (Dockerfile CMD: the installed console script), on a free port.  The
-    # script, unlike ``python -m``, does not import the copied sources in the working directory.
-    script = image / "site" / "bin" / "responder"
+    # The installed console script (the Dockerfile's CMD runs it), from the image's working
+    # directory.  Unlike ``python -m`` it does not import the copied sources found there.
+    script = str(image / "site" / "bin" / "responder")
+    config = ("--config", "config/responder.toml")
+    _run(script, *config, "user", "add", "chen", "--role", "duty_officer", "--no-password",
+         cwd=image, env=env)  # fmt: skip
+    token = _run(script, *config, "token", "create", "chen", cwd=image, env=env).strip()
+
     proc = subprocess.Popen(
-        [str(script), "--config", "config/responder.toml", "serve",
-         "--host", "127.0.0.1", "--port", str(port)],
+        [script, *config, "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=image, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     hang = threading.Timer(LIMIT, proc.kill)  # only a hung service is stopped this way
     hang.start()
     try:
         assert proc.stderr is not None
-        said = []
-        for line in proc.stderr:  # until the port is bound, or the service has died
-            said.append(line)
-            if "responder serving on" in line:
-                break
-        assert "responder serving on" in said[-1], "".join(said)
+        said: list[str] = []
+
+        def wait_said(text: str) -> None:
+            """Read the log as it comes until ``text``, or until the service has died."""
+            for line in proc.stderr:  # type: ignore[union-attr]
+                said.append(line)
+                if text in line:
+                    return
+            raise AssertionError(f"never logged {text!r}:\n" + "".join(said))
+
+        wait_said("responder serving on")
         with urllib.request.urlopen(f"{base}/static/style.css", timeout=LIMIT) as r:
             assert r.status == 200 and r.read()
         with urllib.request.urlopen(f"{base}/login", timeout=LIMIT) as r:
             page = r.read().decode()
         assert r.status == 200 and "/static/style.css" in page and "<form" in page
+
+        body = {
+            "title": "化工园区储罐爆炸",
+            "category": "accident",
+            "level": "II",
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "lead_unit": "emergency",
+        }
+        req = urllib.request.Request(
+            f"{base}/api/v1/incidents",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=LIMIT) as r:
+            declared = json.loads(r.read())
+        assert r.status == 201 and declared["obligations"]
+        wait_said("sent notification 1 ")  # through apprise in the sending process
+
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(LIMIT) == 0
     finally:
