@@ -46,3 +46,51 @@ class ConfigError(Exception):
         self.path = path
         self.key = key
         self.problem = problem
+
+
+# Every code the API answers with, its HTTP status and what it means: the OpenAPI document
+# lists them (schema ``Error``), so an integrator can handle each without reading our source.
+# tests/test_api.py checks this table against the codes the source really raises.
+API_CODES: dict[str, tuple[int, str]] = {
+    # the request itself
+    "bad_json": (400, "the body is not JSON, or not UTF-8"),
+    "bad_idempotency_key": (400, "Idempotency-Key is not 1–255 visible ASCII characters"),
+    "bad_request": (400, "the request is malformed"),
+    "unauthorized": (401, "no valid bearer token"),
+    "token_expired": (401, "the token has ended (detail.expired_at); ask for a new one"),
+    "forbidden": (403, "the token's role may not do this"),
+    "not_found": (404, "no such address"),
+    "method_not_allowed": (405, "the address does not take this method"),
+    "too_large": (413, "the body is over 256 KiB"),
+    "unsupported_media_type": (415, "the body is not application/json"),
+    "invalid": (422, "fields are missing or not valid (detail lists each)"),
+    "bad_id": (422, "an id in the address is malformed"),
+    "bad_time": (422, "a time is not RFC 3339 (in a URL, write the offset's + as %2B)"),
+    "naive_time": (422, "a time has no offset"),
+    "time_out_of_range": (422, "a time is outside the years 1900–2999"),
+    "time_in_future": (422, "a time is later than now (or than the declaration)"),
+    "idempotency_key_reused": (422, "the Idempotency-Key was used for a different request"),
+    # the incident and its records
+    "incident_not_found": (404, "no such incident"),
+    "press_conference_not_found": (404, "the incident has no such press conference"),
+    "record_not_found": (404, "no such accountability record"),
+    "unknown_unit": (422, "a unit is not in the configuration (the message lists them)"),
+    "learned_before_occurred": (422, "learned_at is before occurred_at"),
+    "before_occurrence": (422, "a time is before the incident occurred"),
+    "scheduled_in_past": (422, "the press conference time has passed; record it as held"),
+    "same_level": (422, "the incident is already at that level"),
+    "incident_closed": (409, "the incident is closed; nothing can be changed"),
+    "already_released": (409, "the authoritative release is recorded; record a follow-up"),
+    "release_not_recorded": (409, "record the authoritative release before a follow-up"),
+    "release_already_recorded": (409, "a release at that time is already recorded"),
+    "already_scheduled": (409, "a press conference is already scheduled; reschedule it"),
+    "not_scheduled": (409, "only a scheduled press conference can be rescheduled"),
+    "already_held": (409, "that press conference is already recorded as held"),
+    "internal": (500, "a fault of the service (the message gives its reference)"),
+}
+# Raised elsewhere: the command line (one line on stderr, exit 1) and the pages.
+NOT_API_CODES = {
+    "unknown_role", "bad_username", "weak_password", "user_exists", "user_not_found",
+    "user_disabled", "token_not_found", "token_expiry_not_in_future", "bad_token_days",
+    "already_running", "cannot_listen", "ack_not_found", "too_many_requests",
+}  # fmt: skip

@@ -6,17 +6,19 @@ Time is the FakeClock's (2026-11-26 09:00 +08:00).  Bad input gets a clear 4xx w
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from yarl import URL
 
 from responder import auth
-from responder.errors import BadInput
+from responder.errors import API_CODES, NOT_API_CODES, BadInput, ResponderError
 from responder.idempotency import Once
 from responder.models import DeclareIncident
 from responder.web.keys import ENGINE
@@ -754,6 +756,54 @@ async def test_plan(web: Web) -> None:
 
 
 # -- bad input -------------------------------------------------------------------------------
+
+
+def _error_classes() -> dict[str, int]:
+    import responder.web.api  # (BadRequest)
+    import responder.web.identity  # noqa: F401  (Unauthorized, Forbidden)
+
+    found, todo = {}, [ResponderError]
+    while todo:
+        cls = todo.pop()
+        found[cls.__name__] = cls.status
+        todo += cls.__subclasses__()
+    return found
+
+
+def test_every_error_code_is_documented_with_its_status() -> None:
+    """The document's list of error codes (``API_CODES``) is the source's: every code raised
+    with one of our errors, or answered by the error middleware, is listed with the status it
+    really gets (or is known to be the command line's or the pages'), and nothing is listed
+    that nothing answers."""
+    from responder.web import api
+    from responder.web.errors import _HTTP_CODES
+    from responder.web.routing import openapi
+
+    classes = _error_classes()
+    raised: dict[str, set[int]] = {}
+    root = Path(__file__).resolve().parents[1] / "responder"
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call) or len(node.args) < 2:
+                continue
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            code, status = node.args[0], classes.get(name)
+            if name == "json_error":  # json_error(status, code, …)
+                code, status = node.args[1], getattr(node.args[0], "value", None)
+            if status is not None and isinstance(code, ast.Constant):
+                raised.setdefault(code.value, set()).add(status)
+    for status, (code, _, _) in _HTTP_CODES.items():
+        raised.setdefault(code, set()).add(status)
+
+    assert set(raised) - set(API_CODES) - NOT_API_CODES == set()  # raised, not documented
+    assert set(API_CODES) - set(raised) == set()  # documented, never answered
+    assert NOT_API_CODES.isdisjoint(API_CODES)
+    wrong = {c: (API_CODES[c][0], s) for c, s in raised.items() if c in API_CODES
+             and s != {API_CODES[c][0]}}  # fmt: skip
+    assert wrong == {}
+    listed = openapi(api.ROUTES)["components"]["schemas"]["Error"]["properties"]["error"]
+    for code, (status, _) in API_CODES.items():
+        assert f"- `{code}` ({status}): " in listed["description"]
 
 
 async def test_malformed_json_is_400_and_changes_nothing(web: Web, dump_tables: Any) -> None:

@@ -7,13 +7,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from responder.errors import API_CODES
+
 
 class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class Error(_Out):
-    error: str = Field(description="stable machine-readable code")
+    error: str = Field(
+        description="stable machine-readable code, one of:\n\n"
+        + "\n".join(
+            f"- `{code}` ({status}): {meaning}" for code, (status, meaning) in API_CODES.items()
+        )
+    )
     detail: Any = Field(description="what is wrong, in Chinese and English, or per-field errors")
     message: str = Field(description="the message in Chinese (中文)")
     message_en: str
