@@ -130,8 +130,14 @@ class IncidentQuery(_Query):
 
 class PlanQuery(_Query):
     level: Level
-    occurred_at: str = Field(max_length=64, description="RFC 3339 with an offset")
-    declared_at: str | None = Field(None, max_length=64, description="default: now")
+    occurred_at: str = Field(
+        max_length=64,
+        description="RFC 3339 with an offset; in the URL write its + as %2B"
+        " (2026-11-26T08:00:00%2B08:00) or use Z",
+    )
+    declared_at: str | None = Field(
+        None, max_length=64, description="default: now; RFC 3339, + written as %2B"
+    )
 
 
 class RecordQuery(_Query):
