@@ -184,6 +184,48 @@ async def test_every_channel_failing_tells_the_admins(
     ]  # fmt: skip
 
 
+async def test_a_person_or_channel_removed_from_the_config_while_a_message_waits(
+    engine: Engine, clock: FakeClock, http_sink: HttpSink, smtp_sink: SmtpSink, db: Database
+) -> None:
+    """The file changed and the service restarted while messages waited.  A removed channel
+    is passed over for the person's next one; a removed person's message fails, saying why in
+    words for people, and the administrators are told."""
+    engine.cfg.alerts.attempts_per_channel = 1
+    incident_id = await engine.ops.declare(
+        DeclareIncident(
+            title="演练:通讯录变更",
+            category="accident",
+            level="III",  # no obligations, no steps: only the messages queued here
+            occurred_at=clock.now(),
+            lead_unit="emergency",
+            drill=True,
+        ),
+        "test",
+    )
+    wang = engine.cfg.person("wang-fang")
+    assert wang is not None and wang.channels == ["sms", "voice", "email"]
+    moved = await queue(db, clock.now(), "zhao-min", ["voice", "email"], incident_id=incident_id)
+    gone = await queue(db, clock.now(), "wang-fang", wang.channels, incident_id=incident_id)
+    del engine.cfg.channels["voice"]
+    engine.cfg.people = [p for p in engine.cfg.people if p.id != "wang-fang"]
+    engine.dispatcher.wake()
+
+    row = await drive(engine, moved)
+    assert (row["status"], row["sent_channel"]) == ("sent", "email")
+    gone_row = await drive(engine, gone)
+    assert gone_row["status"] == "failed"
+    await settle(engine)
+    shown = {n["id"]: n for n in await queries.notifications(db, engine.cfg, incident_id)}
+    [voice_try, _] = shown[moved]["attempts"]
+    assert voice_try["error"] == "message not built: LookupError: the channel is no longer" \
+        " in the configuration: voice"  # fmt: skip
+    assert voice_try["error_message"] == "该渠道已从配置中删除;改用此人的下一渠道"
+    assert shown[gone]["last_error_message"].startswith("收件人已从配置中删除")
+    assert shown[gone]["last_error_message_en"].startswith("the person was removed")
+    told = await db.fetchall("SELECT person_id, status FROM notifications WHERE kind = 'watchdog'")
+    assert [(t["person_id"], t["status"]) for t in told] == [("admin-liu", "sent")]
+
+
 async def test_a_failing_watchdog_message_does_not_spawn_more(
     engine: Engine, clock: FakeClock, http_sink: HttpSink, smtp_sink: SmtpSink, db: Database
 ) -> None:

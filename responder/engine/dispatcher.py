@@ -37,7 +37,7 @@ from typing import Any
 from responder.clock import Clock
 from responder.config import Config
 from responder.engine import context, outbox
-from responder.engine.failures import INTERRUPTED, NOT_BUILT
+from responder.engine.failures import CHANNEL_GONE, INTERRUPTED, NOT_BUILT, PERSON_GONE
 from responder.engine.foreground import Foreground
 from responder.engine.messages import channel_kind, render
 from responder.engine.metrics import Metrics
@@ -166,10 +166,10 @@ class Dispatcher:
         """(url, title, body) for one notification on one channel."""
         person = self.cfg.person(n["person_id"])
         if person is None:
-            raise LookupError(f"person {n['person_id']} is no longer in the config")
+            raise LookupError(f"{PERSON_GONE}: {n['person_id']}")
         template = self.cfg.channels.get(channel)
         if template is None:
-            raise LookupError(f"channel {channel} is no longer in the config")
+            raise LookupError(f"{CHANNEL_GONE}: {channel}")
         if facts is None:
             facts = await self.facts([n])
         incident = facts.get(("incidents", n["incident_id"]))

@@ -21,6 +21,9 @@ SENDER_DIED = "the sending process stopped during this send"
 SENDER_STOPPED = "the sending process was stopped"
 URL_NOT_UNDERSTOOD = "channel URL not understood by apprise"
 NOT_BUILT = "message not built: "  # followed by the exception
+# Why a message could not be built, when the configuration changed while it waited (after NOT_BUILT):
+PERSON_GONE = "the person is no longer in the configuration"
+CHANNEL_GONE = "the channel is no longer in the configuration"
 
 _OURS = {
     INTERRUPTED: (
@@ -38,6 +41,17 @@ _OURS = {
     URL_NOT_UNDERSTOOD: (
         "渠道地址无法识别,请管理员检查渠道配置",
         "the channel address is not understood: an administrator must check the channel settings",
+    ),
+}
+_GONE = {
+    PERSON_GONE: (
+        "收件人已从配置中删除,消息无法发出;如仍需通知,请管理员改派他人",
+        "the person was removed from the configuration, so the message cannot go out;"
+        " an administrator must tell someone else if it still matters",
+    ),
+    CHANNEL_GONE: (
+        "该渠道已从配置中删除;改用此人的下一渠道",
+        "the channel was removed from the configuration; the person's next channel is tried",
     ),
 }
 _NOT_BUILT = (
@@ -117,7 +131,7 @@ def explain(error: str | None) -> tuple[str, str] | tuple[None, None]:
     if error in _OURS:
         return _OURS[error]
     if error.startswith(NOT_BUILT):
-        return _NOT_BUILT
+        return next((words for why, words in _GONE.items() if why in error), _NOT_BUILT)
     # Anything else is apprise reporting what the gateway or the network did.
     zh, en = _gateway(error)
     return f"{zh};{_THEN[0]}", f"{en}; {_THEN[1]}"
