@@ -44,6 +44,7 @@ from responder import auth
 from responder.clock import SystemClock
 from responder.store import Database
 from responder.timeutil import from_db
+from responder.web.access import CURRENT
 from responder.web.app import create_app
 from responder.web.keys import DB, ENGINE
 from tests.bench.common import (
@@ -205,6 +206,50 @@ async def in_client_process(mode: str, limit_s: float, **kwargs: Any) -> dict[st
     return result
 
 
+class Breakdown:
+    """Where a declaration's time goes, measured in the service while (a) runs:
+
+    * how long each change made while answering a request waited for the database writer
+      (queue, the batch it joined, its COMMIT) — ``Database.transact`` timed for calls made
+      inside a request (the access log's request id is set);
+    * how late the event loop runs a 5 ms timer (its lag: the interpreter busy elsewhere).
+    """
+
+    TICK = 0.005
+
+    def __init__(self, db: Database) -> None:
+        self.writer: list[float] = []
+        self.lag: list[float] = []
+        self._db = db
+        self._transact = db.transact
+        self._task: asyncio.Task[None] | None = None
+
+    async def _timed(self, job: Any) -> Any:
+        if CURRENT.get() is None:  # the engine's own change
+            return await self._transact(job)
+        started = time.perf_counter()
+        try:
+            return await self._transact(job)
+        finally:
+            self.writer.append(time.perf_counter() - started)
+
+    async def _tick(self) -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(self.TICK)
+            self.lag.append(time.perf_counter() - started - self.TICK)
+
+    def __enter__(self) -> Breakdown:
+        self._db.transact = self._timed  # type: ignore[method-assign]
+        self._task = asyncio.create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._db.transact = self._transact  # type: ignore[method-assign]
+        if self._task is not None:
+            self._task.cancel()
+
+
 # -- the bench --------------------------------------------------------------------------------
 
 
@@ -264,15 +309,16 @@ async def run(
             cpu = CpuMeter(sending=sender_pid(app[ENGINE]), sink=sink.proc.pid)
             db = app[DB]
             writer0 = (time.perf_counter(), db.busy_seconds, db.commits, db.jobs)
-            got = await in_client_process(
-                "declare",
-                duration + CLIENT_TIMEOUT_S + 60,
-                base=base,
-                token=token,
-                rate=rate,
-                duration=duration,
-                warmup=20,
-            )
+            with Breakdown(db) as breakdown:
+                got = await in_client_process(
+                    "declare",
+                    duration + CLIENT_TIMEOUT_S + 60,
+                    base=base,
+                    token=token,
+                    rate=rate,
+                    duration=duration,
+                    warmup=20,
+                )
             log(f"  (a) CPU: server {cpu.report()}")
             wall, busy, commits, jobs = (
                 now - then
@@ -309,6 +355,8 @@ async def run(
                 ),
                 Row(name, "(a) client behind its timetable, max", ms(got["client_late_max"])),
                 Row(name, "(a) database writer", writer),
+                Row(name, "(a) … a request's change waits for the writer", dist(breakdown.writer)),
+                Row(name, "(a) … event loop lag (5 ms timer)", dist(breakdown.lag)),
             ]
             log(f"  (a) {dist(got['latencies'])}; client late max {ms(got['client_late_max'])}")
             for sample in got["error_samples"]:
