@@ -574,3 +574,27 @@ def test_verify_audit_with_an_earlier_head_catches_a_cut_tail_and_a_rewrite(
     for bad in ("3", "x:abc", "0:" + "a" * 64, "3:short"):
         code, out, err = run(capsys, "verify-audit", "--expect", bad, *db_args(tmp_path))
         assert code == 1 and out == "" and "N:HASH" in one_error_line(err)
+
+
+@pytest.mark.parametrize("problem", ["a file where a directory should be", "not a database"])
+def test_a_database_that_cannot_be_opened_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, problem: str
+) -> None:
+    """A wrong --db (or a volume this user may not write) tells the administrator which file
+    and why, in one line, for any command, and creates nothing."""
+    if problem == "not a database":
+        db = tmp_path / "notes.txt"
+        db.write_text("meeting notes, not a database " * 20, encoding="utf-8")
+    else:
+        (tmp_path / "afile").write_text("", encoding="utf-8")
+        db = tmp_path / "afile" / "responder.sqlite3"
+    before = sorted(tmp_path.iterdir())
+    for args in (["user", "list"], ["verify-audit"]):
+        code, _, err = run(capsys, *args, "--db", str(db))
+        assert code == 1
+        line = one_error_line(err)
+        assert line.startswith(f"responder: 无法打开数据库 {db}:")
+        assert "运行本服务的用户能否写入" in line
+    code, _, err = run(capsys, "user", "list", "--db", str(db), "--lang", "en")
+    assert one_error_line(err).startswith(f"responder: cannot open the database {db}: ")
+    assert sorted(tmp_path.iterdir()) == before

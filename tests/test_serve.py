@@ -416,6 +416,20 @@ def test_a_port_in_use_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
     )
 
 
+def test_a_database_that_cannot_be_opened_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
+    svc = Service(tmp_path)
+    junk = tmp_path / "notes.txt"
+    junk.write_text("meeting notes, not a database " * 20, encoding="utf-8")
+    ran = responder("serve", "--port", str(svc.port), env={**svc.env, "RESPONDER_DB": str(junk)},
+                    cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 1 and "Traceback" not in ran.stderr, ran.stderr
+    assert (
+        ran.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"responder: 无法打开数据库 {junk}:file is not a database。")
+    )
+
+
 def test_text_log_lines_carry_the_request_id_before_any_traceback() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

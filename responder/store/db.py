@@ -33,6 +33,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from responder.errors import ResponderError
+
 BUSY_TIMEOUT_MS = 5000
 # At most this many jobs share one COMMIT: bounds the time the write lock is held (another
 # process waits on busy_timeout) and the work lost with a batch if its COMMIT fails.
@@ -176,6 +178,25 @@ def _commit_some(conn: sqlite3.Connection, todo: collections.deque[_Pending]) ->
         return False
 
 
+def unavailable(path: str, e: BaseException) -> ResponderError:
+    """The database cannot be opened (a wrong path, a directory this user may not write, a file
+    that is not a database): one line for the administrator instead of a traceback."""
+    reason = str(e) or type(e).__name__
+    return ResponderError(
+        "database_unavailable",
+        f"无法打开数据库 {path}:{reason}。请检查路径,以及运行本服务的用户能否写入其所在目录",
+        f"cannot open the database {path}: {reason}; check the path, and that the user running"
+        " the service may write to its directory",
+    )
+
+
+def make_parent(path: str) -> None:
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise unavailable(path, e) from e
+
+
 class Database:
     """One writer thread with its connection, and an aiosqlite reader connection."""
 
@@ -192,11 +213,15 @@ class Database:
         self.busy_seconds = 0.0  # writer thread time spent running jobs and committing
 
     async def open(self) -> Database:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        make_parent(self.path)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
-        self._writer = await self._on_writer(_connect_writer, self.path)
-        await self._on_writer(_migrate, self._writer)
-        self._reader = await _connect_reader(self.path)
+        try:
+            self._writer = await self._on_writer(_connect_writer, self.path)
+            await self._on_writer(_migrate, self._writer)
+            self._reader = await _connect_reader(self.path)
+        except (OSError, sqlite3.Error) as e:
+            await self.close()
+            raise unavailable(self.path, e) from e
         return self
 
     async def close(self) -> None:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 
 from responder.errors import Conflict
+from responder.store.db import unavailable
 
 
 @contextlib.contextmanager
@@ -20,7 +21,10 @@ def instance_lock(database: str) -> Iterator[None]:
         yield
         return
     path = database + ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise unavailable(database, e) from e
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -7,12 +7,12 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 from aiohttp import web
 
 from responder.config import Config
 from responder.errors import ResponderError
+from responder.store.db import make_parent
 from responder.store.lock import instance_lock
 from responder.web.access import RequestIdFilter
 from responder.web.app import create_app
@@ -63,7 +63,7 @@ def configure_logging(fmt: str) -> None:
 def serve(cfg: Config, log_format: str = "text") -> int:
     configure_logging(log_format)
     log = logging.getLogger("responder")
-    Path(cfg.service.database).parent.mkdir(parents=True, exist_ok=True)
+    make_parent(cfg.service.database)
     with instance_lock(cfg.service.database):
         app = create_app(cfg)
 
