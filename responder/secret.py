@@ -14,20 +14,66 @@ import os
 import secrets
 from pathlib import Path
 
+from responder.errors import ResponderError
+
+KEY_BYTES = 32
+MIN_ENV_CHARS = 16  # a passphrase in $RESPONDER_SECRET; hashed to the key
+
 
 def load_secret(path: str) -> bytes:
+    """The key: from ``$RESPONDER_SECRET``, else the file (made on first start).
+
+    A key that cannot be trusted is refused, never used: an empty or cut-short file (a disk
+    that filled up while it was written) would otherwise sign sessions with an empty key,
+    which anyone can forge."""
     env = os.environ.get("RESPONDER_SECRET")
     if env:
+        if len(env) < MIN_ENV_CHARS:
+            raise ResponderError(
+                "secret_unavailable",
+                f"环境变量 RESPONDER_SECRET 太短(至少 {MIN_ENV_CHARS} 个字符)",
+                f"RESPONDER_SECRET is too short (at least {MIN_ENV_CHARS} characters)",
+            )
         return hashlib.sha256(env.encode()).digest()
     p = Path(path)
     if p.exists():
-        return base64.b64decode(p.read_text().strip())
-    p.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(base64.b64encode(key).decode() + "\n")
+        try:
+            key = base64.b64decode(p.read_text(encoding="ascii").strip(), validate=True)
+        except (OSError, ValueError) as e:  # binascii.Error and UnicodeDecodeError included
+            raise _unusable(path, str(e) or type(e).__name__) from None
+        if len(key) < KEY_BYTES:
+            raise _unusable(path, f"{len(key)} bytes, not {KEY_BYTES}")
+        return key
+    return _create(p)
+
+
+def _create(p: Path) -> bytes:
+    key = secrets.token_bytes(KEY_BYTES)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        raise _unusable(str(p), str(e)) from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(base64.b64encode(key).decode() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # leave no half-written key behind to be read at the next start
+        p.unlink(missing_ok=True)
+        raise _unusable(str(p), str(e)) from None
     return key
+
+
+def _unusable(path: str, reason: str) -> ResponderError:
+    return ResponderError(
+        "secret_unavailable",
+        f"服务器密钥文件 {path} 无法使用:{reason}。它在首次启动时生成,请从备份恢复;"
+        "若删除它,启动时会生成新密钥,已发出的确认链接和登录会话随之失效",
+        f"the server secret file {path} cannot be used: {reason}. It is made at the first"
+        " start; restore it from a backup. If it is deleted a new one is made, and the"
+        " acknowledgement links already sent and the page sessions stop working",
+    )
 
 
 def ack_token(secret: bytes, nonce: str) -> str:
