@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from responder import auth, config
 from responder.clock import SystemClock
 from responder.errors import BadInput, ConfigError, ResponderError
+from responder.paths import check_templates
 from responder.policy.planner import Facts, plan_declaration
 from responder.store import Database
 from responder.store.audit import verify
@@ -158,6 +159,7 @@ def _serve(args: argparse.Namespace, cfg: config.Config) -> int:
 async def _run(args: argparse.Namespace, cfg: config.Config, lang: str) -> int:
     clock = SystemClock()
     if args.command == "check-config":
+        check_templates()
         ids = ", ".join(f"{r.id} (from {r.effective_from.date()})" for r in cfg.rule_sets)
         print(
             f"OK: {cfg.path}: {len(cfg.units)} units, {len(cfg.people)} people, "

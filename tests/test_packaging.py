@@ -158,3 +158,24 @@ def test_the_installed_package_serves_declares_and_sends(image: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_started_away_from_its_templates_it_says_so(image: Path, tmp_path: Path) -> None:
+    """Installed, the templates are found in the working directory (the image's /app): started
+    anywhere else, serve and check-config stop with one line instead of answering every page
+    with 500 and building no message."""
+    env = {**os.environ, "PYTHONPATH": str(image / "site"), "RESPONDER_SECRET": "x" * 20,
+           "RESPONDER_DB": str(tmp_path / "r.sqlite3")}  # fmt: skip
+    env.pop("RESPONDER_TEMPLATES", None)
+    script = str(image / "site" / "bin" / "responder")
+    config = str(image / "config" / "responder.toml")
+    for command in (["check-config"], ["serve", "--port", str(free_port())]):
+        done = subprocess.run([script, "--config", config, *command], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=LIMIT)  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith(
+            f"responder: 找不到模板:{tmp_path / 'templates'} 中缺少 pages/base.html"
+        )
+        assert "RESPONDER_TEMPLATES" in line
+    assert not (tmp_path / "r.sqlite3").exists()

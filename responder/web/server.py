@@ -12,6 +12,7 @@ from aiohttp import web
 
 from responder.config import Config
 from responder.errors import ResponderError
+from responder.paths import check_templates
 from responder.store.db import make_parent
 from responder.store.lock import instance_lock
 from responder.web.access import RequestIdFilter
@@ -63,6 +64,7 @@ def configure_logging(fmt: str) -> None:
 def serve(cfg: Config, log_format: str = "text") -> int:
     configure_logging(log_format)
     log = logging.getLogger("responder")
+    check_templates()
     make_parent(cfg.service.database)
     with instance_lock(cfg.service.database):
         app = create_app(cfg)
