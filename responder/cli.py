@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from responder import auth, config
 from responder.clock import SystemClock
+from responder.engine.send import channels_not_understood, describe_not_understood
 from responder.errors import BadInput, ConfigError, ResponderError
 from responder.paths import check_templates
 from responder.policy.planner import Facts, plan_declaration
@@ -160,6 +161,9 @@ async def _run(args: argparse.Namespace, cfg: config.Config, lang: str) -> int:
     clock = SystemClock()
     if args.command == "check-config":
         check_templates()
+        bad = channels_not_understood(cfg)
+        if bad:
+            raise ResponderError("channel_not_understood", *describe_not_understood(bad))
         ids = ", ".join(f"{r.id} (from {r.effective_from.date()})" for r in cfg.rule_sets)
         print(
             f"OK: {cfg.path}: {len(cfg.units)} units, {len(cfg.people)} people, "

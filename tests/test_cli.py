@@ -598,3 +598,47 @@ def test_a_database_that_cannot_be_opened_is_one_line(
     code, _, err = run(capsys, "user", "list", "--db", str(db), "--lang", "en")
     assert one_error_line(err).startswith(f"responder: cannot open the database {db}: ")
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_a_channel_apprise_does_not_understand_fails_check_config(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A typo in a channel's scheme passed check-config and surfaced only when the first alert
+    failed over.  It is named now, with the people it would reach — never the URL, which may
+    hold a password."""
+    path = write_config(
+        tmp_path,
+        """
+[channels]
+sms = "jsn://alerts:pa55word-secret@gateway.example/send?:to={phone}"
+email = "mailto://alerts:pa55word-secret@smtp.example.gov.cn?to={email}"
+
+[[units]]
+id = "emergency"
+name = "应急管理局"
+
+[[people]]
+id = "wang"
+name = "王"
+unit = "emergency"
+roles = ["head"]
+phone = "+8613800000001"
+email = "wang@example.gov.cn"
+channels = ["sms", "email"]
+
+[[people]]
+id = "li"
+name = "李"
+unit = "emergency"
+roles = ["spokesperson"]
+phone = "+8613800000002"
+channels = ["sms"]
+""",
+    )
+    code, line = check(capsys, path)
+    assert code == 1
+    assert line == (
+        "responder: apprise 无法识别以下渠道的地址,请检查 [channels] 中的写法与联系人信息:"
+        "渠道 sms(用于 wang、li)"
+    )
+    assert "pa55word" not in line

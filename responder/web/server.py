@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from responder.config import Config
+from responder.engine.send import channels_not_understood, describe_not_understood
 from responder.errors import ResponderError
 from responder.paths import check_templates
 from responder.store.db import make_parent
@@ -65,6 +66,9 @@ def serve(cfg: Config, log_format: str = "text") -> int:
     configure_logging(log_format)
     log = logging.getLogger("responder")
     check_templates()
+    bad = channels_not_understood(cfg)
+    if bad:  # the others still work, and failover passes over these: warn, do not refuse
+        log.warning("%s / %s", *describe_not_understood(bad))
     make_parent(cfg.service.database)
     with instance_lock(cfg.service.database):
         app = create_app(cfg)
