@@ -6,6 +6,7 @@ Secrets belong in the environment (``${SMTP_PASS}``), never in the file.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import string
@@ -13,6 +14,7 @@ import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -167,6 +169,35 @@ class Config(_Strict):
 
     def person(self, person_id: str) -> Person | None:
         return next((p for p in self.people if p.id == person_id), None)
+
+
+def warnings(cfg: Config) -> list[tuple[str, str]]:
+    """Settings that work but are almost certainly not meant for production, in Chinese and
+    English: ``serve`` logs them at start, ``check-config`` prints them."""
+    out = []
+    host = (urlsplit(cfg.service.public_url).hostname or "").lower()
+    if not cfg.service.dev_inbox and (host == "localhost" or _loopback(host)):
+        out.append((
+            f"service.public_url 是本机地址({cfg.service.public_url}):消息里的确认链接在"
+            "收件人的手机和电脑上打不开,请设为对外的网址",
+            f"service.public_url is this machine ({cfg.service.public_url}): the"
+            " acknowledgement links in messages will not open on the recipients' phones; set"
+            " the address people reach the service at",
+        ))  # fmt: skip
+    if cfg.service.dev_inbox:
+        out.append((
+            "开发收件箱已开启(service.dev_inbox):指向它的渠道不会通知到任何人,生产环境请关闭",
+            "the development inbox is on (service.dev_inbox): channels pointing at it reach"
+            " nobody; turn it off in production",
+        ))  # fmt: skip
+    return out
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def template_fields(template: str) -> set[str]:

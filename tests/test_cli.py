@@ -182,7 +182,7 @@ def test_naive_time_message_names_the_option(capsys: pytest.CaptureFixture[str])
 
 def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "check-config")
-    assert code == 0 and err == ""
+    assert code == 0 and err.startswith("responder: 注意 note: 开发收件箱已开启")  # the example's
     assert out.startswith("OK: ")
     assert "gbf-2016-80" in out and "js-2016-local" in out
 
@@ -642,3 +642,25 @@ channels = ["sms"]
         "渠道 sms(用于 wang、li)"
     )
     assert "pa55word" not in line
+
+
+@pytest.mark.parametrize(
+    ("service", "notes"),
+    [
+        ('public_url = "http://127.0.0.1:8080"', ["service.public_url 是本机地址"]),
+        ('public_url = "http://localhost:8080"\ndev_inbox = true', ["开发收件箱已开启"]),
+        ('public_url = "https://responder.example.gov.cn"', []),
+    ],
+)
+def test_check_config_notes_settings_not_meant_for_production(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, service: str, notes: list[str]
+) -> None:
+    """Valid, exit 0, but said: ack links that cannot open on a phone, the development inbox."""
+    path = write_config(tmp_path, service + "\n" + GOOD_UNITS)
+    code = main(["check-config", "--config", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.startswith("OK: ")
+    said = err.splitlines()
+    assert len(said) == len(notes)
+    for line, note in zip(said, notes, strict=True):
+        assert line.startswith(f"responder: 注意 note: {note}")

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from responder.config import Config
+from responder.config import Config, warnings
 from responder.engine.send import channels_not_understood, describe_not_understood
 from responder.errors import ResponderError
 from responder.paths import check_templates
@@ -69,6 +69,8 @@ def serve(cfg: Config, log_format: str = "text") -> int:
     bad = channels_not_understood(cfg)
     if bad:  # the others still work, and failover passes over these: warn, do not refuse
         log.warning("%s / %s", *describe_not_understood(bad))
+    for zh, en in warnings(cfg):
+        log.warning("%s / %s", zh, en)
     make_parent(cfg.service.database)
     with instance_lock(cfg.service.database):
         app = create_app(cfg)
