@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from responder import auth, config
+from responder import __version__, auth, config
 from responder.clock import SystemClock
 from responder.engine.send import channels_not_understood, describe_not_understood
 from responder.errors import BadInput, ConfigError, ResponderError
@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         description="Keeps the publication deadlines of serious emergencies. 突发事件信息发布时限提醒。",
     )
+    p.add_argument("--version", action="version", version=f"responder {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser(

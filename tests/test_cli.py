@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import responder
 from responder.cli import main
 from responder.store.audit import _digest
 
@@ -664,3 +665,10 @@ def test_check_config_notes_settings_not_meant_for_production(
     assert len(said) == len(notes)
     for line, note in zip(said, notes, strict=True):
         assert line.startswith(f"responder: 注意 note: {note}")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"responder {responder.__version__}\n"

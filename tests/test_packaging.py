@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from responder import __version__
 from tests.sinks import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +76,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_file_beside_the_modules_is_in_the_wheel(image: Path) -> None:
     [wheel] = (image / "dist").glob("*.whl")
+    assert wheel.name.startswith(f"responder_deadlines-{__version__}-")  # one version, everywhere
     with zipfile.ZipFile(wheel) as z:
         packed = set(z.namelist())
     source = {
@@ -127,7 +129,7 @@ def test_the_installed_package_serves_declares_and_sends(image: Path) -> None:
                     return
             raise AssertionError(f"never logged {text!r}:\n" + "".join(said))
 
-        wait_said("responder serving on")
+        wait_said(f"responder {__version__} serving on http://")
         with urllib.request.urlopen(f"{base}/static/style.css", timeout=LIMIT) as r:
             assert r.status == 200 and r.read()
         with urllib.request.urlopen(f"{base}/login", timeout=LIMIT) as r:

@@ -140,7 +140,7 @@ class Service(Watched):
         )
         first = len(self.lines)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        self.wait_logged("responder serving on", first)  # logged once the port is bound
+        self.wait_logged(" serving on http://", first)  # logged once the port is bound
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stderr is not None

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from responder import __version__
 from responder.config import Config, warnings
 from responder.engine.send import channels_not_understood, describe_not_understood
 from responder.errors import ResponderError
@@ -78,7 +79,8 @@ def serve(cfg: Config, log_format: str = "text") -> int:
         def serving(*_: object) -> None:
             # aiohttp calls this once the port is bound: "serving" means connections succeed.
             log.info(
-                "responder serving on http://%s:%s (database %s, time zone %s)",
+                "responder %s serving on http://%s:%s (database %s, time zone %s)",
+                __version__,
                 cfg.service.host,
                 cfg.service.port,
                 cfg.service.database,
