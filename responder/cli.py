@@ -165,7 +165,7 @@ async def _run(args: argparse.Namespace, cfg: config.Config, lang: str) -> int:
         bad = channels_not_understood(cfg)
         if bad:
             raise ResponderError("channel_not_understood", *describe_not_understood(bad))
-        for zh, en in config.warnings(cfg):  # valid, but not what production wants
+        for zh, en in config.production_notes(cfg):  # valid, but not what production wants
             print(f"responder: 注意 note: {en if lang == 'en' else zh}", file=sys.stderr)
         ids = ", ".join(f"{r.id} (from {r.effective_from.date()})" for r in cfg.rule_sets)
         print(

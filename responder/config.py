@@ -171,7 +171,7 @@ class Config(_Strict):
         return next((p for p in self.people if p.id == person_id), None)
 
 
-def warnings(cfg: Config) -> list[tuple[str, str]]:
+def production_notes(cfg: Config) -> list[tuple[str, str]]:
     """Settings that work but are almost certainly not meant for production, in Chinese and
     English: ``serve`` logs them at start, ``check-config`` prints them."""
     out = []

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from responder import __version__
-from responder.config import Config, warnings
+from responder.config import Config, production_notes
 from responder.engine.send import channels_not_understood, describe_not_understood
 from responder.errors import ResponderError
 from responder.paths import check_templates
@@ -70,7 +70,7 @@ def serve(cfg: Config, log_format: str = "text") -> int:
     bad = channels_not_understood(cfg)
     if bad:  # the others still work, and failover passes over these: warn, do not refuse
         log.warning("%s / %s", *describe_not_understood(bad))
-    for zh, en in warnings(cfg):
+    for zh, en in production_notes(cfg):
         log.warning("%s / %s", zh, en)
     make_parent(cfg.service.database)
     with instance_lock(cfg.service.database):
