@@ -18,7 +18,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from responder.timeutil import OUT_OF_RANGE_EN, OUT_OF_RANGE_ZH, in_range, utc
+from responder.timeutil import OUT_OF_RANGE_EN, OUT_OF_RANGE_ZH, from_rfc3339, in_range, utc
 
 CATEGORIES = {
     "natural_disaster": ("自然灾害", "natural disaster"),
@@ -69,11 +69,8 @@ def _rfc3339(v: object) -> object:
         return v
     if not isinstance(v, str):
         raise ValueError(NOT_RFC_3339)
-    text = v.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        return datetime.fromisoformat(text)
+        return from_rfc3339(v)
     except ValueError:
         raise ValueError(NOT_RFC_3339) from None
 

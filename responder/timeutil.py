@@ -36,16 +36,23 @@ def in_range(v: datetime) -> bool:
         return False
 
 
+def from_rfc3339(text: str) -> datetime:
+    """The one way text becomes a time: RFC 3339 (``Z`` or an offset; a naive result is the
+    caller's to refuse).  Raises ValueError for anything else."""
+    text = text.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    return datetime.fromisoformat(text)
+
+
 def parse_time(value: str | datetime, field: str = "time") -> datetime:
     """Parse an RFC 3339 time that carries an offset; return it in UTC."""
     if isinstance(value, datetime):
         dt = value
     else:
         text = str(value).strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
         try:
-            dt = datetime.fromisoformat(text)
+            dt = from_rfc3339(text)
         except ValueError:
             if _PLUS_LOST.search(text):
                 raise BadInput(
