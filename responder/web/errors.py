@@ -48,7 +48,6 @@ def json_error(status: int, code: str, zh: str, en: str, detail: Any = None) -> 
     )
 
 
-_TIME = "须为带时区偏移量的 RFC 3339 时间,例如 2026-11-26T08:00:00+08:00"
 # pydantic's error types, in Chinese; ``{…}`` are filled from the error's context (its limits,
 # the values allowed), never from what the client sent.
 _PROBLEM_ZH = {
@@ -74,9 +73,6 @@ _PROBLEM_ZH = {
     "dict_type": "须为 JSON 对象",
     "model_type": "须为 JSON 对象",
     "model_attributes_type": "须为 JSON 对象",
-    "datetime_type": _TIME,
-    "datetime_parsing": _TIME,
-    "datetime_from_date_parsing": _TIME,
     "string_pattern_mismatch": "格式不对",
 }
 
