@@ -46,16 +46,17 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "serve", parents=[common], help="run the service: API, pages, scheduler, dispatcher"
     )
-    s.add_argument("--host", default=os.environ.get("RESPONDER_HOST"))
+    s.add_argument("--host", default=os.environ.get("RESPONDER_HOST"), help="or $RESPONDER_HOST")
+    # Defaults from the environment are strings: argparse checks them with ``type`` as it
+    # checks the flags (a bad $RESPONDER_PORT is refused only when serving, and in words).
     s.add_argument(
-        "--port",
-        type=int,
-        default=int(os.environ["RESPONDER_PORT"]) if os.environ.get("RESPONDER_PORT") else None,
+        "--port", type=_port, default=os.environ.get("RESPONDER_PORT"), help="or $RESPONDER_PORT"
     )
     s.add_argument(
         "--log-format",
-        choices=["text", "json"],
+        type=_log_format,
         default=os.environ.get("RESPONDER_LOG_FORMAT", "text"),
+        help="text or json (or $RESPONDER_LOG_FORMAT)",
     )
 
     sub.add_parser("check-config", parents=[common], help="validate the config and its rule sets")
@@ -119,6 +120,28 @@ def _parser() -> argparse.ArgumentParser:
         help="a head recorded from an earlier run: entry N must still have this hash",
     )
     return p
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(
+            f"端口须为 1—65535 的整数,收到“{value}”(--port 或 $RESPONDER_PORT)/ the port must"
+            f" be a whole number from 1 to 65535, not '{value}' (--port or $RESPONDER_PORT)"
+        )
+    return port
+
+
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise argparse.ArgumentTypeError(
+            f"日志格式须为 text 或 json,收到“{value}”/ the log format is text or json, not"
+            f" '{value}' (--log-format or $RESPONDER_LOG_FORMAT)"
+        )
+    return value
 
 
 def _fail(message: str) -> int:

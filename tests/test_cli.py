@@ -672,3 +672,32 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out == f"responder {responder.__version__}\n"
+
+
+def test_a_bad_port_or_log_format_is_named_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$RESPONDER_PORT=abc used to break every command with a ValueError traceback, and a port
+    over 65535 ended serve in an OverflowError.  Now only serve looks at them, and says so."""
+
+    def serving(*_: object, **__: object) -> None:
+        raise AssertionError("served although a setting was refused")
+
+    monkeypatch.setattr("responder.web.server.web.run_app", serving)  # never hangs on a port
+    monkeypatch.setenv("RESPONDER_PORT", "abc")
+    code, out, _ = run(capsys, "check-config")
+    assert code == 0 and out.startswith("OK: ")
+    for env, flags, said in (
+        ({"RESPONDER_PORT": "abc"}, [], "收到“abc”(--port 或 $RESPONDER_PORT)"),
+        ({}, ["--port", "99999"], "端口须为 1—65535 的整数,收到“99999”"),
+        ({"RESPONDER_LOG_FORMAT": "xml"}, [], "日志格式须为 text 或 json,收到“xml”"),
+    ):
+        monkeypatch.delenv("RESPONDER_PORT", raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(SystemExit) as done:  # argparse: usage, the error, exit 2
+            main(["--config", CONFIG, "serve", *flags])
+        assert done.value.code == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err
+        monkeypatch.delenv("RESPONDER_LOG_FORMAT", raising=False)
