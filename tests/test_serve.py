@@ -412,7 +412,19 @@ def test_a_port_in_use_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
     last = ran.stderr.strip().splitlines()[-1]
     assert last == (
         f"responder: 无法在 127.0.0.1:{svc.port} 上提供服务:该地址已被其他程序占用。"
-        "请用 --host / --port 换一个,或停止占用它的程序"
+        "请用 --port 换一个端口,或停止占用它的程序"
+    )
+
+
+def test_a_host_name_that_does_not_resolve_is_one_clear_line(tmp_path: Path) -> None:
+    svc = Service(tmp_path)
+    ran = responder("serve", "--host", "no-such-host.invalid", "--port", str(svc.port),
+                    env=svc.env, cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 1 and "Traceback" not in ran.stderr, ran.stderr
+    assert (
+        ran.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"responder: 无法在 no-such-host.invalid:{svc.port} 上提供服务:该地址无法解析")
     )
 
 

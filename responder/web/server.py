@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import socket
 import sys
 from datetime import UTC, datetime
 
@@ -97,30 +98,41 @@ def serve(cfg: Config, log_format: str = "text") -> int:
                 access_log=None,
             )
         except OSError as e:
-            if e.errno not in _CANNOT_LISTEN:
+            why = _UNRESOLVED if isinstance(e, socket.gaierror) else _CANNOT_LISTEN.get(e.errno)
+            if why is None:
                 raise
-            raise _cannot_listen(cfg, e) from None
+            raise _cannot_listen(cfg, why) from None
     log.info("responder stopped")
     return 0
 
 
 _CANNOT_LISTEN = {
-    errno.EADDRINUSE: ("已被其他程序占用", "is already in use"),
-    errno.EACCES: (
-        "无权使用(1024 以下的端口需要特权)",
-        "is not allowed (ports below 1024 need privileges)",
+    errno.EADDRINUSE: (
+        "已被其他程序占用。请用 --port 换一个端口,或停止占用它的程序",
+        "is already in use; choose another port with --port, or stop the program using it",
     ),
-    errno.EADDRNOTAVAIL: ("不属于本机", "is not an address of this machine"),
+    errno.EACCES: (
+        "无权使用(1024 以下的端口需要特权)。请用 --port 换一个 1024 以上的端口",
+        "is not allowed (ports below 1024 need privileges); choose a port above 1024 with --port",
+    ),
+    errno.EADDRNOTAVAIL: (
+        "不属于本机。请用 --host 指定本机的地址,例如 0.0.0.0 或 127.0.0.1",
+        "is not an address of this machine; give one of its addresses with --host, e.g. 0.0.0.0"
+        " or 127.0.0.1",
+    ),
 }
+_UNRESOLVED = (
+    "无法解析(主机名有误)。请用 --host 指定本机的地址,例如 0.0.0.0 或 127.0.0.1",
+    "cannot be resolved (a wrong host name); give one of this machine's addresses with --host,"
+    " e.g. 0.0.0.0 or 127.0.0.1",
+)
 
 
-def _cannot_listen(cfg: Config, e: OSError) -> ResponderError:
+def _cannot_listen(cfg: Config, why: tuple[str, str]) -> ResponderError:
     """The port could not be bound: one line saying which and what to do, not a traceback."""
     where = f"{cfg.service.host}:{cfg.service.port}"
-    zh, en = _CANNOT_LISTEN[e.errno]  # type: ignore[index]
     return ResponderError(
         "cannot_listen",
-        f"无法在 {where} 上提供服务:该地址{zh}。请用 --host / --port 换一个,或停止占用它的程序",
-        f"cannot serve on {where}: the address {en}; choose another with --host / --port,"
-        " or stop the program using it",
+        f"无法在 {where} 上提供服务:该地址{why[0]}",
+        f"cannot serve on {where}: the address {why[1]}",
     )
