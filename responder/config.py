@@ -237,8 +237,12 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(str(path), "", "file not found") from None
+    except UnicodeDecodeError:  # an editor that saved the Chinese names in GBK
+        raise ConfigError(str(path), "", "not UTF-8 (saved as GBK?): save it as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(str(path), "", f"not valid TOML: {e}") from None
+    except OSError as e:  # a directory, no permission to read
+        raise ConfigError(str(path), "", f"cannot be read: {e.strerror or e}") from None
 
 
 def load_rule_set(path: Path) -> RuleSet:

@@ -701,3 +701,21 @@ def test_a_bad_port_or_log_format_is_named_not_a_traceback(
         err = capsys.readouterr().err
         assert said in err and "Traceback" not in err
         monkeypatch.delenv("RESPONDER_LOG_FORMAT", raising=False)
+
+
+def test_a_config_file_that_cannot_be_read_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A directory, a file saved in GBK, a file that is not TOML: one line each, no traceback."""
+    gbk = tmp_path / "gbk.toml"
+    gbk.write_bytes('[[units]]\nid = "emergency"\nname = "应急管理局"\n'.encode("gbk"))
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[service\n", encoding="utf-8")
+    for path, said in (
+        (tmp_path, "cannot be read: Is a directory"),
+        (gbk, "not UTF-8 (saved as GBK?): save it as UTF-8"),
+        (broken, "not valid TOML: "),
+    ):
+        code, line = check(capsys, path)
+        assert code == 1
+        assert line.startswith(f"responder: 配置错误 config error: {path}: {said}")
