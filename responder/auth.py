@@ -211,7 +211,12 @@ async def user_for_token(db: Database, token: str, now: datetime) -> dict[str, A
 
 
 async def tokens(db: Database, username: str | None = None) -> list[dict[str, Any]]:
-    """Every token (never the token itself: it is not stored), newest first."""
+    """Every token (never the token itself: it is not stored), newest first.  A user named
+    who does not exist is an error, not an empty list (a typo would look like "no tokens")."""
+    if username is not None and not await db.fetchone(
+        "SELECT 1 FROM users WHERE username = ?", (username,)
+    ):
+        raise NotFound("user_not_found", f"找不到用户 {username}", f"no user {username}")
     rows = await db.fetchall(
         "SELECT t.id, u.username, u.role, t.name, t.created_at, t.last_used_at, t.revoked_at,"
         " t.expires_at, u.disabled FROM tokens t JOIN users u ON u.id = t.user_id"

@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"valid for N days (1 to {auth.MAX_TOKEN_DAYS}); default: until revoked",
     )
     tr = t.add_parser("revoke", parents=[common], help="revoke an API token by its id")
-    tr.add_argument("token_id", type=int)
+    tr.add_argument("token_id", type=_token_id)
     tl = t.add_parser(
         "list", parents=[common], help="list API tokens: id, user, name, created, last used"
     )
@@ -133,6 +133,20 @@ def _port(value: str) -> int:
             f" be a whole number from 1 to 65535, not '{value}' (--port or $RESPONDER_PORT)"
         )
     return port
+
+
+def _token_id(value: str) -> int:
+    """A token's id as `token list` shows it (SQLite integers stop at 2**63 - 1)."""
+    try:
+        token_id = int(value)
+    except ValueError:
+        token_id = 0
+    if not 0 < token_id < 2**63:
+        raise argparse.ArgumentTypeError(
+            f"令牌编号须为 token list 显示的数字,收到“{value}”/ a token id is the number token"
+            f" list shows, not '{value}'"
+        )
+    return token_id
 
 
 def _log_format(value: str) -> str:

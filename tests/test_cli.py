@@ -375,6 +375,11 @@ def test_token_list_user_list_and_disable(
     assert token not in out  # never shown again: only its hash is stored
     code, out, _ = run(capsys, "token", "list", "reviewer-li", *db_args(tmp_path))
     assert code == 0 and len(out.splitlines()) == 1  # the header only
+    code, _, err = run(capsys, "token", "list", "reviewer-lee", *db_args(tmp_path))
+    assert code == 1 and one_error_line(err) == "responder: 找不到用户 reviewer-lee"  # a typo
+    with pytest.raises(SystemExit) as done:  # past SQLite's integers: a usage error, no traceback
+        run(capsys, "token", "revoke", str(2**64), *db_args(tmp_path))
+    assert done.value.code == 2 and "令牌编号须为 token list 显示的数字" in capsys.readouterr().err
     code, out, _ = run(capsys, "token", "revoke", "1", *db_args(tmp_path))
     assert code == 0
     code, out, _ = run(capsys, "token", "list", *db_args(tmp_path))
