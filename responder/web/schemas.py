@@ -21,7 +21,11 @@ class Error(_Out):
             f"- `{code}` ({status}): {meaning}" for code, (status, meaning) in API_CODES.items()
         )
     )
-    detail: Any = Field(description="what is wrong, in Chinese and English, or per-field errors")
+    detail: Any = Field(
+        description="what is wrong: for `invalid`, a list of per-field errors"
+        " `{field, problem, problem_zh, type}` (`field` empty for the body as a whole); for"
+        " `token_expired`, `{expired_at}`; otherwise the English message"
+    )
     message: str = Field(description="the message in Chinese (中文)")
     message_en: str
 
