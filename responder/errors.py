@@ -53,7 +53,7 @@ class ConfigError(Exception):
 # tests/test_api.py checks this table against the codes the source really raises.
 API_CODES: dict[str, tuple[int, str]] = {
     # the request itself
-    "bad_json": (400, "the body is not JSON, or not UTF-8"),
+    "bad_json": (400, "the body is not JSON, not UTF-8, or gives a field twice"),
     "bad_idempotency_key": (400, "Idempotency-Key is not 1–255 visible ASCII characters"),
     "bad_request": (400, "the request is malformed"),
     "unauthorized": (401, "no valid bearer token"),
@@ -64,6 +64,7 @@ API_CODES: dict[str, tuple[int, str]] = {
     "too_large": (413, "the body is over 256 KiB"),
     "unsupported_media_type": (415, "the body is not application/json"),
     "invalid": (422, "fields are missing or not valid (detail lists each)"),
+    "duplicate_parameter": (422, "a query parameter is given more than once"),
     "bad_id": (422, "an id in the address is malformed"),
     "bad_time": (422, "a time is not RFC 3339 (in a URL, write the offset's + as %2B)"),
     "naive_time": (422, "a time has no offset"),

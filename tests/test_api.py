@@ -821,6 +821,15 @@ async def test_malformed_json_is_400_and_changes_nothing(web: Web, dump_tables: 
             headers={"Content-Type": "application/json"},
         )
         await refused(resp, 422, "invalid")
+    # A field given twice: which was meant cannot be known (json.loads would keep the last).
+    resp = await web.call(
+        "POST",
+        INCIDENTS,
+        data=json.dumps(web.declaration())[:-1].encode() + b', "level": "IV"}',
+        headers={"Content-Type": "application/json"},
+    )
+    twice = await refused(resp, 400, "bad_json")
+    assert twice["message"] == "请求内容中字段“level”出现了不止一次"
     # A declaration in GBK, as older systems send it: told to send UTF-8, not "not JSON".
     gbk = json.dumps(web.declaration(), ensure_ascii=False).encode("gbk")
     resp = await web.call(
@@ -829,6 +838,14 @@ async def test_malformed_json_is_400_and_changes_nothing(web: Web, dump_tables: 
     told = await refused(resp, 400, "bad_json")
     assert "UTF-8" in told["message"] and "GBK" in told["message_en"]
     assert await dump_tables(web.db) == before
+
+
+async def test_a_query_parameter_given_twice_is_refused(web: Web) -> None:
+    data = await refused(
+        await web.get("/api/v1/incidents?level=I&level=II&status=active"), 422,
+        "duplicate_parameter",
+    )  # fmt: skip
+    assert data["message_en"] == "query parameters given more than once: level"
 
 
 async def test_wrong_content_type_is_415(web: Web) -> None:

@@ -67,6 +67,22 @@ class BadRequest(ResponderError):
     status = 400
 
 
+class _Duplicate(ValueError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different.  {"level": "II", "level": "I"} would
+    otherwise quietly mean the last one; which was meant cannot be known."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Duplicate(key[:64])
+        out[key] = value
+    return out
+
+
 async def body(request: web.Request) -> Any:
     route: Route = request[ROUTE]
     assert route.body is not None
@@ -74,7 +90,13 @@ async def body(request: web.Request) -> Any:
         raise web.HTTPUnsupportedMediaType()
     raw = await request.read()  # bounded by client_max_size → 413
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=_once_each)
+    except _Duplicate as e:
+        raise BadRequest(
+            "bad_json",
+            f"请求内容中字段“{e.key}”出现了不止一次",
+            f"the body gives the field '{e.key}' more than once",
+        ) from None
     except UnicodeDecodeError:  # often GBK from an older system; JSON between systems is UTF-8
         raise BadRequest(
             "bad_json",
@@ -91,6 +113,13 @@ async def body(request: web.Request) -> Any:
 def query(request: web.Request) -> Any:
     route: Route = request[ROUTE]
     assert route.query is not None
+    twice = sorted({k for k in request.query if len(request.query.getall(k)) > 1})
+    if twice:  # ?level=I&level=II: which one was meant?
+        raise BadInput(
+            "duplicate_parameter",
+            f"查询参数出现了不止一次:{'、'.join(twice)}",
+            f"query parameters given more than once: {', '.join(twice)}",
+        )
     return route.query.model_validate(dict(request.query))
 
 
