@@ -8,7 +8,7 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from responder import __version__, auth, config
@@ -122,31 +122,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _port(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        port = 0
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(
-            f"端口须为 1—65535 的整数,收到“{value}”(--port 或 $RESPONDER_PORT)/ the port must"
-            f" be a whole number from 1 to 65535, not '{value}' (--port or $RESPONDER_PORT)"
-        )
-    return port
+def _whole_number(high: int, zh: str, en: str) -> Callable[[str], int]:
+    """An argparse type: a whole number from 1 to ``high``, else a usage error in words."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if not 0 < number <= high:
+            raise argparse.ArgumentTypeError(f"{zh},收到“{value}”/ {en}, not '{value}'")
+        return number
+
+    return parse
 
 
-def _token_id(value: str) -> int:
-    """A token's id as `token list` shows it (SQLite integers stop at 2**63 - 1)."""
-    try:
-        token_id = int(value)
-    except ValueError:
-        token_id = 0
-    if not 0 < token_id < 2**63:
-        raise argparse.ArgumentTypeError(
-            f"令牌编号须为 token list 显示的数字,收到“{value}”/ a token id is the number token"
-            f" list shows, not '{value}'"
-        )
-    return token_id
+_port = _whole_number(
+    65535,
+    "端口须为 1—65535 的整数(--port 或 $RESPONDER_PORT)",
+    "the port must be a whole number from 1 to 65535 (--port or $RESPONDER_PORT)",
+)
+# A token's id as `token list` shows it (SQLite integers stop at 2**63 - 1).
+_token_id = _whole_number(
+    2**63 - 1, "令牌编号须为 token list 显示的数字", "a token id is the number token list shows"
+)
 
 
 def _log_format(value: str) -> str:

@@ -693,8 +693,8 @@ def test_a_bad_port_or_log_format_is_named_not_a_traceback(
     code, out, _ = run(capsys, "check-config")
     assert code == 0 and out.startswith("OK: ")
     for env, flags, said in (
-        ({"RESPONDER_PORT": "abc"}, [], "收到“abc”(--port 或 $RESPONDER_PORT)"),
-        ({}, ["--port", "99999"], "端口须为 1—65535 的整数,收到“99999”"),
+        ({"RESPONDER_PORT": "abc"}, [], "(--port 或 $RESPONDER_PORT),收到“abc”"),
+        ({}, ["--port", "99999"], "端口须为 1—65535 的整数(--port 或 $RESPONDER_PORT),收到“99999”"),
         ({"RESPONDER_LOG_FORMAT": "xml"}, [], "日志格式须为 text 或 json,收到“xml”"),
     ):
         monkeypatch.delenv("RESPONDER_PORT", raising=False)
