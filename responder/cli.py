@@ -289,7 +289,18 @@ async def _user(
 
 
 def _password() -> str:
-    return os.environ.get("RESPONDER_PASSWORD") or getpass.getpass("Password: ")
+    if os.environ.get("RESPONDER_PASSWORD"):
+        return os.environ["RESPONDER_PASSWORD"]
+    try:
+        return getpass.getpass("Password: ")
+    except EOFError:  # no terminal and nothing on stdin (docker exec without -t, a script)
+        raise BadInput(
+            "no_password",
+            "没有输入密码:请在终端中运行,或通过环境变量 RESPONDER_PASSWORD 提供"
+            "(不需要页面登录的用户可用 --no-password)",
+            "no password given: run it in a terminal or set RESPONDER_PASSWORD"
+            " (--no-password for a user who needs no page login)",
+        ) from None
 
 
 async def _token(

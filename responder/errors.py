@@ -94,6 +94,6 @@ NOT_API_CODES = {
     "unknown_role", "bad_username", "weak_password", "user_exists", "user_not_found",
     "user_disabled", "token_not_found", "token_expiry_not_in_future", "bad_token_days",
     "already_running", "cannot_listen", "database_unavailable", "secret_unavailable",
-    "templates_missing", "channel_not_understood", "ack_not_found",
+    "templates_missing", "channel_not_understood", "no_password", "ack_not_found",
     "too_many_requests",
 }  # fmt: skip

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -724,3 +727,18 @@ def test_a_config_file_that_cannot_be_read_is_one_line(
         code, line = check(capsys, path)
         assert code == 1
         assert line.startswith(f"responder: 配置错误 config error: {path}: {said}")
+
+
+def test_no_terminal_and_no_password_is_one_line(tmp_path: Path) -> None:
+    """docker exec without -t, or a script: getpass meets end-of-file.  That used to be an
+    EOFError traceback; now a line saying how to give the password, and no user is added."""
+    env = {k: v for k, v in os.environ.items() if k != "RESPONDER_PASSWORD"}
+    db = str(tmp_path / "r.sqlite3")
+    for args in (["user", "add", "zhou", "--role", "viewer"], ["user", "password", "zhou"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "responder.cli", "--config", CONFIG, *args, "--db", db],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "没有输入密码:请在终端中运行,或通过环境变量 RESPONDER_PASSWORD 提供" in done.stderr
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0
