@@ -1188,6 +1188,7 @@ async def test_healthz_is_503_when_the_engine_is_not_running(web: Web) -> None:
     data = await resp.json()
     assert resp.status == 503, data
     assert data["status"] == "unhealthy" and "engine not running" in data["problems"]
+    assert "提醒引擎未在运行,提醒不会发出" in data["problems_zh"]
 
 
 @pytest.mark.parametrize("run_engine", [True])
@@ -1198,6 +1199,7 @@ async def test_healthz_is_200_with_the_engine_then_503_when_stopped(web: Web) ->
     assert data == {
         "status": "ok",
         "problems": [],
+        "problems_zh": [],
         "scheduler_lag_s": 0.0,
         "dispatcher_lag_s": 0.0,
     }
@@ -1219,7 +1221,9 @@ async def test_metrics_need_a_token_of_any_role(web: Web) -> None:
         assert resp.status == 200, who
         assert "responder_incidents_active 1" in await resp.text()
     health = await web.client.get("/healthz")  # probes need no token, and learn nothing more
-    assert set(await health.json()) == {"status", "problems", "scheduler_lag_s", "dispatcher_lag_s"}
+    assert set(await health.json()) == {
+        "status", "problems", "problems_zh", "scheduler_lag_s", "dispatcher_lag_s"
+    }  # fmt: skip
 
 
 async def test_metrics_without_sends(web: Web) -> None:

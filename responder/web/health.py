@@ -22,21 +22,25 @@ from responder.web.routing import READ
 
 async def healthz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []  # (English, 中文): an administrator reads this too
     lag = None
     try:
         await request.app[DB].fetchone("SELECT 1")
         lag = await engine.lag()
     except Exception:
-        problems.append("database not reachable")
+        problems.append(("database not reachable", "数据库无法访问"))
     if not engine.running:
-        problems.append("engine not running")
+        problems.append(("engine not running", "提醒引擎未在运行,提醒不会发出"))
     bound = request.app[CFG].alerts.max_lag.total_seconds()
     if lag is not None and lag.worst > bound:
-        problems.append(f"alerts are {lag.worst:.0f} s late (bound {bound:.0f} s)")
+        problems.append((
+            f"alerts are {lag.worst:.0f} s late (bound {bound:.0f} s)",
+            f"提醒已延迟 {lag.worst:.0f} 秒(上限 {bound:.0f} 秒)",
+        ))  # fmt: skip
     body = {
         "status": "ok" if not problems else "unhealthy",
-        "problems": problems,
+        "problems": [en for en, _ in problems],
+        "problems_zh": [zh for _, zh in problems],
         "scheduler_lag_s": round(lag.steps, 3) if lag else None,
         "dispatcher_lag_s": round(lag.outbox, 3) if lag else None,
     }
