@@ -1191,6 +1191,19 @@ async def test_healthz_is_503_when_the_engine_is_not_running(web: Web) -> None:
     assert "提醒引擎未在运行,提醒不会发出" in data["problems_zh"]
 
 
+async def test_healthz_says_how_late_alerts_are(web: Web) -> None:
+    """A declaration whose first alerts nobody fires (the engine is stopped here): ten minutes
+    later /healthz says how late, in both languages, against alerts.max_lag (2 min)."""
+    await web.declare()
+    web.clock.advance(timedelta(minutes=10))
+    resp = await web.client.get("/healthz")
+    data = await resp.json()
+    assert resp.status == 503
+    assert "alerts are 600 s late (bound 120 s)" in data["problems"]
+    assert "提醒已延迟 600 秒(上限 120 秒)" in data["problems_zh"]
+    assert data["scheduler_lag_s"] == 600.0
+
+
 @pytest.mark.parametrize("run_engine", [True])
 async def test_healthz_is_200_with_the_engine_then_503_when_stopped(web: Web) -> None:
     resp = await web.client.get("/healthz")
