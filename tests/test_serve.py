@@ -464,3 +464,51 @@ def test_text_log_lines_carry_the_request_id_before_any_traceback() -> None:
     assert out[0].endswith("ERROR responder.test-text-log: unhandled error [id=city-7]")
     assert out[1] == "Traceback (most recent call last):"
     assert out[-1].endswith("responder.test-text-log: the engine's own line")
+
+
+def raw_request(port: int, request: bytes) -> bytes:
+    """Send bytes that may not be a valid HTTP request; return the start of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=LIMIT) as s:
+        s.sendall(request)
+        answer = b""  # the service closes the connection after refusing
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_a_request_aiohttp_cannot_parse_is_one_warning_without_what_was_sent(
+    service: Any,
+) -> None:
+    """aiohttp refuses such a request itself (400) and used to log it as an ERROR with a
+    traceback and the first 100 bytes of the offending line: a browser's oversized Cookie
+    header put its session cookie in the log."""
+    svc = service()
+    svc.start()
+    cookie = "responder_session=secret-session-cookie-9f2c"
+    token = "rsp_secret-token-in-the-address-5e1d"
+    malformed = [
+        # A Cookie header over aiohttp's 8190 bytes, the session cookie first.
+        b"GET / HTTP/1.1\r\nHost: x\r\nCookie: "
+        + f"{cookie}; pad={'a' * 9000}".encode()
+        + b"\r\n\r\n",
+        # An address over 8190 bytes, a token first.
+        f"GET /api/v1/incidents?token={token}&x={'a' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+        # A header line without a colon.
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+    ]
+    first = len(svc.lines)
+    for request in malformed:
+        assert raw_request(svc.port, request).split(b" ", 2)[1] == b"400"
+    status, _, _ = call(svc.base + "/healthz")  # still serving
+    assert status in (200, 503)
+    svc.wait_logged('"path": "/healthz"', first)
+
+    lines = [json.loads(line) for line in svc.lines[first:]]
+    refused = [x for x in lines if x["logger"] == "aiohttp.server"]
+    assert [(x["level"], "exception" in x) for x in refused] == [("warning", False)] * 3
+    assert refused[0]["message"] == (
+        "refused a malformed HTTP request from 127.0.0.1: 400 LineTooLong (nothing was done)"
+    )
+    log = "\n".join(svc.lines)
+    assert "secret-session-cookie" not in log and "secret-token" not in log
+    assert "Traceback" not in log

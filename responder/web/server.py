@@ -18,7 +18,7 @@ from responder.errors import ResponderError
 from responder.paths import check_templates
 from responder.store.db import make_parent
 from responder.store.lock import instance_lock
-from responder.web.access import RequestIdFilter
+from responder.web.access import MalformedRequestFilter, RequestIdFilter
 from responder.web.app import create_app
 
 
@@ -60,6 +60,9 @@ def configure_logging(fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server_log.filters):
+        server_log.addFilter(MalformedRequestFilter())
     # aiohttp's own access log is off (access_log=None); ours is responder.access, which keeps
     # acknowledgement tokens out of the paths it writes.
 
