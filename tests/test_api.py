@@ -1300,3 +1300,32 @@ async def test_a_token_put_in_the_address_is_not_logged(
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("responder")]
     assert len([x for x in lines if "access_token=rsp_…" in x]) == 2
     assert not any(token in x or token[4:20] in x for x in lines)
+
+
+async def test_a_body_that_cannot_be_decoded_is_400_and_changes_nothing(web: Web) -> None:
+    """aiohttp decompresses a body sent with Content-Encoding; a broken one used to end in a
+    500 ("internal error") for what is the client's mistake."""
+    before = await web.count("incidents")
+    resp = await web.call(
+        "POST",
+        "/api/v1/incidents",
+        "duty_officer",
+        data=b"this is not gzip",
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    body = await resp.json()
+    assert resp.status == 400, body
+    assert_error_body(body)
+    assert body["error"] == "bad_request"
+    assert "无法读取" in body["message"] and "compression" in body["message_en"]
+    assert await web.count("incidents") == before
+    # A page form the same way: a readable page, not the 500 page.
+    resp = await web.client.post(
+        "/login",
+        data=b"username=x&password=y",
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Content-Encoding": "deflate",
+        },
+    )
+    assert resp.status == 400 and "无法读取" in await resp.text()

@@ -481,7 +481,8 @@ def test_a_request_aiohttp_cannot_parse_is_one_warning_without_what_was_sent(
 ) -> None:
     """aiohttp refuses such a request itself (400) and used to log it as an ERROR with a
     traceback and the first 100 bytes of the offending line: a browser's oversized Cookie
-    header put its session cookie in the log."""
+    header put its session cookie in the log.  A body it cannot decode was logged the same way
+    when aiohttp drained it after the service's own 400."""
     svc = service()
     svc.start()
     cookie = "responder_session=secret-session-cookie-9f2c"
@@ -495,6 +496,9 @@ def test_a_request_aiohttp_cannot_parse_is_one_warning_without_what_was_sent(
         f"GET /api/v1/incidents?token={token}&x={'a' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
         # A header line without a colon.
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+        # A body said to be gzip that is not (answered by the service's own 400).
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 9\r\n\r\nnot gzip!",
     ]
     first = len(svc.lines)
     for request in malformed:
@@ -505,10 +509,33 @@ def test_a_request_aiohttp_cannot_parse_is_one_warning_without_what_was_sent(
 
     lines = [json.loads(line) for line in svc.lines[first:]]
     refused = [x for x in lines if x["logger"] == "aiohttp.server"]
-    assert [(x["level"], "exception" in x) for x in refused] == [("warning", False)] * 3
-    assert refused[0]["message"] == (
-        "refused a malformed HTTP request from 127.0.0.1: 400 LineTooLong (nothing was done)"
-    )
+    assert [(x["level"], "exception" in x) for x in refused] == [("warning", False)] * 4
+    assert refused[0]["message"] == "malformed HTTP request from 127.0.0.1 (LineTooLong)"
     log = "\n".join(svc.lines)
     assert "secret-session-cookie" not in log and "secret-token" not in log
     assert "Traceback" not in log
+
+
+def test_a_client_that_hangs_up_while_sending_its_body_is_499_not_an_error(
+    service: Any,
+) -> None:
+    """A phone losing its network halfway through a declaration: nothing is changed, and the
+    log says the client went away (499) instead of an internal error with a traceback.  (Only
+    a real process shows it: aiohttp's test server cancels the handler instead.)"""
+    svc = service()
+    token = svc.token()
+    svc.start()
+    body = json.dumps(declaration()).encode()
+    first = len(svc.lines)
+    with socket.create_connection(("127.0.0.1", svc.port), timeout=LIMIT) as s:
+        s.sendall(
+            b"POST /api/v1/incidents HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body[:20]
+        )
+    svc.wait_logged('"status": 499', first)
+    lines = [json.loads(line) for line in svc.lines[first:]]
+    assert [x for x in lines if x["level"] == "error"] == []
+    [line] = [x for x in lines if x["logger"] == "responder.access"]
+    assert (line["status"], line["user"], line["level"]) == (499, "chen", "info")
+    assert count(svc.db, "SELECT COUNT(*) FROM incidents") == 0

@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from responder.auth import TOKEN_PREFIX
 from responder.web.identity import IDENTITY
@@ -95,20 +96,20 @@ class RequestIdFilter(logging.Filter):
 
 class MalformedRequestFilter(logging.Filter):
     """aiohttp answers a request it cannot parse (a header or address over 8190 bytes, a
-    broken header or chunk) with 400 itself, and logs it as an ERROR with a traceback and the
-    first 100 bytes of the offending line — which can be a session cookie (a browser with many
-    cookies on the domain) or a token.  Such a request is the client's mistake and did
-    nothing: one warning line, without what was sent.  (Attached to ``aiohttp.server``.)"""
+    broken header) with 400 itself, and logs it as an ERROR with a traceback and the first 100
+    bytes of the offending line — which can be a session cookie (a browser with many cookies on
+    the domain) or a token.  A body it cannot decode (broken gzip or chunks) is logged the same
+    way when aiohttp drains it after the answer.  Both are the client's mistake: one warning
+    line, without what was sent.  (Attached to ``aiohttp.server``.)"""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            record.msg = "refused a malformed HTTP request from %s: %s %s (nothing was done)"
-            record.args = (
-                record.args[0] if isinstance(record.args, tuple) and record.args else "-",
-                exc.code,
-                type(exc).__name__,
-            )
+        if isinstance(exc, RequestPayloadError) and exc.__cause__ is not None:
+            exc = exc.__cause__  # what was wrong with the body
+        if isinstance(exc, HttpProcessingError | RequestPayloadError):
+            record.msg = "malformed HTTP request from %s (%s)"
+            given = record.args if isinstance(record.args, tuple) else ()
+            record.args = (given[0] if given else "a client", type(exc).__name__)
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.exc_info = record.exc_text = None
         return True

@@ -12,10 +12,11 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
 from responder.errors import ResponderError
-from responder.web.access import logged_path, request_id
+from responder.web.access import CLIENT_CLOSED, logged_path, request_id
 
 log = logging.getLogger("responder.web")
 
@@ -152,6 +153,14 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         if api:
             return json_error(422, "invalid", zh, en, detail)
         return _page(422, zh, en)
+    except RequestPayloadError:  # aiohttp could not decode the body: broken gzip or chunks
+        zh = "请求内容无法读取(压缩或分块编码有误),请重新发送"
+        en = "the body could not be read (its compression or chunked encoding is broken)"
+        return json_error(400, "bad_request", zh, en) if api else _page(400, zh, en)
+    except ConnectionResetError:
+        # The client went away while sending its body (a phone losing its network).  Nothing
+        # was changed yet and nobody is left to answer: the access line records 499.
+        return web.Response(status=CLIENT_CLOSED)
     except web.HTTPException as e:
         if e.status < 400:
             raise
