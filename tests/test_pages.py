@@ -31,19 +31,32 @@ CHROMIUM_ARGS = [
 ]
 
 
+async def login_token(web: Web) -> str:
+    """Open the sign-in page as a browser does (its nonce cookie is kept by the client's jar)
+    and return the token its form carries."""
+    html = await (await web.client.get("/login")).text()
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
 async def login(web: Web, username: str, password: str, **kwargs: Any) -> Any:
     return await web.client.post(
         "/login",
-        data={"username": username, "password": password},
+        data={"username": username, "password": password, "csrf": await login_token(web)},
         allow_redirects=False,
         **kwargs,
     )
 
 
-def cookie_header(resp: Any) -> str:
+def session_cookies(resp: Any) -> list[str]:
     values = resp.headers.getall("Set-Cookie", [])
-    found = [v for v in values if v.startswith("responder_session=")]
-    assert len(found) == 1, values
+    return [v for v in values if v.startswith("responder_session=")]
+
+
+def cookie_header(resp: Any) -> str:
+    found = session_cookies(resp)
+    assert len(found) == 1, resp.headers.getall("Set-Cookie", [])
     return found[0]
 
 
@@ -65,14 +78,14 @@ async def test_wrong_password_401_then_429_after_five_failures(web: Web) -> None
         html = await resp.text()
         assert resp.status == 401, html
         assert "用户名或密码不正确" in html and "wrong username or password" in html
-        assert "Set-Cookie" not in resp.headers
+        assert session_cookies(resp) == []
     resp = await login(web, "duty-wang", PASSWORD)  # the sixth try: even the right one waits
     assert resp.status == 429
     assert resp.content_type == "text/html"
     retry = int(resp.headers["Retry-After"])
     assert 0 < retry <= 301  # whole seconds, at most the 5-minute window
     assert "请求过于频繁" in await resp.text()
-    assert "Set-Cookie" not in resp.headers
+    assert session_cookies(resp) == []
     # Unknown users count too: another username from the same client is still refused.
     resp = await login(web, "someone-else", "whatever-password")
     assert resp.status == 429
@@ -145,11 +158,81 @@ async def test_right_password_sets_a_strict_httponly_cookie(web: Web) -> None:
 async def test_cookie_is_secure_when_the_public_url_is_https(web: Web) -> None:
     web.cfg.service.public_url = "https://responder.example.gov.cn"
     await web.add_login_user("duty-wang")
-    resp = await login(web, "duty-wang", PASSWORD)
+    page = await web.client.get("/login")
+    [nonce_cookie] = page.headers.getall("Set-Cookie")
+    attributes = [a.strip() for a in nonce_cookie.split(";")]
+    assert {"Secure", "HttpOnly", "SameSite=Strict", "Path=/login"} <= set(attributes)
+    # The test client speaks plain http, so its jar keeps a Secure cookie to itself: send it
+    # as a browser on https would.
+    csrf = re.search(r'name="csrf" value="([^"]+)"', await page.text()).group(1)  # type: ignore[union-attr]
+    resp = await web.client.post(
+        "/login",
+        data={"username": "duty-wang", "password": PASSWORD, "csrf": csrf},
+        headers={"Cookie": attributes[0]},
+        allow_redirects=False,
+    )
     assert resp.status == 303
     cookie = cookie_header(resp)
     assert "Secure" in [a.strip() for a in cookie.split(";")]
     assert "HttpOnly" in [a.strip() for a in cookie.split(";")]
+
+
+async def test_the_sign_in_form_refuses_a_post_without_its_login_token(web: Web) -> None:
+    """Login CSRF: a page on another site posting our sign-in form (with the attacker's
+    account) cannot send the SameSite=Strict nonce cookie, nor forge the token.  Refused
+    before the password is checked or counted; the page shown carries a working form."""
+    await web.add_login_user("duty-wang")
+    token = await login_token(web)
+    nonce = web.client.session.cookie_jar.filter_cookies(web.client.make_url("/login"))
+    assert "responder_login" in nonce
+    for data, cookies in (
+        ({}, True),  # no token
+        ({"csrf": "forged-token"}, True),
+        ({"csrf": token + "x"}, True),
+        ({"csrf": token}, False),  # the right token, but no nonce cookie (another site)
+    ):
+        if not cookies:
+            web.client.session.cookie_jar.clear()
+        resp = await web.client.post(
+            "/login",
+            data={"username": "duty-wang", "password": PASSWORD, **data},
+            allow_redirects=False,
+        )
+        html = await resp.text()
+        assert resp.status == 403, html
+        assert "登录表单已失效" in html and "no longer valid" in html
+        assert session_cookies(resp) == []
+        assert 'name="csrf" value="' in html  # type again and sign in
+    # Nothing was counted as a wrong password: five real tries are still allowed.
+    for _ in range(4):
+        assert (await login(web, "duty-wang", "wrong password!")).status == 401
+    assert (await login(web, "duty-wang", PASSWORD)).status == 303
+
+
+async def test_two_sign_in_tabs_both_work(web: Web) -> None:
+    """The nonce is kept while the browser has it: a second sign-in tab does not spoil the
+    first one's form."""
+    await web.add_login_user("duty-wang")
+    first = await login_token(web)
+    second = await login_token(web)
+    assert first == second
+    resp = await web.client.post(
+        "/login",
+        data={"username": "duty-wang", "password": PASSWORD, "csrf": first},
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+
+
+async def test_a_form_not_in_utf8_is_400_not_500(web: Web) -> None:
+    resp = await web.client.post(
+        "/login",
+        data=b"username=\xe9\xff&password=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    html = await resp.text()
+    assert resp.status == 400, html
+    assert "不是 UTF-8" in html and "not in UTF-8" in html
 
 
 async def test_index_requires_login_and_escapes_titles(web: Web) -> None:
@@ -402,6 +485,48 @@ async def test_ack_click_through_in_headless_chromium(web: Web, chromium: Path) 
     acked = await web.db.fetchone("SELECT acked_at FROM notifications WHERE id = ?", (row["id"],))
     assert acked is not None and acked[0] is not None
     assert await web.count("audit_log", "action = 'notification.acknowledged'") == 1
+
+
+async def test_sign_in_and_login_csrf_in_headless_chromium(web: Web, chromium: Path) -> None:
+    """A real browser signs in through the form (the nonce cookie is SameSite=Strict on
+    /login); a form on another page posting to /login — even with the token the browser's
+    own sign-in page carries — is refused, because the browser does not send the cookie."""
+    from playwright.async_api import async_playwright
+
+    await web.add_login_user("duty-wang")
+    login_url = str(web.client.make_url("/login"))
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(login_url)
+            token = await page.get_attribute("input[name=csrf]", "value")
+            # 1. A page from elsewhere (a blank page: not this site) posts the sign-in form with
+            #    an account of its choosing and the browser's own token.
+            await page.goto("about:blank")
+            await page.set_content(
+                f'<form method="post" action="{login_url}">'
+                '<input name="username" value="duty-wang">'
+                f'<input name="password" value="{PASSWORD}">'
+                f'<input name="csrf" value="{token}"><button>go</button></form>'
+            )
+            async with page.expect_navigation():
+                await page.click("button")
+            assert "登录表单已失效" in await page.inner_text("body")
+            assert [
+                c for c in await page.context.cookies() if c["name"] == "responder_session"
+            ] == []
+            # 2. The duty officer signs in on the service's own page.
+            await page.goto(login_url)
+            await page.fill("input[name=username]", "duty-wang")
+            await page.fill("input[name=password]", PASSWORD)
+            async with page.expect_navigation():
+                await page.get_by_role("button", name=re.compile("登录")).click()
+            assert page.url == str(web.client.make_url("/"))
+            assert "进行中的事件" in await page.inner_text("h1")
+            assert "duty-wang" in await page.inner_text("header")
+        finally:
+            await browser.close()
 
 
 def test_the_login_limiter_forgets_what_is_past() -> None:

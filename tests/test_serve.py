@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -223,10 +224,16 @@ def test_serve_logs_json_without_secrets_and_stops_cleanly_on_sigterm(service: A
     )
     assert status == 401 and len(headers["X-Request-Id"]) == 16
     # 3. Page logins, right and wrong: neither password may reach the log.
+    status, headers, page = call(svc.base + "/login")  # the form, and its nonce cookie
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.decode()).group(1)  # type: ignore[union-attr]
+    nonce = headers["Set-Cookie"].split(";")[0]
     for password, expected in ((PASSWORD, 200), (WRONG_PASSWORD, 401)):
-        form = urllib.parse.urlencode({"username": "chen", "password": password}).encode()
+        form = {"username": "chen", "password": password, "csrf": csrf}
         status, _, _ = call(
-            svc.base + "/login", "POST", form, {"Content-Type": "application/x-www-form-urlencoded"}
+            svc.base + "/login",
+            "POST",
+            urllib.parse.urlencode(form).encode(),
+            {"Content-Type": "application/x-www-form-urlencoded", "Cookie": nonce},
         )
         assert status == expected  # 200: the redirect to the start page, followed
     # 4. The alerts reach the service's own inbox; one is acknowledged through its link.

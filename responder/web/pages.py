@@ -1,7 +1,8 @@
 """Pages: login, acknowledgement, the development inbox, and errors.
 
 Jinja2 with autoescaping on: whatever a user typed is shown as text, never run.  No inline
-script or style (the CSP forbids both); every form carries the CSRF token of the session.
+script or style (the CSP forbids both); every form carries the CSRF token of the session, and
+the sign-in form, shown before there is one, a login token (see ``security.login_token``).
 """
 
 from __future__ import annotations
@@ -18,16 +19,21 @@ from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from responder import ack, auth
+from responder.errors import ResponderError
 from responder.paths import templates_dir
 from responder.timeutil import from_db, show, to_db
 from responder.web.identity import identify
 from responder.web.keys import CFG, CLOCK, DB, SECRET
 from responder.web.security import (
     COOKIE,
+    LOGIN_COOKIE,
     SESSION_SECONDS,
     LoginLimiter,
     client_address,
+    login_nonce,
+    login_token,
     make_session,
+    set_login_cookie,
     set_session_cookie,
 )
 
@@ -77,12 +83,44 @@ async def ack_post(request: web.Request) -> web.Response:
 # -- login ------------------------------------------------------------------------------------
 
 
+async def read_form(request: web.Request) -> Any:
+    try:
+        return await request.post()
+    except UnicodeDecodeError:  # our forms are UTF-8 pages; something else sent this
+        raise ResponderError(
+            "bad_form",
+            "表单内容不是 UTF-8 编码,请刷新页面后重新提交",
+            "the form is not in UTF-8; reload the page and submit it again",
+        ) from None
+
+
+def login_form(request: web.Request, error: str = "", status: int = 200) -> web.Response:
+    """The sign-in page, its form carrying the login token for this browser's nonce."""
+    nonce = login_nonce(request.cookies.get(LOGIN_COOKIE))
+    csrf = login_token(request.app[SECRET], nonce)
+    response = render_page("login.html", {"error": error, "csrf": csrf}, status=status)
+    set_login_cookie(response, nonce, request.app[CFG].service.public_url.startswith("https"))
+    return response
+
+
 async def login_page(request: web.Request) -> web.Response:
-    return render_page("login.html", {"error": ""})
+    return login_form(request)
 
 
 async def login_post(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await read_form(request)
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    expected = login_token(request.app[SECRET], nonce) if nonce else ""
+    if not expected or not hmac.compare_digest(str(form.get("csrf", "")), expected):
+        # Not a sign-in from our own page (another site's form, or cookies blocked): nothing
+        # is checked or counted.  The page shown carries a valid form: type again and go.
+        return login_form(
+            request,
+            "登录表单已失效,请重新输入用户名和密码(若仍不行,请允许本网站使用 Cookie)"
+            " / this sign-in form is no longer valid: enter your username and password again"
+            " (if it keeps happening, allow cookies for this site)",
+            status=403,
+        )
     username = str(form.get("username", ""))[:64]
     password = str(form.get("password", ""))[:200]
     client = client_address(request, request.app[CFG].service.trusted_proxies)
@@ -99,9 +137,7 @@ async def login_post(request: web.Request) -> web.Response:
     )
     if row is None or not ok:
         limiter.fail(client, username)
-        return render_page(
-            "login.html", {"error": "用户名或密码不正确 / wrong username or password"}, status=401
-        )
+        return login_form(request, "用户名或密码不正确 / wrong username or password", status=401)
     value, _csrf, sid = make_session(request.app[SECRET], row["id"], time.time())
     now = request.app[CLOCK].now()
 
@@ -120,7 +156,7 @@ async def login_post(request: web.Request) -> web.Response:
 
 async def logout_post(request: web.Request) -> web.Response:
     user = await identify(request)
-    form = await request.post()
+    form = await read_form(request)
     if user is None or not hmac.compare_digest(str(form.get("csrf", "")), user.get("csrf") or ""):
         raise web.HTTPForbidden()
     sid = user["sid"]  # the cookie, even if kept, no longer works

@@ -2,7 +2,9 @@
 
 Sessions are signed cookies (HMAC-SHA256 with the server secret): user id, expiry and a
 CSRF token; HttpOnly, SameSite=Strict, Secure when the public URL is https.  Every form
-carries the CSRF token and every page POST checks it.
+carries the CSRF token and every page POST checks it.  The sign-in form, shown before there
+is a session, carries a login token instead: the signature of a random value kept in its own
+SameSite=Strict cookie (see :func:`login_token`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import secrets
 import time
 from collections import defaultdict, deque
@@ -24,6 +27,8 @@ from responder.web.keys import CFG
 
 COOKIE = "responder_session"
 SESSION_SECONDS = 12 * 3600
+LOGIN_COOKIE = "responder_login"
+_NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 HEADERS = {
     "Content-Security-Policy": (
@@ -96,6 +101,28 @@ def read_session(
     if not isinstance(session, dict) or session.get("exp", 0) < (now or time.time()):
         return None
     return session
+
+
+def login_nonce(value: str | None) -> str:
+    """The browser's login nonce (from its ``responder_login`` cookie), or a new one.  Kept
+    while the browser has it, so two sign-in tabs open at once both work."""
+    return value if value and _NONCE.fullmatch(value) else secrets.token_urlsafe(18)
+
+
+def login_token(secret: bytes, nonce: str) -> str:
+    """The sign-in form's CSRF token for a login nonce.
+
+    Without it a page on another site could sign a duty officer in to an account of the
+    attacker's choosing (login CSRF).  Such a page cannot send the SameSite=Strict nonce
+    cookie, and cannot compute the token for a nonce without the server secret."""
+    return _sign(secret, ("login:" + nonce).encode())
+
+
+def set_login_cookie(response: web.StreamResponse, nonce: str, secure: bool) -> None:
+    # A browser-session cookie (no expiry): a sign-in page left open all night still works.
+    response.set_cookie(
+        LOGIN_COOKIE, nonce, httponly=True, samesite="Strict", secure=secure, path="/login"
+    )
 
 
 def set_session_cookie(response: web.StreamResponse, value: str, secure: bool) -> None:
