@@ -82,12 +82,22 @@ class Alerts(_Strict):
     # The watchdog alerts the administrators when a step is this late, or a message failed
     # on every channel.
     max_lag: timedelta = timedelta(minutes=2)
+    # A send that has not finished after this long (a gateway answering a byte at a time) is
+    # given up on: the person's next channel is tried, never the same one again.
+    send_timeout: timedelta = timedelta(seconds=60)
     admins: list[str] = Field(default_factory=list)
 
-    @field_validator("retry_base", "retry_max", "max_lag", mode="before")
+    @field_validator("retry_base", "retry_max", "max_lag", "send_timeout", mode="before")
     @classmethod
     def _d(cls, v: object) -> object:
         return parse_duration(v) if isinstance(v, str | int) else v
+
+    @field_validator("send_timeout")
+    @classmethod
+    def _send_timeout(cls, v: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= v <= timedelta(hours=1):
+            raise ValueError("must be between 1s and 1h")
+        return v
 
 
 class Unit(_Strict):

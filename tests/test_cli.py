@@ -240,6 +240,16 @@ channels = ["sms"]
     assert "people[0]" in line and "fire-brigade" in line
 
 
+@pytest.mark.parametrize("value", ['"0s"', '"2h"'])
+def test_a_send_timeout_out_of_bounds_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, value: str
+) -> None:
+    path = write_config(tmp_path, f"[alerts]\nsend_timeout = {value}\n" + GOOD_UNITS)
+    code, line = check(capsys, path)
+    assert code == 1
+    assert "alerts.send_timeout" in line and "between 1s and 1h" in line
+
+
 def test_broken_config_missing_env(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write_config(
         tmp_path,

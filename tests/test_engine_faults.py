@@ -10,13 +10,16 @@ whose driver process runs on the system clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
@@ -28,6 +31,7 @@ import pytest
 from responder import queries
 from responder.clock import FakeClock
 from responder.config import Config
+from responder.engine import failures
 from responder.engine.runner import Engine
 from responder.models import DeclareIncident
 from responder.ops import Ops
@@ -119,6 +123,70 @@ async def test_http_500_is_retried_then_fails_over_to_the_next_channel(
     finished = [_at(a["finished_at"]) for a in tries]
     assert all(b > a for a, b in itertools.pairwise(finished[:per_channel]))
     assert finished[-1] == finished[per_channel - 1]
+
+
+class TricklingGateway:
+    """An HTTP gateway that answers a byte at a time, for ever: every read arrives within
+    apprise's socket timeout, so only the service's own send timeout ends the send."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.stopped = threading.Event()
+        self.requests = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.requests += 1
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            while not self.stopped.wait(0.2):
+                conn.sendall(b" ")
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.server.close()
+
+
+async def test_a_gateway_that_never_finishes_answering_is_given_up_on_and_the_next_channel_tried(
+    engine: Engine, clock: FakeClock, smtp_sink: SmtpSink, db: Database
+) -> None:
+    """Without a send timeout such a gateway held its sending slot for ever, and a few such
+    sends stopped every alert.  Given up on, the message goes by the person's next channel —
+    never again by the same one, where the gateway may still be taking it."""
+    gateway = TricklingGateway()
+    try:
+        engine.cfg.channels["sms"] = f"json://127.0.0.1:{gateway.port}/sms?:to={{phone}}"
+        engine.dispatcher.sender.timeout = 1.0  # real seconds: a network send runs on real time
+        person = engine.cfg.person("li-qiang")
+        assert person is not None and person.channels[:2] == ["sms", "email"]
+        nid = await queue(db, clock.now(), person.id, list(person.channels))
+        engine.dispatcher.wake()
+
+        row = await drive(engine, nid)
+        assert (row["status"], row["sent_channel"]) == ("sent", "email")
+        tries = await attempts(db, nid)
+        assert [(a["channel"], a["outcome"]) for a in tries] == [
+            ("sms", "error"),
+            ("email", "sent"),
+        ]
+        assert tries[0]["error"] == failures.SEND_TIMED_OUT + "1 s"
+        assert gateway.requests == 1  # not tried again on the same channel
+        zh, _ = failures.explain(tries[0]["error"])
+        assert zh is not None and "可能已送达" in zh and "下一渠道" in zh
+        assert len(await smtp_sink.wait_for(1)) == 1
+        assert engine.dispatcher.in_flight == set()  # the slot is free again
+    finally:
+        gateway.close()
 
 
 async def drill_without_duties(engine: Engine, clock: FakeClock, title: str) -> str:

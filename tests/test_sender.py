@@ -150,6 +150,7 @@ def test_every_recorded_error_has_words_for_people() -> None:
 
     ours = [failures.INTERRUPTED, failures.SENDER_DIED, failures.SENDER_STOPPED,
             failures.URL_NOT_UNDERSTOOD, failures.NOT_BUILT + "KeyError: 'phone'",
+            failures.SEND_TIMED_OUT + "60 s",
             "Sending JSON to 127.0.0.1 failed: HTTP 500 Internal Server Error"]  # fmt: skip
     explained = [failures.explain(e) for e in ours]
     assert len({zh for zh, _ in explained}) == len(ours)  # each its own words

@@ -7,12 +7,14 @@ One round:
    conditional UPDATE, as many as there are free sending slots, and record an attempt for
    each in the same transaction.
 2. Render each message here, and send it in the sending process (:mod:`.sender`: apprise in
-   a child process, bounded concurrency).  A send is awaited until it has finished, never
-   abandoned: a send that outlives a timeout may still complete, and retrying beside it
-   would deliver the message twice.
+   a child process, bounded concurrency).  A send is awaited until it has finished, and
+   never retried beside itself: a send that outlives a timeout may still complete, and a
+   retry on the same channel would deliver the message twice.  Only a send still running
+   after ``alerts.send_timeout`` is given up on, and then the next channel is tried.
 3. Record the outcome (group-committed with the outcomes that finished meanwhile, one
    transaction for all): ``sent``; or retry the same channel with exponential
-   back-off and jitter; or fail over to the person's next channel; or, with every channel
+   back-off and jitter (not after a send given up on: the gateway may still be taking it);
+   or fail over to the person's next channel; or, with every channel
    spent, ``failed`` — and the administrators are told (the watchdog message).  A record the
    database refuses (locked by another process) is tried again, not dropped.
 4. Sleep until the next queued notification is due, a send finishes, or a wake-up.
@@ -71,7 +73,7 @@ class Dispatcher:
         self.metrics = metrics
         self.wakeup = asyncio.Event()
         self.slots = cfg.alerts.concurrency
-        self.sender = Sender(threads=self.slots)
+        self.sender = Sender(timeout=cfg.alerts.send_timeout.total_seconds())
         self.foreground = foreground or Foreground()
         self.in_flight: set[asyncio.Task[None]] = set()
         self._outcomes: list[tuple[Any, str, Outcome, asyncio.Future[None]]] = []
@@ -280,7 +282,7 @@ class Dispatcher:
             return "sent"
         attempt = n["attempt"] + 1
         index = n["channel_index"]
-        if attempt < self.cfg.alerts.attempts_per_channel:
+        if outcome.same_channel_again and attempt < self.cfg.alerts.attempts_per_channel:
             status, next_at = "queued", now + self.backoff(attempt)
         elif index + 1 < len(channels):
             status, next_at, index, attempt = "queued", now, index + 1, 0

@@ -20,6 +20,7 @@ INTERRUPTED = "interrupted: the service stopped during this send"
 SENDER_DIED = "the sending process stopped during this send"
 SENDER_STOPPED = "the sending process was stopped"
 URL_NOT_UNDERSTOOD = "channel URL not understood by apprise"
+SEND_TIMED_OUT = "the gateway did not finish answering within "  # followed by the time
 NOT_BUILT = "message not built: "  # followed by the exception
 # Why a message could not be built, when the configuration changed while it waited (after NOT_BUILT):
 PERSON_GONE = "the person is no longer in the configuration"
@@ -54,6 +55,11 @@ _GONE = {
         "the channel was removed from the configuration; the person's next channel is tried",
     ),
 }
+_TIMED_OUT = (
+    "网关在限定时间内没有答完,消息可能已送达也可能没有;为免重复,不再经此渠道重发,改用此人的下一渠道",
+    "the gateway did not finish answering in time; the message may or may not have arrived, so"
+    " it is not sent this way again: the person's next channel is tried",
+)
 _NOT_BUILT = (
     "消息未能生成(模板或联系方式有误),请管理员检查配置",
     "the message could not be made (template or contact details): an administrator must check",
@@ -130,6 +136,8 @@ def explain(error: str | None) -> tuple[str, str] | tuple[None, None]:
         return None, None
     if error in _OURS:
         return _OURS[error]
+    if error.startswith(SEND_TIMED_OUT):
+        return _TIMED_OUT
     if error.startswith(NOT_BUILT):
         return next((words for why, words in _GONE.items() if why in error), _NOT_BUILT)
     # Anything else is apprise reporting what the gateway or the network did.

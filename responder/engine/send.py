@@ -1,8 +1,9 @@
 """One message through apprise to one URL, with the outcome and a scrubbed error.
 
-apprise plugins are synchronous; the dispatcher runs :func:`send` in a worker thread and
-waits for it to *finish* (it never abandons a running send to retry: a timed-out send may
-still complete in its thread, and a retry beside it would deliver the message twice).
+apprise plugins are synchronous; the sending process runs :func:`send` in a thread of its
+own, and the dispatcher waits for it to *finish* (it never retries beside a running send: a
+timed-out send may still complete in its thread, and a retry on the same channel would deliver
+the message twice; see :mod:`.sender` for the one send that is given up on).
 
 Errors and URLs are scrubbed before they leave this module: passwords, tokens and query values
 of the channel URL are replaced by ``****``, so nothing secret reaches the database, the logs,
@@ -50,6 +51,9 @@ class Outcome:
     ok: bool
     error: str = ""
     seconds: float = 0.0
+    # False when a retry on the same channel could deliver the message twice (a send given up
+    # on while the gateway may still be taking it): the next channel is tried instead.
+    same_channel_again: bool = True
 
 
 def secrets_in(url: str) -> list[str]:

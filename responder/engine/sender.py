@@ -12,9 +12,15 @@ wait for a quiet machine.
 How:
 
 1. :meth:`Sender.send` writes ``(key, url, title, body, kind)`` to the child over a pipe and
-   returns a future; the child runs each request in one of ``threads`` threads (slow gateways
-   are waited for in parallel) and writes back ``(key, Outcome)`` when that send has finished.
+   returns a future; the child runs each request in a thread of its own (slow gateways are
+   waited for in parallel; the dispatcher bounds how many at once) and writes back
+   ``(key, Outcome)`` when that send has finished.
 2. The event loop reads the replies as they come (``add_reader``) and resolves the futures.
+   A send still running after ``timeout`` seconds (a gateway answering a byte at a time:
+   every read is within the plugin's socket timeout, so nothing else ends it) is given up on:
+   its outcome says so and forbids the same channel again (the gateway may still be taking
+   the message), its thread runs on in the child, and its late reply is dropped.  Without
+   this, a few such sends would hold every sending slot and stop all alerts.
 3. If the child dies, every send it held ends as a failed try ("the sending process stopped"),
    which the dispatcher retries like any other; the next send starts a new child.  A send is
    never retried while the child that runs it may still be running it.
@@ -36,11 +42,11 @@ import multiprocessing
 import os
 import signal
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from responder.engine.failures import SENDER_DIED, SENDER_STOPPED
+from responder.engine.failures import SEND_TIMED_OUT, SENDER_DIED, SENDER_STOPPED
 from responder.engine.send import Outcome, send
 
 log = logging.getLogger("responder.dispatcher")
@@ -48,7 +54,10 @@ _CONTEXT = multiprocessing.get_context("forkserver")  # no fork() of a threaded 
 _CONTEXT.set_forkserver_preload(["responder.engine.send"])  # apprise is imported once
 
 
-def _child(conn: Connection, threads: int) -> None:
+CLOSE_GRACE = 5.0  # seconds the child waits on a graceful close for sends still running
+
+
+def _child(conn: Connection) -> None:
     """The child's main loop (see the module docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -61,23 +70,30 @@ def _child(conn: Connection, threads: int) -> None:
         with replies, contextlib.suppress(OSError):
             conn.send((key, outcome))
 
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="send")
+    # A thread per send, not a pool: a send given up on keeps its thread, and must not keep
+    # the next message waiting for a free one.
+    running: list[threading.Thread] = []
     while True:
         try:
             request = conn.recv()
         except (EOFError, OSError):
             os._exit(0)  # the service is gone: nobody would record what we send
         if request is None:  # a graceful close: the service waited for its sends already
-            pool.shutdown(wait=True)
+            ends = time.monotonic() + CLOSE_GRACE
+            for thread in running:  # only those given up on should still be running
+                thread.join(max(0.0, ends - time.monotonic()))
             return
-        pool.submit(run, *request)
+        running = [t for t in running if t.is_alive()]
+        thread = threading.Thread(target=run, args=request, name="send", daemon=True)
+        thread.start()
+        running.append(thread)
 
 
 class Sender:
     """The parent's side: one child process, started by :meth:`start` or the first send."""
 
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout  # seconds, after which a send is given up on
         self._process: Any = None
         self._conn: Connection | None = None
         self._pending: dict[int, asyncio.Future[Outcome]] = {}
@@ -93,7 +109,7 @@ class Sender:
             parent, child = _CONTEXT.Pipe()
             process = _CONTEXT.Process(
                 target=_child,
-                args=(child, self.threads),
+                args=(child,),
                 name="responder-send",
                 daemon=True,
             )
@@ -103,7 +119,8 @@ class Sender:
             asyncio.get_running_loop().add_reader(parent.fileno(), self._on_reply)
 
     async def send(self, url: str, title: str, body: str, kind: str) -> Outcome:
-        """Have the child send one message; return when that send has finished."""
+        """Have the child send one message; return when that send has finished, or when it
+        is given up on after ``timeout`` seconds (see the module docstring)."""
         await self.start()
         assert self._conn is not None
         key = next(self._keys)
@@ -113,7 +130,13 @@ class Sender:
             self._conn.send((key, url, title, body, kind))
         except OSError:  # the child died since
             self._lost()
-        return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except TimeoutError:
+            self._pending.pop(key, None)  # its reply, if it ever comes, is dropped
+            log.warning("a send took longer than %.0f s: given up on", self.timeout)
+            error = f"{SEND_TIMED_OUT}{self.timeout:.0f} s"
+            return Outcome(False, error, self.timeout, same_channel_again=False)
 
     def _on_reply(self) -> None:
         assert self._conn is not None
