@@ -1088,6 +1088,7 @@ def assert_security_headers(headers: Any, what: str) -> None:
     assert "script-src 'self'" in csp, what
     assert headers.get("X-Content-Type-Options") == "nosniff", what
     assert headers.get("Referrer-Policy") == "no-referrer", what
+    assert headers.get("Server") == "responder", what  # not aiohttp's name and version
 
 
 async def test_security_headers_on_every_answer(web: Web) -> None:

@@ -40,6 +40,8 @@ HEADERS = {
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cache-Control": "no-store",
+    # aiohttp would name itself and its version: a scanner's first question, answered for free.
+    "Server": "responder",
 }
 
 
