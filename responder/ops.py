@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from responder.clock import Clock
 from responder.config import Config
 from responder.errors import BadInput, Conflict, NotFound
@@ -42,10 +44,11 @@ from responder.store.plans import (
     insert_plan,
     settle_accountability,
 )
-from responder.timeutil import from_db, show, to_db
+from responder.timeutil import at_most_now, from_db, show, to_db
 
 log = logging.getLogger("responder.ops")
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 def _t(row: Any, key: str) -> datetime:
@@ -106,6 +109,18 @@ class Ops:
                 f"{field} 不能晚于当前时间({show(now, self.cfg.tz)})",
                 f"{field} cannot be in the future (now is {show(now, self.cfg.tz)})",
             )
+
+    def _clock_ahead(
+        self, data: M, fields: tuple[str, ...], now: datetime
+    ) -> tuple[M, dict[str, Any]]:
+        """``data`` with each of ``fields`` a little ahead of our clock taken as now
+        (:data:`~responder.timeutil.CLOCK_SKEW`), and, for the audit entry, what was given."""
+        update = {f: at_most_now(t, now) for f in fields if (t := getattr(data, f)) is not None}
+        update = {f: t for f, t in update.items() if t != getattr(data, f)}
+        if not update:
+            return data, {}
+        given = {f: getattr(data, f).isoformat() for f in update}
+        return data.model_copy(update=update), {"given_ahead_of_the_clock": given}
 
     def _unit(self, unit_id: str, field: str) -> None:
         if self.cfg.unit(unit_id) is None:
@@ -175,6 +190,7 @@ class Ops:
     ) -> Callable[[sqlite3.Connection], str]:
         """Check a declaration and plan it; return the write job that records it."""
         now = self.clock.now()
+        data, given = self._clock_ahead(data, ("occurred_at", "learned_at"), now)
         self._not_future(data.occurred_at, "occurred_at", now)
         if data.learned_at is not None:
             self._not_future(data.learned_at, "learned_at", now)
@@ -229,6 +245,7 @@ class Ops:
                 incident_id,
                 {
                     **data.model_dump(mode="json"),
+                    **given,
                     "rule_set": rules.id if rules else None,
                     "obligations": [
                         {"kind": o.kind, "deadline": to_db(o.deadline), "status": o.status}
@@ -341,6 +358,7 @@ class Ops:
     ) -> dict[str, Any]:
         """Record an authoritative or follow-up release, dated when it actually went out."""
         now = self.clock.now()
+        data, given = self._clock_ahead(data, ("published_at",), now)
 
         def change(tx: sqlite3.Connection) -> dict[str, Any]:
             incident = self._active(tx, incident_id)
@@ -408,7 +426,7 @@ class Ops:
                 actor,
                 f"release.{kind}",
                 incident_id,
-                {"release_id": release_id, **data.model_dump(mode="json"), "met": met},
+                {"release_id": release_id, **data.model_dump(mode="json"), **given, "met": met},
             )
             return {
                 "id": release_id,
@@ -566,6 +584,7 @@ class Ops:
     ) -> dict[str, Any]:
         """Record that a press conference was held (scheduled before, or not)."""
         now = self.clock.now()
+        data, given = self._clock_ahead(data, ("held_at",), now)
 
         def change(tx: sqlite3.Connection) -> dict[str, Any]:
             incident = self._active(tx, incident_id)
@@ -638,7 +657,12 @@ class Ops:
                 actor,
                 "press_conference.held",
                 incident_id,
-                {"press_conference_id": held_id, **data.model_dump(mode="json"), "met": met},
+                {
+                    "press_conference_id": held_id,
+                    **data.model_dump(mode="json"),
+                    **given,
+                    "met": met,
+                },
             )
             return {"id": held_id, "met": met, "recorded_late": recorded_late}
 

@@ -97,6 +97,21 @@ def next_whole_second(dt: datetime) -> datetime:
     return dt if not dt.microsecond else (dt + timedelta(seconds=1)).replace(microsecond=0)
 
 
+# How far ahead of the service's clock a client's clock may run.  A time given for something
+# that has already happened (occurred, learned, published, held) up to this far ahead is taken
+# as the service's "now": it cannot have happened later, and deadlines count from our clock.
+# Further ahead is refused.  An integration sending "occurred now" from a clock a second fast
+# would otherwise be refused at the one moment it matters.
+CLOCK_SKEW = timedelta(minutes=2)
+
+
+def at_most_now(t: datetime, now: datetime) -> datetime:
+    """``t``, or ``now`` (in whole seconds) when ``t`` is ahead of it by at most CLOCK_SKEW."""
+    if now < t <= now + CLOCK_SKEW:
+        return now.replace(microsecond=0)
+    return t
+
+
 def to_db(dt: datetime | None) -> str | None:
     """The database form: UTC, second precision kept to microseconds, sortable as text."""
     if dt is None:

@@ -22,7 +22,7 @@ from responder.errors import API_CODES, NOT_API_CODES, BadInput, ResponderError
 from responder.idempotency import Once
 from responder.models import DeclareIncident
 from responder.web.keys import ENGINE
-from tests.web_helpers import ZONE, Web, assert_error_body
+from tests.web_helpers import ZONE, Web, assert_error_body, rfc3339
 
 pytest_plugins = ["tests.web_fixtures"]
 
@@ -743,8 +743,16 @@ async def test_plan(web: Web) -> None:
         ({"level": "II", "occurred_at": "2026-11-26T08:00:00"}, "naive_time"),
         ({"level": "II", "occurred_at": "yesterday"}, "bad_time"),
         ({"level": "II", "occurred_at": web.at(hours=1)}, "time_in_future"),
+        ({"level": "II", "occurred_at": web.at(minutes=2, seconds=2)}, "time_in_future"),
     ):
         await refused(await web.get("/api/v1/plan", params=bad), 422, code)
+    # A client clock a minute fast: taken as now, as a declaration takes it.
+    fast = await ok(
+        await web.get("/api/v1/plan", params={"level": "II", "occurred_at": web.at(minutes=1)})
+    )
+    assert fast["occurred_at"] == fast["declared_at"]
+    declared = await web.declare(occurred_at=web.at(minutes=1))
+    assert declared["occurred_at"] == rfc3339(web.clock.now().replace(microsecond=0))
     # curl "…?occurred_at=2026-11-26T08:00:00+08:00": the query reads "+" as a space.  The
     # answer says so, instead of asking for the RFC 3339 time that was in fact sent.
     lost = await refused(

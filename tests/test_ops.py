@@ -27,7 +27,7 @@ from responder.ops import Ops
 from responder.store import Database
 from responder.store.audit import verify
 from responder.store.plans import breach
-from responder.timeutil import from_db, to_db
+from responder.timeutil import CLOCK_SKEW, from_db, to_db
 
 AR = "authoritative_release"
 PC = "press_conference"
@@ -683,12 +683,47 @@ def _on(
     return run
 
 
+async def test_a_client_clock_a_little_fast_is_taken_as_now(
+    ops: Ops, db: Database, clock: FakeClock
+) -> None:
+    """An integration declaring "it happened now" from a clock running fast used to be refused
+    at the one moment it matters.  Up to CLOCK_SKEW ahead is taken as the service's now (it
+    cannot have happened later; deadlines count from our clock) and the audit entry keeps what
+    was given; further ahead is still refused (test_bad_input_changes_nothing)."""
+    clock.advance(timedelta(hours=2, microseconds=250_000))
+    now = clock.now().replace(microsecond=0)
+    ahead = clock.now() + CLOCK_SKEW  # the furthest still taken as now
+    iid = await ops.declare(declaration(occurred_at=ahead.isoformat()), "duty")
+    inc = await db.fetchone("SELECT occurred_at FROM incidents WHERE id = ?", (iid,))
+    assert inc is not None and inc["occurred_at"] == to_db(now)
+    obs = await obligations(db, iid)
+    assert obs[(AR, 1)]["deadline"] == to_db(now + timedelta(hours=5))
+    declared = await db.fetchone(
+        "SELECT data FROM audit_log WHERE action = 'incident.declared' AND subject = ?", (iid,)
+    )
+    assert declared is not None
+    assert json.loads(declared[0])["given_ahead_of_the_clock"] == {"occurred_at": ahead.isoformat()}
+
+    clock.advance(timedelta(minutes=20))
+    result = await ops.record_release(
+        iid, RecordRelease(published_at=clock.now() + timedelta(seconds=40)), "duty"
+    )
+    assert result["met"]
+    release = await db.fetchone("SELECT published_at FROM releases WHERE incident_id = ?", (iid,))
+    assert release is not None and release[0] == to_db(clock.now().replace(microsecond=0))
+    assert (await obligations(db, iid))[(AR, 1)]["met_at"] == to_db(
+        clock.now().replace(microsecond=0)
+    )
+    assert await audit_ok(db)
+
+
 def _before_occurrence(c: FakeClock) -> datetime:
     return t("2026-11-26T07:59:59+08:00")
 
 
 def _future(c: FakeClock) -> datetime:
-    return c.now() + timedelta(seconds=1)
+    """Beyond what a client's clock running fast may give (that is taken as now)."""
+    return c.now() + CLOCK_SKEW + timedelta(seconds=1)
 
 
 async def _change(ops: Ops, iid: str, clock: FakeClock, **kw: Any) -> Any:

@@ -27,7 +27,7 @@ from responder.models import (
 from responder.ops import Ops
 from responder.policy.planner import Facts, Plan, plan_declaration
 from responder.policy.rules import rule_set_in_force
-from responder.timeutil import next_whole_second, parse_time
+from responder.timeutil import at_most_now, next_whole_second, parse_time
 from responder.views import plan_view
 from responder.web import schemas
 from responder.web.identity import actor, require
@@ -348,11 +348,11 @@ async def get_plan(request: web.Request) -> web.Response:
     q = query(request)
     cfg = request.app[CFG]
     occurred = parse_time(q.occurred_at, "occurred_at")
-    now = (
-        parse_time(q.declared_at, "declared_at")
-        if q.declared_at
-        else next_whole_second(request.app[CLOCK].now())
-    )
+    if q.declared_at:
+        now = parse_time(q.declared_at, "declared_at")
+    else:  # as a declaration now would: a client clock a little fast is taken as ours
+        now = next_whole_second(request.app[CLOCK].now())
+        occurred = at_most_now(occurred, now)
     if occurred > now:
         raise BadInput(
             "time_in_future",
