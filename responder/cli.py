@@ -19,7 +19,7 @@ from responder.paths import check_templates
 from responder.policy.planner import Facts, plan_declaration
 from responder.store import Database
 from responder.store.audit import verify
-from responder.timeutil import from_db, next_whole_second, parse_time, show
+from responder.timeutil import at_most_now, from_db, next_whole_second, parse_time, show
 from responder.views import plan_text, plan_view
 
 
@@ -371,11 +371,11 @@ def _plan(args: argparse.Namespace, cfg: config.Config, lang: str, clock: System
     from responder.policy.rules import rule_set_in_force
 
     occurred = parse_time(args.occurred_at, "--occurred-at")
-    now = (
-        parse_time(args.declared_at, "--declared-at")
-        if args.declared_at
-        else next_whole_second(clock.now())
-    )
+    if args.declared_at:
+        now = parse_time(args.declared_at, "--declared-at")
+    else:  # as a declaration now would (see timeutil.CLOCK_SKEW)
+        now = next_whole_second(clock.now())
+        occurred = at_most_now(occurred, now)
     if occurred > now:
         return _fail("--occurred-at 不能晚于申报时间 / cannot be after the declaration time")
     rules = rule_set_in_force(cfg.rule_sets, occurred)

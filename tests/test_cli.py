@@ -101,6 +101,19 @@ def test_plan_json(capsys: pytest.CaptureFixture[str]) -> None:
     ]
 
 
+def test_plan_takes_a_time_a_little_ahead_of_the_clock_as_now(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ahead = (datetime.now(UTC) + timedelta(minutes=1)).isoformat(timespec="seconds")
+    code, out, _ = run(capsys, "plan", "--level", "II", "--occurred-at", ahead, "--json")
+    assert code == 0
+    view = json.loads(out)
+    assert view["occurred_at"] == view["declared_at"]  # now, in whole seconds
+    too_far = (datetime.now(UTC) + timedelta(minutes=3)).isoformat(timespec="seconds")
+    code, _, err = run(capsys, "plan", "--level", "II", "--occurred-at", too_far)
+    assert code == 1 and "cannot be after the declaration time" in one_error_line(err)
+
+
 def test_plan_json_for_a_late_declaration(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(
         capsys,
