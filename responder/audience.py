@@ -53,3 +53,47 @@ def channels_for(person: Person, preferred: Iterable[str]) -> list[str]:
     """
     pref = [c for c in preferred if c in person.channels]
     return pref + [c for c in person.channels if c not in pref]
+
+
+_OWN = ("lead", "involved")  # the incident's own units: any unit may lead
+
+
+def unreached(cfg: Config) -> list[tuple[str, str]]:
+    """Audiences of the rule sets that reach nobody with this config, in Chinese and English
+    (for ``check-config`` and the start of ``serve``): a role addressed at the lead unit that
+    some units have nobody for, or a fixed selector (``#tag``, a unit id) without that role.
+    A step whose audience reaches nobody fires and tells no one."""
+    own_roles: dict[str, None] = {}
+    fixed: dict[str, None] = {}
+    for rules in cfg.rule_sets:
+        for steps in rules.escalations.values():
+            for step in steps:
+                for item in step.audience:
+                    role, selector = item.split("@", 1)
+                    if selector in _OWN:
+                        own_roles.setdefault(role)
+                    elif selector != "co" and not resolve([item], cfg, "", ()):
+                        fixed.setdefault(item)
+    notes = []
+    gaps = {
+        unit.id: missing
+        for unit in cfg.units
+        if (missing := [r for r in own_roles if not resolve([f"{r}@{unit.id}"], cfg, "", ())])
+    }
+    if gaps:
+        zh = "、".join(f"{u}(无 {'、'.join(m)})" for u, m in gaps.items())
+        en = ", ".join(f"{u} (no {', '.join(m)})" for u, m in gaps.items())
+        notes.append((
+            f"若由以下单位牵头,规则发给该单位这些角色的提醒将无人接收(配置中没有这样的人):{zh}。"
+            "如它们可能牵头,请在 [[people]] 中补上",
+            f"if one of these units leads an incident, the rules' alerts to these roles in it"
+            f" reach nobody (no such person in the config): {en}; if they may lead, add those"
+            " people under [[people]]",
+        ))  # fmt: skip
+    if fixed:
+        zh = "、".join(fixed)
+        notes.append((
+            f"规则中的以下提醒对象在配置中没有任何人:{zh}",
+            f"these audiences of the rules reach nobody in the config: {', '.join(fixed)}",
+        ))  # fmt: skip
+    return notes

@@ -200,7 +200,9 @@ def production_notes(cfg: Config) -> list[tuple[str, str]]:
             "the development inbox is on (service.dev_inbox): channels pointing at it reach"
             " nobody; turn it off in production",
         ))  # fmt: skip
-    return out
+    from responder.audience import unreached  # it reads the config: imported here, not above
+
+    return out + unreached(cfg)
 
 
 def _loopback(host: str) -> bool:

@@ -15,6 +15,7 @@ import pytest
 
 import responder
 from responder.cli import main
+from responder.config import load as load_config
 from responder.store.audit import _digest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -692,10 +693,46 @@ def test_check_config_notes_settings_not_meant_for_production(
     code = main(["check-config", "--config", str(path)])
     out, err = capsys.readouterr()
     assert code == 0 and out.startswith("OK: ")
-    said = err.splitlines()
+    # Without people, every audience of the rules reaches nobody: said too, checked apart.
+    said = [line for line in err.splitlines() if "提醒" not in line]
     assert len(said) == len(notes)
     for line, note in zip(said, notes, strict=True):
         assert line.startswith(f"responder: 注意 note: {note}")
+
+
+def test_check_config_notes_audiences_that_reach_nobody(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A step whose audience reaches nobody fires and tells no one: said before it matters.
+    Valid (exit 0): a unit that never leads needs no spokesperson."""
+    people = """
+[[people]]
+id = "wang"
+name = "王"
+unit = "emergency"
+roles = ["head"]
+phone = "+8613800000001"
+channels = ["sms"]
+"""
+    path = write_config(tmp_path, 'public_url = "https://r.example.gov.cn"\n' + GOOD_UNITS + people)
+    code = main(["--lang", "en", "check-config", "--config", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.startswith("OK: ")
+    assert err.splitlines() == [
+        "responder: 注意 note: if one of these units leads an incident, the rules' alerts to"
+        " these roles in it reach nobody (no such person in the config): emergency (no"
+        " spokesperson); if they may lead, add those people under [[people]]",
+        "responder: 注意 note: these audiences of the rules reach nobody in the config:"
+        " duty_officer@#office, leader@#office, head@#publicity",
+    ]
+
+
+def test_the_example_config_reaches_everyone_but_two_units_that_would_lead() -> None:
+    from responder.audience import unreached
+
+    [(zh, en)] = unreached(load_config(CONFIG))
+    assert "gov-office(无 head、spokesperson)、publicity(无 spokesperson)" in zh
+    assert "gov-office (no head, spokesperson), publicity (no spokesperson)" in en
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
