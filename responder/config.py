@@ -200,6 +200,12 @@ def production_notes(cfg: Config) -> list[tuple[str, str]]:
             "the development inbox is on (service.dev_inbox): channels pointing at it reach"
             " nobody; turn it off in production",
         ))  # fmt: skip
+    if not cfg.alerts.admins:
+        out.append((
+            "alerts.admins 为空:消息在所有渠道都发送失败、提醒落后或 API 令牌即将到期时,不会通知任何人",
+            "alerts.admins is empty: nobody is told when a message fails on every channel, when"
+            " alerts fall behind, or when an API token is about to end",
+        ))  # fmt: skip
     from responder.audience import unreached  # it reads the config: imported here, not above
 
     return out + unreached(cfg)

@@ -719,12 +719,28 @@ channels = ["sms"]
     out, err = capsys.readouterr()
     assert code == 0 and out.startswith("OK: ")
     assert err.splitlines() == [
+        "responder: 注意 note: alerts.admins is empty: nobody is told when a message fails on"
+        " every channel, when alerts fall behind, or when an API token is about to end",
         "responder: 注意 note: if one of these units leads an incident, the rules' alerts to"
         " these roles in it reach nobody (no such person in the config): emergency (no"
         " spokesperson); if they may lead, add those people under [[people]]",
         "responder: 注意 note: these audiences of the rules reach nobody in the config:"
         " duty_officer@#office, leader@#office, head@#publicity",
     ]
+
+
+def test_check_config_notes_that_no_administrator_is_told(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    example = (ROOT / "config" / "responder.toml").read_text(encoding="utf-8")
+    assert 'admins = ["admin-liu"]' in example
+    (tmp_path / "rules").symlink_to(ROOT / "config" / "rules")
+    path = tmp_path / "responder.toml"
+    path.write_text(example.replace('admins = ["admin-liu"]', "admins = []"), encoding="utf-8")
+    code = main(["check-config", "--config", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.startswith("OK: ")
+    assert "responder: 注意 note: alerts.admins 为空:消息在所有渠道都发送失败" in err
 
 
 def test_the_example_config_reaches_everyone_but_two_units_that_would_lead() -> None:
