@@ -11,6 +11,7 @@ import os
 import re
 import string
 import tomllib
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -150,10 +151,10 @@ class Config(_Strict):
     def _references(self) -> Config:
         units = {u.id for u in self.units}
         if len(units) != len(self.units):
-            raise ValueError("units: two units share an id")
+            raise ValueError(f"units: two units share the id '{_twice(u.id for u in self.units)}'")
         ids = [p.id for p in self.people]
         if len(ids) != len(set(ids)):
-            raise ValueError("people: two people share an id")
+            raise ValueError(f"people: two people share the id '{_twice(ids)}'")
         for i, p in enumerate(self.people):
             if p.unit not in units:
                 raise ValueError(f"people[{i}] ({p.id}): unknown unit '{p.unit}'")
@@ -179,6 +180,16 @@ class Config(_Strict):
 
     def person(self, person_id: str) -> Person | None:
         return next((p for p in self.people if p.id == person_id), None)
+
+
+def _twice(ids: Iterable[str]) -> str:
+    """The first id given twice (so an error can name it)."""
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            return i
+        seen.add(i)
+    return ""
 
 
 def production_notes(cfg: Config) -> list[tuple[str, str]]:
@@ -292,5 +303,5 @@ def load(path: str | Path = DEFAULT_CONFIG) -> Config:
     cfg.rule_sets = [load_rule_set(f) for f in files]
     ids = [r.id for r in cfg.rule_sets]
     if len(ids) != len(set(ids)):
-        raise ConfigError(str(path), "service.rules", "two rule sets share an id")
+        raise ConfigError(str(path), "service.rules", f"two rule sets share the id '{_twice(ids)}'")
     return cfg

@@ -264,6 +264,12 @@ def test_a_send_timeout_out_of_bounds_is_refused(
     assert "alerts.send_timeout" in line and "between 1s and 1h" in line
 
 
+def test_a_unit_given_twice_is_named(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = write_config(tmp_path, GOOD_UNITS + '[[units]]\nid = "emergency"\nname = "又一个"\n')
+    code, line = check(capsys, path)
+    assert code == 1 and "two units share the id 'emergency'" in line
+
+
 def test_broken_config_missing_env(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write_config(
         tmp_path,
