@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from responder.clock import FakeClock
-from responder.config import Config
+from responder.config import Config, Unit
 from responder.engine import fire
 from responder.engine.dispatcher import Dispatcher
 from responder.engine.metrics import Metrics
@@ -125,7 +126,8 @@ async def test_a_slow_gateway_is_waited_for_never_given_up_on_while_it_still_sen
     """apprise 2.x stops waiting for a service after its ``service_timeout`` and reports a
     failure while the send goes on in its thread: retried, the message would go out twice.
     With apprise's default shortened to 0.3 s, a plain Apprise gives up on a gateway that
-    answers after 0.8 s; responder's send waits for the answer."""
+    answers after 0.8 s; responder's send waits for the answer.  (The sending process gives up
+    only after alerts.send_timeout, and then never retries on the same channel.)"""
     import apprise
 
     from responder.engine.send import send
@@ -141,3 +143,42 @@ async def test_a_slow_gateway_is_waited_for_never_given_up_on_while_it_still_sen
         outcome = await asyncio.to_thread(send, sink.json_url("ours"), "", "x", "sms")
         assert outcome.ok, outcome.error
         assert outcome.seconds >= 0.8
+
+
+async def test_a_step_whose_audience_reaches_nobody_tells_the_administrators(
+    db: Database, cfg: Config, clock: FakeClock
+) -> None:
+    """A lead unit with no head or spokesperson in the config (added without its people, or
+    since emptied): its T-2h reminder, addressed only to them, used to fire and tell no one."""
+    cfg.units.append(Unit(id="transport", name="区交通运输局"))
+    ops = Ops(db, cfg, clock)
+    scheduler = Scheduler(db, cfg, clock, SECRET, Metrics(), lambda: None)
+
+    async def declare(lead: str) -> str:
+        return await ops.declare(
+            DeclareIncident(
+                title="隧道坍塌", category="accident", level="II", occurred_at=clock.now(),
+                lead_unit=lead,
+            ),
+            "test",
+        )  # fmt: skip
+
+    orphan, staffed = await declare("transport"), await declare("emergency")
+    await scheduler.fire_due()  # "declared": the duty desk is told for both
+    clock.advance(timedelta(hours=3))  # T-2h: the lead unit's head and spokesperson only
+    await scheduler.fire_due()
+
+    def told(iid: str) -> Any:
+        return db.fetchall(
+            "SELECT person_id, kind, context FROM notifications WHERE incident_id = ?"
+            " AND created_at = (SELECT MAX(created_at) FROM notifications)"
+            " AND incident_id = ? ORDER BY id",
+            (iid, iid),
+        )
+
+    [admin] = await told(orphan)
+    assert (admin["person_id"], admin["kind"]) == ("admin-liu", "watchdog")
+    action = json.loads(admin["context"])
+    assert f"事件 {orphan} 的提醒“T-2h”没有任何接收人" in action["action"]
+    assert "reached nobody" in action["action_en"] and "transport" in action["action_en"]
+    assert {r["person_id"] for r in await told(staffed)} == {"wang-fang", "li-qiang"}

@@ -9,7 +9,8 @@ For each obligation with steps due (``fire_due``):
 3. Resolve the union of their audiences to people.  Several steps due at once (a late
    declaration, or the service coming back after downtime) give each person ONE catch-up
    message for the obligation, not a storm.  People who acknowledged get no more repeats.
-4. Queue one notification per person (the outbox).
+4. Queue one notification per person (the outbox).  If no one at all answers the audiences
+   (a lead unit without its head, a unit since removed), tell the administrators instead.
 5. If a step repeats (at the deadline, every 30 min until met), store the next repeat.
 6. One audit entry records what fired and who was told.
 """
@@ -98,10 +99,13 @@ def fire_obligation(
 
     acked = _acked_people(tx, obligation_id)
     per_person: dict[str, dict[str, Any]] = {}
+    addressed = False  # anyone at all answers the steps' audiences (acknowledged or not)
     for s in steps:
-        for person in resolve(
+        audience = resolve(
             json.loads(s["audience"]), cfg, ob["lead_unit"], json.loads(ob["co_units"])
-        ):
+        )
+        addressed = addressed or bool(audience)
+        for person in audience:
             if s["kind"] == "repeat" and person.id in acked:
                 continue
             entry = per_person.setdefault(
@@ -143,6 +147,9 @@ def fire_obligation(
                 now=now,
             )
             queued += 1
+
+    if not addressed:
+        queued += _tell_admins_nobody_was_told(tx, cfg, secret, ob, steps, now)
 
     for s in steps:
         if s["repeat_s"]:
@@ -189,6 +196,29 @@ def fire_obligation(
         ", obligation BREACHED" if breached_now else "",
     )
     return queued, lateness
+
+
+def _tell_admins_nobody_was_told(
+    tx: sqlite3.Connection, cfg: Config, secret: bytes, ob: Any, steps: list[Any], now: datetime
+) -> int:
+    """No one in the config answers the steps' audiences (a lead unit without its head or
+    spokesperson, a unit since removed from the config): the step fired and would tell no one
+    about a serious emergency.  The administrators hear of it instead of nobody."""
+    names = "+".join(s["name"] for s in steps)
+    iid = ob["incident_id"]
+    log.warning("fired %s for %s %s: its audience reaches nobody", names, iid, ob["kind"])
+    return outbox.tell_admins(
+        tx,
+        cfg,
+        secret,
+        incident_id=iid,
+        zh=f"事件 {iid} 的提醒“{names}”没有任何接收人(配置中没有规则所指的人,例如牵头单位"
+        f"{ob['lead_unit']} 的负责人):请电话通知该单位,并补全配置",
+        en=f"the alert '{names}' of incident {iid} reached nobody (no one in the config answers"
+        f" its audience, e.g. the head of the lead unit {ob['lead_unit']}): phone the unit, and"
+        " complete the config",
+        now=now,
+    )
 
 
 def by_obligation(steps: list[Any]) -> list[list[Any]]:
