@@ -7,12 +7,13 @@ Secrets belong in the environment (``${SMTP_PASS}``), never in the file.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import re
 import string
 import tomllib
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,7 +30,7 @@ from pydantic import (
 )
 
 from responder.errors import ConfigError
-from responder.policy.rules import RuleSet
+from responder.policy.rules import RuleSet, rule_set_in_force
 from responder.timeutil import parse_duration, zone
 
 DEFAULT_CONFIG = "config/responder.toml"
@@ -217,9 +218,48 @@ def production_notes(cfg: Config) -> list[tuple[str, str]]:
             "alerts.admins is empty: nobody is told when a message fails on every channel, when"
             " alerts fall behind, or when an API token is about to end",
         ))  # fmt: skip
+    out += _rule_gaps(cfg.rule_sets, datetime.now(UTC))
     from responder.audience import unreached  # it reads the config: imported here, not above
 
     return out + unreached(cfg)
+
+
+# What the State Council's rule requires for especially major (I) and major (II) emergencies.
+_REQUIRED = {"authoritative_release": "发布权威信息", "press_conference": "举行新闻发布会"}
+
+
+def _rule_gaps(rule_sets: list[RuleSet], now: datetime) -> list[tuple[str, str]]:
+    """Rule sets that would leave a serious emergency without its deadlines: none in force
+    now, a stretch of time no rule set covers, or one that sets no release or press conference
+    for level I or II."""
+    out = []
+    if not rule_set_in_force(rule_sets, now):
+        out.append((
+            "当前没有生效的规则集:现在申报的事件不会有任何时限,请检查规则文件的生效日期",
+            "no rule set is in force now: incidents declared now get no deadlines; check the"
+            " rule files' effective dates",
+        ))  # fmt: skip
+    ordered = sorted(rule_sets, key=lambda r: r.effective_from)
+    for a, b in itertools.pairwise(ordered):
+        if a.effective_until is not None and a.effective_until < b.effective_from:
+            gap = f"{a.effective_until.isoformat()} — {b.effective_from.isoformat()}"
+            out.append((
+                f"规则集 {a.id} 与 {b.id} 之间({gap})没有生效的规则:其间发生的事件不会有时限",
+                f"between rule sets {a.id} and {b.id} ({gap}) no rule is in force: incidents"
+                " that occurred then get no deadlines",
+            ))  # fmt: skip
+    for rules in rule_sets:
+        for level in ("I", "II"):
+            set_ = {o.milestone for o in rules.obligations if level in o.levels}
+            missing = [k for k in _REQUIRED if k not in set_]
+            if missing:
+                out.append((
+                    f"规则集 {rules.id} 对 {level} 级事件没有设定:"
+                    f"{'、'.join(_REQUIRED[k] for k in missing)}",
+                    f"rule set {rules.id} sets no {' or '.join(missing)} for level {level}"
+                    " incidents",
+                ))  # fmt: skip
+    return out
 
 
 def _loopback(host: str) -> bool:

@@ -824,3 +824,29 @@ def test_no_terminal_and_no_password_is_one_line(tmp_path: Path) -> None:
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         assert "没有输入密码:请在终端中运行,或通过环境变量 RESPONDER_PASSWORD 提供" in done.stderr
     assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0
+
+
+def test_rule_sets_that_leave_a_serious_emergency_without_deadlines_are_noted() -> None:
+    from responder.config import _rule_gaps
+
+    cfg = load_config(CONFIG)
+    gbf, js = sorted(cfg.rule_sets, key=lambda r: r.id)
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+    assert _rule_gaps(cfg.rule_sets, now) == []  # the example: covered from 2016 on
+    # Before the first rule set: nothing in force.
+    [(zh, en)] = _rule_gaps(cfg.rule_sets, datetime(2015, 6, 1, tzinfo=UTC))
+    assert zh.startswith("当前没有生效的规则集") and en.startswith("no rule set is in force now")
+    # A month that no rule set covers.
+    later = gbf.model_copy(update={"effective_from": datetime(2016, 12, 10, tzinfo=UTC)})
+    [(zh, en)] = _rule_gaps([js, later], now)
+    assert "js-2016-local" in zh and "gbf-2016-80" in zh and "no rule is in force" in en
+    # A rule set that sets no press conference for serious emergencies.
+    no_pc = gbf.model_copy(
+        update={"obligations": tuple(o for o in gbf.obligations if o.kind != "press_conference")}
+    )
+    notes = _rule_gaps([js, no_pc], now)
+    assert [en for _, en in notes] == [
+        "rule set gbf-2016-80 sets no press_conference for level I incidents",
+        "rule set gbf-2016-80 sets no press_conference for level II incidents",
+    ]
+    assert notes[0][0] == "规则集 gbf-2016-80 对 I 级事件没有设定:举行新闻发布会"
