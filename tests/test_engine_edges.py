@@ -14,6 +14,7 @@ from responder.clock import FakeClock
 from responder.config import Config, Unit
 from responder.engine import fire
 from responder.engine.dispatcher import Dispatcher
+from responder.engine.messages import render
 from responder.engine.metrics import Metrics
 from responder.engine.scheduler import Scheduler
 from responder.errors import Conflict
@@ -150,7 +151,7 @@ async def test_a_step_whose_audience_reaches_nobody_tells_the_administrators(
 ) -> None:
     """A lead unit with no head or spokesperson in the config (added without its people, or
     since emptied): its T-2h reminder, addressed only to them, used to fire and tell no one."""
-    cfg.units.append(Unit(id="transport", name="区交通运输局"))
+    cfg.units.append(Unit(id="transport", name="区交通运输局", name_en="Transport Bureau"))
     ops = Ops(db, cfg, clock)
     scheduler = Scheduler(db, cfg, clock, SECRET, Metrics(), lambda: None)
 
@@ -179,6 +180,13 @@ async def test_a_step_whose_audience_reaches_nobody_tells_the_administrators(
     [admin] = await told(orphan)
     assert (admin["person_id"], admin["kind"]) == ("admin-liu", "watchdog")
     action = json.loads(admin["context"])
-    assert f"事件 {orphan} 的提醒“T-2h”没有任何接收人" in action["action"]
-    assert "reached nobody" in action["action_en"] and "transport" in action["action_en"]
+    assert (
+        action["action"] == "提醒“T-2h”无人可发:牵头单位区交通运输局无对应人员,请电话通知并补全配置"
+    )
+    assert "reached nobody" in action["action_en"] and "Transport Bureau" in action["action_en"]
+    # By SMS it follows the incident's title: within the two segments (134 characters).
+    sms = render("sms", "zh", {"step_kind": "watchdog", "title": "隧道坍塌" * 6,
+                               "action": action["action"], "ack_url": "http://127.0.0.1:8080/ack/"
+                               + "x" * 32})  # fmt: skip
+    assert len(sms.body) <= 134, (len(sms.body), sms.body)
     assert {r["person_id"] for r in await told(staffed)} == {"wang-fang", "li-qiang"}

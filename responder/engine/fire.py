@@ -207,16 +207,18 @@ def _tell_admins_nobody_was_told(
     names = "+".join(s["name"] for s in steps)
     iid = ob["incident_id"]
     log.warning("fired %s for %s %s: its audience reaches nobody", names, iid, ob["kind"])
+    unit = cfg.unit(ob["lead_unit"])  # by name, as people know it; by id if since removed
+    zh_unit = unit.name if unit else ob["lead_unit"]
+    en_unit = (unit.name_en or unit.name) if unit else ob["lead_unit"]
     return outbox.tell_admins(
         tx,
         cfg,
         secret,
         incident_id=iid,
-        zh=f"事件 {iid} 的提醒“{names}”没有任何接收人(配置中没有规则所指的人,例如牵头单位"
-        f"{ob['lead_unit']} 的负责人):请电话通知该单位,并补全配置",
-        en=f"the alert '{names}' of incident {iid} reached nobody (no one in the config answers"
-        f" its audience, e.g. the head of the lead unit {ob['lead_unit']}): phone the unit, and"
-        " complete the config",
+        # Short: it goes by SMS after the incident's title (see templates/messages/sms.zh.j2).
+        zh=f"提醒“{names}”无人可发:牵头单位{zh_unit}无对应人员,请电话通知并补全配置",
+        en=f"the alert '{names}' reached nobody: the lead unit, {en_unit}, has no one the rules"
+        " address; phone the unit and complete the config",
         now=now,
     )
 
