@@ -115,12 +115,11 @@ class Ops:
     ) -> tuple[M, dict[str, Any]]:
         """``data`` with each of ``fields`` a little ahead of our clock taken as now
         (:data:`~responder.timeutil.CLOCK_SKEW`), and, for the audit entry, what was given."""
-        update = {f: at_most_now(t, now) for f in fields if (t := getattr(data, f)) is not None}
-        update = {f: t for f, t in update.items() if t != getattr(data, f)}
-        if not update:
+        given = {f: t for f in fields if (t := getattr(data, f)) is not None and t > now}
+        if not given:
             return data, {}
-        given = {f: getattr(data, f).isoformat() for f in update}
-        return data.model_copy(update=update), {"given_ahead_of_the_clock": given}
+        taken = data.model_copy(update={f: at_most_now(t, now) for f, t in given.items()})
+        return taken, {"given_ahead_of_the_clock": {f: t.isoformat() for f, t in given.items()}}
 
     def _unit(self, unit_id: str, field: str) -> None:
         if self.cfg.unit(unit_id) is None:
