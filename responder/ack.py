@@ -25,7 +25,7 @@ _NOT_FOUND = NotFound(
 
 
 async def find(db: Database, token: str) -> Any:
-    if not token or len(token) > 100:
+    if not token or len(token) > 100 or not token.isascii():  # ours are ASCII
         raise _NOT_FOUND
     row = await db.fetchone(
         "SELECT n.*, i.title, i.level, i.drill, i.status AS incident_status,"

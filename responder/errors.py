@@ -53,9 +53,12 @@ class ConfigError(Exception):
 # tests/test_api.py checks this table against the codes the source really raises.
 API_CODES: dict[str, tuple[int, str]] = {
     # the request itself
-    "bad_json": (400, "the body is not JSON, not UTF-8, or gives a field twice"),
-    "bad_idempotency_key": (400, "Idempotency-Key is not 1–255 visible ASCII characters"),
-    "bad_request": (400, "the request is malformed"),
+    "bad_json": (400, "the body is not JSON, not UTF-8, nests too deeply, or gives a field twice"),
+    "bad_idempotency_key": (
+        400,
+        "Idempotency-Key is given twice, or is not 1–255 visible ASCII characters",
+    ),
+    "bad_request": (400, "the request is malformed (or has two Authorization headers)"),
     "unauthorized": (401, "no valid bearer token"),
     "token_expired": (401, "the token has ended (detail.expired_at); ask for a new one"),
     "forbidden": (403, "the token's role may not do this"),
@@ -63,6 +66,7 @@ API_CODES: dict[str, tuple[int, str]] = {
     "method_not_allowed": (405, "the address does not take this method"),
     "too_large": (413, "the body is over 256 KiB"),
     "unsupported_media_type": (415, "the body is not application/json"),
+    "unsupported_encoding": (415, "the body's Content-Encoding is not gzip or deflate"),
     "invalid": (422, "fields are missing or not valid (detail lists each)"),
     "duplicate_parameter": (422, "a query parameter is given more than once"),
     "bad_id": (422, "an id in the address is malformed"),

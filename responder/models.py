@@ -6,6 +6,8 @@ database or the clock (is the unit known? is the time in the future?) live in ``
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -15,6 +17,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     StringConstraints,
 )
 
@@ -76,9 +80,55 @@ def _rfc3339(v: object) -> object:
 
 
 AwareTime = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_aware)]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+# Text goes into SMS, voice calls and mail.  A NUL may cut a message short at a gateway written
+# in C (taking the deadline and the acknowledgement link with it); escape sequences reach
+# terminals and logs.  Control characters are refused; multi-line text keeps its line breaks
+# and tabs.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+NO_CONTROLS = (
+    "不能包含控制字符(如 NUL、换行) / must not contain control characters (NUL, line breaks…)"
+)
+NO_CONTROLS_BUT_LINES = "不能包含控制字符(如 NUL) / must not contain control characters such as NUL"
+
+
+def _one_line(v: str) -> str:
+    if _CONTROL.search(v):
+        raise ValueError(NO_CONTROLS)
+    return v
+
+
+def _lines(v: str) -> str:
+    if _CONTROL_BUT_LINES.search(v):
+        raise ValueError(NO_CONTROLS_BUT_LINES)
+    return v
+
+
+def _visible(v: str) -> str:
+    """A title people can read: not only zero-width or other invisible characters."""
+    if not any(unicodedata.category(c)[0] in "LNPS" for c in v):
+        raise ValueError("须包含可见的文字 / must contain visible characters")
+    return v
+
+
+Text = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=4000), AfterValidator(_lines)
+]
+ShortText = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_one_line)
+]
+Reason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
+    AfterValidator(_lines),
+]
+Title = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_one_line),
+    AfterValidator(_visible),
+]
 
 
 class _In(BaseModel):
@@ -86,7 +136,7 @@ class _In(BaseModel):
 
 
 class DeclareIncident(_In):
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    title: Title
     category: Category
     level: Level
     occurred_at: AwareTime
@@ -95,19 +145,19 @@ class DeclareIncident(_In):
     summary: Text = ""
     lead_unit: ShortText
     co_units: list[ShortText] = Field(default_factory=list, max_length=50)
-    drill: bool = False
+    drill: StrictBool = False
 
 
 class Checklist(_In):
     """What an authoritative release covers, so that it is not perfunctory (不敷衍)."""
 
-    time_place: bool = False
-    what_happened: bool = False
-    casualties_losses: bool = False
-    measures: bool = False
-    public_advice: bool = False
-    next_release: bool = False
-    contact: bool = False
+    time_place: StrictBool = False
+    what_happened: StrictBool = False
+    casualties_losses: StrictBool = False
+    measures: StrictBool = False
+    public_advice: StrictBool = False
+    next_release: StrictBool = False
+    contact: StrictBool = False
 
     def missing(self) -> list[str]:
         return [k for k in CHECKLIST if not getattr(self, k)]
@@ -116,7 +166,9 @@ class Checklist(_In):
 class RecordRelease(_In):
     published_at: AwareTime
     channels: list[ShortText] = Field(default_factory=list, max_length=20)
-    url: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] = ""
+    url: Annotated[
+        str, StringConstraints(strip_whitespace=True, max_length=2000), AfterValidator(_one_line)
+    ] = ""
     text: Text = ""
     checklist: Checklist = Field(default_factory=Checklist)
 
@@ -135,7 +187,7 @@ class ReschedulePressConference(_In):
 
 
 class PressConferenceHeld(_In):
-    press_conference_id: int | None = Field(
+    press_conference_id: StrictInt | None = Field(
         None,
         ge=1,
         le=2**62 - 1,
@@ -144,7 +196,7 @@ class PressConferenceHeld(_In):
     held_at: AwareTime
     venue: ShortText = ""
     spokesperson: ShortText = ""
-    principal_leader_spoke: bool
+    principal_leader_spoke: StrictBool
     notes: Text = ""
 
 

@@ -1140,12 +1140,12 @@ async def test_hsts_when_the_public_url_is_https(web: Web) -> None:
         assert resp.headers["Strict-Transport-Security"] == "max-age=31536000"
 
 
+# Control characters are refused instead (tests/test_hostile_requests.py): text goes into SMS.
 INJECTIONS = [
     "'; DROP TABLE incidents; --",
     "<script>alert(1)</script>",
     "{{7*7}}",
     "${jndi:ldap://x/a}",
-    "a\x00b\x01c\x1b[31md\x7fe",
     "Robert'); DELETE FROM audit_log WHERE ('1'='1",
     "\u202eevil\u200b\ufeff",
 ]

@@ -67,6 +67,10 @@ class BadRequest(ResponderError):
     status = 400
 
 
+class UnsupportedEncoding(ResponderError):
+    status = 415
+
+
 class _Duplicate(ValueError):
     def __init__(self, key: str) -> None:
         self.key = key
@@ -88,6 +92,21 @@ async def body(request: web.Request) -> Any:
     assert route.body is not None
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType()
+    coding = [
+        c.strip().lower()
+        for v in request.headers.getall("Content-Encoding", [])
+        for c in v.split(",")
+    ]
+    if coding and (len(coding) > 1 or coding[0] not in ("identity", "gzip", "deflate")):
+        # aiohttp would read an unknown coding as plain bytes, and answer br in plain text.
+        raise UnsupportedEncoding(
+            "unsupported_encoding",
+            "请求内容的压缩方式不受支持;请不压缩,或用 gzip、deflate 之一",
+            "the body's Content-Encoding is not supported: send it uncompressed, or gzip or"
+            " deflate (one of them)",
+        )
+    if (request.content_length or 0) > request.client_max_size:  # refused before it is sent
+        raise web.HTTPRequestEntityTooLarge(request.client_max_size, request.content_length or 0)
     raw = await request.read()  # bounded by client_max_size → 413
     try:
         data = json.loads(raw, object_pairs_hook=_once_each)
@@ -103,7 +122,11 @@ async def body(request: web.Request) -> Any:
             "请求内容不是 UTF-8 编码(可能是 GBK 等),请以 UTF-8 编码发送 JSON",
             "the body is not UTF-8 (GBK or another encoding?); send the JSON in UTF-8",
         ) from None
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; [[[[… nests
+    except RecursionError:  # valid JSON perhaps, but [[[[… deeper than any request of ours
+        raise BadRequest(
+            "bad_json", "请求内容的嵌套层数过多", "the body's JSON nests too deeply"
+        ) from None
+    except ValueError:  # not JSON (UnicodeDecodeError is caught above)
         raise BadRequest(
             "bad_json", "请求内容不是有效的 JSON", "the body is not valid JSON"
         ) from None
@@ -196,14 +219,15 @@ IDEMPOTENCY_KEY: dict[str, Any] = {
 
 def once(request: web.Request, who: str, data: BaseModel) -> Once | None:
     """The request's Idempotency-Key, if it sent one (see :mod:`responder.idempotency`)."""
-    value = request.headers.get("Idempotency-Key")
-    if value is None:
+    values = request.headers.getall("Idempotency-Key", [])
+    if not values:
         return None
-    if not 1 <= len(value) <= 255 or not all("!" <= c <= "~" for c in value):
+    value = values[0]
+    if len(values) > 1 or not 1 <= len(value) <= 255 or not all("!" <= c <= "~" for c in value):
         raise BadRequest(
             "bad_idempotency_key",
-            "Idempotency-Key 须为 1–255 个可见 ASCII 字符",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            "Idempotency-Key 须为一个、1–255 个可见 ASCII 字符",
+            "Idempotency-Key must be given once, 1 to 255 visible ASCII characters",
         )
     route = request[ROUTE]
     return Once.of(

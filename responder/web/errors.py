@@ -32,6 +32,9 @@ _HTTP_CODES = {
 }
 
 
+BEARER = 'Bearer realm="responder"'
+
+
 def error_body(code: str, zh: str, en: str, detail: Any = None) -> dict[str, Any]:
     return {
         "error": code,
@@ -97,13 +100,20 @@ def _problem_zh(err: Any) -> str:
         return template.split("(")[0].split("{")[0] or "不符合要求"
 
 
+def _problem_en(err: Any) -> str:
+    if err["type"] == "value_error":  # our own validators write "中文 / English"
+        text = str(err.get("ctx", {}).get("error", "")) or err["msg"]
+        return text.split(" / ", 1)[-1]
+    return str(err["msg"])
+
+
 def validation_detail(e: ValidationError) -> list[dict[str, Any]]:
-    """Per-field errors, without echoing the input back: ``problem`` (pydantic's English),
+    """Per-field errors, without echoing the input back: ``problem`` (in English),
     ``problem_zh`` (the same in Chinese) and ``type`` (for programs)."""
     return [
         {
             "field": ".".join(str(p) for p in err["loc"]),
-            "problem": err["msg"],
+            "problem": _problem_en(err),
             "problem_zh": _problem_zh(err),
             "type": err["type"],
         }
@@ -112,12 +122,8 @@ def validation_detail(e: ValidationError) -> list[dict[str, Any]]:
 
 
 MAX_FIELDS_NAMED = 5
-
-
-def _problem_en(d: dict[str, Any]) -> str:
-    if d["type"] == "value_error" and " / " in d["problem"]:  # "Value error, 中文 / English"
-        return d["problem"].split(" / ", 1)[1]
-    return str(d["problem"])
+# A body of 20,000 unknown fields is answered with the first hundred, not a 3 MB list.
+MAX_FIELDS_LISTED = 100
 
 
 def validation_message(detail: list[dict[str, Any]]) -> tuple[str, str]:
@@ -125,7 +131,7 @@ def validation_message(detail: list[dict[str, Any]]) -> tuple[str, str]:
     shown = detail[:MAX_FIELDS_NAMED]
     more = len(detail) - len(shown)
     zh = ";".join(f"{d['field'] or '请求内容'}:{d['problem_zh']}" for d in shown)
-    en = "; ".join(f"{d['field'] or 'the body'}: {_problem_en(d)}" for d in shown)
+    en = "; ".join(f"{d['field'] or 'the body'}: {d['problem']}" for d in shown)
     if more:
         zh += f";另有 {more} 处"
         en += f"; and {more} more"
@@ -144,12 +150,16 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)
     except ResponderError as e:
-        if api:
-            return json_error(e.status, e.code, e.zh, e.en, e.detail)
-        return _page(e.status, e.zh, e.en)
+        if not api:
+            return _page(e.status, e.zh, e.en)
+        resp = json_error(e.status, e.code, e.zh, e.en, e.detail)
+        if e.status == 401:  # RFC 6750: say which scheme, so a client library knows what to send
+            resp.headers["WWW-Authenticate"] = BEARER
+        return resp
     except ValidationError as e:
         detail = validation_detail(e)
         zh, en = validation_message(detail)
+        detail = detail[:MAX_FIELDS_LISTED]
         if api:
             return json_error(422, "invalid", zh, en, detail)
         return _page(422, zh, en)

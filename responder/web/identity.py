@@ -6,6 +6,7 @@ anything through it, so a page elsewhere cannot make a logged-in browser write (
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from responder.web.keys import CFG, CLOCK, DB, SECRET, request_key
 from responder.web.security import COOKIE, read_session
 
 IDENTITY = request_key("identity", object)
+_TOKEN = re.compile(r"[!-~]{1,200}")
 
 
 class Unauthorized(ResponderError):
@@ -27,14 +29,26 @@ class Forbidden(ResponderError):
     status = 403
 
 
+class TwoCredentials(ResponderError):
+    status = 400
+
+
 async def identify(request: web.Request) -> dict[str, Any] | None:
     if IDENTITY in request:
         return request[IDENTITY]
     user = None
+    if len(request.headers.getall("Authorization", [])) > 1:  # which one is meant? (as for
+        raise TwoCredentials(  # a field or query parameter given twice)
+            "bad_request",
+            "请求中有多个 Authorization 头,只能有一个",
+            "the request has more than one Authorization header; send one",
+        )
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and 0 < len(token.strip()) <= 200:
+        # Ours are printable ASCII; anything else (bytes that were not UTF-8 included) is
+        # simply not a token we know, and must not reach the hashing of it.
+        if scheme.lower() == "bearer" and _TOKEN.fullmatch(token.strip()):
             try:
                 user = await auth.user_for_token(
                     request.app[DB], token.strip(), request.app[CLOCK].now()

@@ -8,7 +8,6 @@ the sign-in form, shown before there is one, a login token (see ``security.login
 from __future__ import annotations
 
 import asyncio
-import hmac
 import sqlite3
 import time
 from datetime import timedelta
@@ -30,9 +29,11 @@ from responder.web.security import (
     SESSION_SECONDS,
     LoginLimiter,
     client_address,
+    is_nonce,
     login_nonce,
     login_token,
     make_session,
+    same,
     set_login_cookie,
     set_session_cookie,
 )
@@ -110,8 +111,8 @@ async def login_page(request: web.Request) -> web.Response:
 async def login_post(request: web.Request) -> web.Response:
     form = await read_form(request)
     nonce = request.cookies.get(LOGIN_COOKIE, "")
-    expected = login_token(request.app[SECRET], nonce) if nonce else ""
-    if not expected or not hmac.compare_digest(str(form.get("csrf", "")), expected):
+    expected = login_token(request.app[SECRET], nonce) if is_nonce(nonce) else ""
+    if not same(form.get("csrf"), expected):
         # Not a sign-in from our own page (another site's form, or cookies blocked): nothing
         # is checked or counted.  The page shown carries a valid form: type again and go.
         return login_form(
@@ -157,7 +158,7 @@ async def login_post(request: web.Request) -> web.Response:
 async def logout_post(request: web.Request) -> web.Response:
     user = await identify(request)
     form = await read_form(request)
-    if user is None or not hmac.compare_digest(str(form.get("csrf", "")), user.get("csrf") or ""):
+    if user is None or not same(form.get("csrf"), user.get("csrf") or ""):
         raise web.HTTPForbidden()
     sid = user["sid"]  # the cookie, even if kept, no longer works
     await request.app[DB].transact(

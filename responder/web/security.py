@@ -91,8 +91,8 @@ def make_session(secret: bytes, user_id: int, now: float | None = None) -> tuple
 def read_session(
     secret: bytes, value: str | None, now: float | None = None
 ) -> dict[str, Any] | None:
-    if not value or "." not in value or len(value) > 1000:
-        return None
+    if not value or "." not in value or len(value) > 1000 or not value.isascii():
+        return None  # not ours (ours is ASCII); undecodable bytes must not reach .encode()
     data, sig = value.rsplit(".", 1)
     if not hmac.compare_digest(sig, _sign(secret, ("session:" + data).encode())):
         return None
@@ -105,10 +105,27 @@ def read_session(
     return session
 
 
+def same(given: object, expected: str) -> bool:
+    """Whether a value a client sent equals one we computed, in constant time.  What a client
+    sends may hold anything — non-ASCII text, bytes that were not UTF-8 — which
+    ``hmac.compare_digest`` refuses with an exception: that is simply not the same."""
+    return (
+        isinstance(given, str)
+        and given.isascii()
+        and bool(expected)
+        and hmac.compare_digest(given, expected)
+    )
+
+
+def is_nonce(value: str | None) -> bool:
+    """Whether a login cookie holds a nonce of the form we issue."""
+    return bool(value) and _NONCE.fullmatch(value or "") is not None
+
+
 def login_nonce(value: str | None) -> str:
     """The browser's login nonce (from its ``responder_login`` cookie), or a new one.  Kept
     while the browser has it, so two sign-in tabs open at once both work."""
-    return value if value and _NONCE.fullmatch(value) else secrets.token_urlsafe(18)
+    return value if value and is_nonce(value) else secrets.token_urlsafe(18)
 
 
 def login_token(secret: bytes, nonce: str) -> str:
