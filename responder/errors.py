@@ -99,5 +99,5 @@ NOT_API_CODES = {
     "user_disabled", "token_not_found", "token_expiry_not_in_future", "bad_token_days",
     "already_running", "cannot_listen", "database_unavailable", "secret_unavailable",
     "templates_missing", "channel_not_understood", "no_password", "ack_not_found",
-    "too_many_requests", "bad_form",
+    "too_many_requests", "bad_form", "stale_form", "dev_inbox_closed",
 }  # fmt: skip

@@ -105,6 +105,18 @@ def _lines(v: str) -> str:
     return v
 
 
+def _web_address(v: str) -> str:
+    """Where a release was published: a web address people can open, or nothing.  A
+    ``javascript:`` or ``data:`` address is no place of publication, and would be a link that
+    runs code wherever a page or a message shows it."""
+    if v and not re.match(r"https?://[^\s/?#]+", v, re.IGNORECASE):
+        raise ValueError(
+            "须为以 http:// 或 https:// 开头的网址 / must be a web address starting with http://"
+            " or https://"
+        )
+    return v
+
+
 def _visible(v: str) -> str:
     """A title people can read: not only zero-width or other invisible characters."""
     if not any(unicodedata.category(c)[0] in "LNPS" for c in v):
@@ -167,7 +179,10 @@ class RecordRelease(_In):
     published_at: AwareTime
     channels: list[ShortText] = Field(default_factory=list, max_length=20)
     url: Annotated[
-        str, StringConstraints(strip_whitespace=True, max_length=2000), AfterValidator(_one_line)
+        str,
+        StringConstraints(strip_whitespace=True, max_length=2000),
+        AfterValidator(_one_line),
+        AfterValidator(_web_address),
     ] = ""
     text: Text = ""
     checklist: Checklist = Field(default_factory=Checklist)

@@ -123,6 +123,16 @@ async def incidents(
         f"SELECT * FROM incidents{clause} ORDER BY declared_at DESC, id DESC LIMIT ? OFFSET ?",
         [*params, limit, offset],
     )
+    return {
+        "total": total[0] if total else 0,
+        "limit": limit,
+        "offset": offset,
+        "items": await _with_obligations(db, cfg, rows),
+    }
+
+
+async def _with_obligations(db: Database, cfg: Config, rows: list[Any]) -> list[dict[str, Any]]:
+    """The incidents' views, each with its obligations (one query for all of them)."""
     ids = [r["id"] for r in rows]
     by_incident: dict[str, list[Any]] = {i: [] for i in ids}
     if ids:
@@ -131,12 +141,24 @@ async def incidents(
             f"SELECT * FROM obligations WHERE incident_id IN ({marks}) ORDER BY id", ids
         ):
             by_incident[o["incident_id"]].append(o)
-    return {
-        "total": total[0] if total else 0,
-        "limit": limit,
-        "offset": offset,
-        "items": [incident_view(r, by_incident[r["id"]], cfg) for r in rows],
-    }
+    return [incident_view(r, by_incident[r["id"]], cfg) for r in rows]
+
+
+async def most_urgent(db: Database, cfg: Config, limit: int) -> dict[str, Any]:
+    """Active incidents, the most urgent first: the earliest deadline still to be met (a
+    breached one is earlier than any open one), then those with none, newest first.  For
+    the duty officer's start page, where the incident that needs action must not drop out
+    of sight below a hundred newer ones."""
+    total = await db.fetchone("SELECT COUNT(*) FROM incidents WHERE status = 'active'")
+    rows = await db.fetchall(
+        "WITH pending AS (SELECT incident_id, MIN(deadline) AS due FROM obligations"
+        " WHERE status IN ('open', 'breached') AND met_at IS NULL GROUP BY incident_id)"
+        " SELECT i.* FROM incidents i LEFT JOIN pending p ON p.incident_id = i.id"
+        " WHERE i.status = 'active'"
+        " ORDER BY p.due IS NULL, p.due, i.declared_at DESC, i.id DESC LIMIT ?",
+        (limit,),
+    )
+    return {"total": total[0] if total else 0, "items": await _with_obligations(db, cfg, rows)}
 
 
 def _explained(field: str, error: str | None) -> dict[str, str | None]:

@@ -243,3 +243,25 @@ async def test_deep_nesting_is_named_and_many_wrong_fields_are_listed_in_part(we
     data = await refused(resp, 422, "invalid")
     assert len(data["detail"]) == 100
     assert data["message_en"].endswith("; and 4995 more")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["javascript:alert(1)", "data:text/html,<script>alert(1)</script>", "www.gov.cn/a", "https://"],
+)
+async def test_a_release_address_must_be_a_web_address(web: Web, url: str) -> None:
+    """Where the release was published: a page people can open.  A javascript: address would
+    be a link that runs code wherever a page shows it."""
+    iid = (await web.declare())["id"]
+    resp = await web.post(
+        f"/api/v1/incidents/{iid}/releases", {"published_at": web.at(minutes=-1), "url": url}
+    )
+    data = await refused(resp, 422, "invalid")
+    assert data["detail"][0]["field"] == "url"
+    assert data["detail"][0]["problem"].startswith("must be a web address")
+    assert await web.count("releases") == 0
+    resp = await web.post(
+        f"/api/v1/incidents/{iid}/releases",
+        {"published_at": web.at(minutes=-1), "url": "HTTPS://www.example.gov.cn/xw/1.html"},
+    )
+    assert resp.status == 201, await resp.text()

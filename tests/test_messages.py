@@ -257,3 +257,22 @@ def test_channel_names_and_language_fallback() -> None:
     assert render("wecom", "zh", ctx) == render("chat", "zh", ctx)
     assert render("sms", "fr", ctx) == render("sms", "zh", ctx)
     assert render("sms", "en-US", case("upcoming_reminder", "en")).body.startswith("[Level II")
+
+
+@pytest.mark.parametrize(("lang", "base"), [("zh", BASE_ZH), ("en", BASE_EN)])
+def test_free_text_cannot_add_links_or_html_to_a_chat_message(
+    lang: str, base: dict[str, Any]
+) -> None:
+    """A title or location written as markdown would otherwise render as a second, false
+    "acknowledge" link (or raw HTML) beside the real one."""
+    ctx = {
+        **base,
+        "title": "燃气泄漏 [确认收到](https://evil.example/phish)",
+        "location": '东区 ![x](https://evil.example/p.png) <a href="https://evil.example">点此</a>',
+    }
+    r = render("chat", lang, ctx)
+    assert "](https://evil.example" not in r.body and "<a " not in r.body
+    assert "［确认收到］(https://evil.example/phish)" in r.body  # the text still reads
+    assert "＜a href" in r.body
+    assert r.body.count("](") == 1 and f"]({base['ack_url']})" in r.body  # only the real link
+    assert "[确认收到]" not in r.title

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from responder import auth
@@ -84,7 +85,9 @@ async def test_wrong_password_401_then_429_after_five_failures(web: Web) -> None
     assert resp.content_type == "text/html"
     retry = int(resp.headers["Retry-After"])
     assert 0 < retry <= 301  # whole seconds, at most the 5-minute window
-    assert "请求过于频繁" in await resp.text()
+    html = await resp.text()  # the form again, saying how long to wait
+    assert "尝试次数过多,请 5 分钟后再试" in html and "try again in 5 min" in html
+    assert 'name="csrf"' in html
     assert session_cookies(resp) == []
     # Unknown users count too: another username from the same client is still refused.
     resp = await login(web, "someone-else", "whatever-password")
@@ -224,15 +227,36 @@ async def test_two_sign_in_tabs_both_work(web: Web) -> None:
     assert resp.status == 303
 
 
-async def test_a_form_not_in_utf8_is_400_not_500(web: Web) -> None:
-    resp = await web.client.post(
-        "/login",
-        data=b"username=\xe9\xff&password=x",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
+MULTIPART = "multipart/form-data; boundary=zzz"
+PART = b'--zzz\r\nContent-Disposition: form-data; name="csrf"\r\n'
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", b"username=\xe9\xff&password=x"),  # not UTF-8
+        ("application/x-www-form-urlencoded; charset=nonexistent", b"username=a"),
+        (MULTIPART, b"garbage"),  # no starting boundary
+        ("multipart/form-data", b"--zzz\r\n\r\nx\r\n--zzz--\r\n"),  # no boundary given
+        (MULTIPART, b"--zzz\r\nContent-Disposition: form-data\r\n\r\nx\r\n--zzz--\r\n"),
+        (MULTIPART, PART + b"Content-Transfer-Encoding: base64\r\n\r\nabcde\r\n--zzz--\r\n"),
+        (
+            MULTIPART,
+            PART + b"Content-Type: text/plain; charset=nonexistent\r\n\r\nx\r\n--zzz--\r\n",
+        ),
+    ],
+)
+@pytest.mark.parametrize("path", ["/login", "/logout"])
+async def test_a_form_that_cannot_be_read_is_400_not_500(
+    web: Web, path: str, content_type: str, body: bytes
+) -> None:
+    """Only our own pages' url-encoded UTF-8 forms are read; aiohttp raised ValueError,
+    LookupError or binascii.Error for the rest, and each was a 500."""
+    await login_token(web)  # a sign-in nonce cookie, as a browser that opened the form has
+    resp = await web.client.post(path, data=body, headers={"Content-Type": content_type})
     html = await resp.text()
     assert resp.status == 400, html
-    assert "不是 UTF-8" in html and "not in UTF-8" in html
+    assert "表单内容无法读取" in html and "the form cannot be read" in html
 
 
 async def test_index_requires_login_and_escapes_titles(web: Web) -> None:
@@ -255,7 +279,30 @@ async def test_index_requires_login_and_escapes_titles(web: Web) -> None:
     assert hostile not in html
     assert "<script" not in html  # no script at all on the page
     assert "已关闭的事件" in html and "Closed one" not in html
-    assert "2026-11-26T13:00:00+08:00" in html  # the 5 h deadline, in the local zone
+    # The 5 h deadline in the local zone to the minute, and the time left, in words.
+    assert "2026-11-26 13:00 +08:00" in html and "T13:00:00" not in html
+    assert "剩余 4小时" in html and "4 h left" in html
+    assert web.cfg.unit("emergency").name in html  # the lead unit by name
+
+
+async def test_the_start_page_puts_the_most_urgent_first_and_says_how_many(web: Web) -> None:
+    """A breached release must not drop out of sight below a hundred newer incidents."""
+    late = await web.declare(title="六小时前的爆炸", occurred_at=web.at(hours=-6))
+    done = await web.declare(title="已发布的事件")
+    resp = await web.post(
+        f"/api/v1/incidents/{done['id']}/releases", {"published_at": web.at(minutes=-1)}
+    )
+    assert resp.status == 201, await resp.text()
+    for n in range(101):
+        await web.declare(title=f"一般事件 {n}", level="IV")
+    await web.add_login_user("duty-zhao")
+    assert (await login(web, "duty-zhao", PASSWORD)).status == 303
+    html = await (await web.client.get("/")).text()
+    assert "共 103 起,显示最紧迫的 100 起" in html and "103 in all" in html
+    first, second = html.index(late["id"]), html.index(done["id"])
+    assert first < second < html.index("一般事件")
+    assert "已超时 1小时" in html and "overdue by 1 h" in html
+    assert "已于 2026-11-26 08:59 +08:00 完成" in html and "done at 2026-11-26 08:59" in html
 
 
 async def test_a_page_session_is_not_an_api_credential(web: Web, dump_tables: Any) -> None:
@@ -284,15 +331,16 @@ async def test_logout_needs_the_session_csrf_token(web: Web) -> None:
         resp = await web.client.post("/logout", data=data, allow_redirects=False)
         assert resp.status == 403, data
         assert resp.content_type == "text/html"
+        assert "此页面已过期,请刷新后再退出登录" in await resp.text()  # not "your role may not"
     # Still signed in.
     assert (await web.client.get("/", allow_redirects=False)).status == 200
     resp = await web.client.post("/logout", data={"csrf": csrf}, allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/login"
     assert 'responder_session=""' in cookie_header(resp) or "Max-Age=0" in cookie_header(resp)
     assert (await web.client.get("/", allow_redirects=False)).status == 303
-    # Without any session, logout is refused as well.
+    # Signed out already (another tab, an expired session): the sign-in page, nothing else.
     resp = await web.client.post("/logout", data={"csrf": csrf}, allow_redirects=False)
-    assert resp.status == 403
+    assert resp.status == 303 and resp.headers["Location"] == "/login"
 
 
 async def test_a_copied_session_cookie_stops_working_after_sign_out(web: Web) -> None:
@@ -354,6 +402,64 @@ async def test_ack_get_shows_and_does_not_acknowledge(web: Web, dump_tables: Any
     assert (await web.db.fetchone("SELECT acked_at FROM notifications WHERE id = ?", (row["id"],)))[
         0
     ] is None
+
+
+@pytest.mark.parametrize("run_engine", [True])
+async def test_an_ack_link_opened_after_the_duty_is_done_says_so(web: Web) -> None:
+    """A recipient opening the link hours later must not be told others are still alerted
+    "until the duty is done" when it is: the page says it was done, and when."""
+    rows = await sent_notifications(web)
+    release = next(r for r in rows if r["obligation_id"] is not None)
+    ob = await web.db.fetchone(
+        "SELECT kind FROM obligations WHERE id = ?", (release["obligation_id"],)
+    )
+    assert ob is not None
+    html = await (await web.client.get(f"/ack/{token_of(release)}")).text()
+    assert "无需再处理" not in html and "until the duty is done" in html
+    assert "级别 Level: II级(重大)" in html
+    resp = await web.post(
+        f"/api/v1/incidents/{release['incident_id']}/releases", {"published_at": web.at(minutes=-1)}
+    )
+    assert resp.status == 201, await resp.text()
+    if ob["kind"] == "authoritative_release":
+        html = await (await web.client.get(f"/ack/{token_of(release)}")).text()
+        assert "此事项已于 2026-11-26 08:59 +08:00 完成,无需再处理。" in html
+        assert "until the duty is done" not in html
+    resp = await web.post(
+        f"/api/v1/incidents/{release['incident_id']}/close", {"reason": "处置完毕"}
+    )
+    assert resp.status == 200, await resp.text()
+    for row in rows:
+        html = await (await web.client.get(f"/ack/{token_of(row)}")).text()
+        assert "事件已结束,无需再处理此提醒。" in html and "The incident is closed" in html
+        done = await (await web.client.post(f"/ack/{token_of(row)}")).text()  # still recorded
+        assert "已确认收到" in done and "事件已结束" in done
+
+
+@pytest.mark.parametrize("run_engine", [True])
+async def test_the_dev_inbox_is_shown_to_this_machine_or_to_someone_signed_in(web: Web) -> None:
+    """Its messages carry contacts and live acknowledgement links; the Docker image serves
+    the example config (dev inbox on) on 0.0.0.0."""
+    await sent_notifications(web)
+    assert (await web.client.get("/dev/inbox")).status == 200  # from 127.0.0.1
+    other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))  # another address
+    jar = aiohttp.CookieJar(unsafe=True)  # cookies for an IP address
+    async with aiohttp.ClientSession(connector=other, cookie_jar=jar) as s:
+        url = f"http://127.0.0.1:{web.port}/dev/inbox"
+        for query in ("", "?format=json"):
+            async with s.get(url + query) as resp:
+                html = await resp.text()
+                assert resp.status == 403, html
+                assert "开发收件箱只对本机开放" in html and "+86" not in html
+        await web.add_login_user("duty-sun")
+        async with s.get(f"http://127.0.0.1:{web.port}/login") as resp:
+            token = re.search(r'name="csrf" value="([^"]+)"', await resp.text())
+        assert token
+        form = {"csrf": token.group(1), "username": "duty-sun", "password": PASSWORD}
+        async with s.post(f"http://127.0.0.1:{web.port}/login", data=form) as resp:
+            assert resp.status == 200  # followed to the start page
+        async with s.get(url) as resp:
+            assert resp.status == 200 and "/ack/" in await resp.text()
 
 
 @pytest.mark.parametrize("run_engine", [True])

@@ -136,6 +136,17 @@ def _duration_en(value: Any) -> str:
     return _EN_DURATION.sub(word, "" if value is None else str(value))
 
 
+# Markdown's links, images and inline HTML start with these.  In free text (a title, a
+# location) they become their full-width forms, which read the same in Chinese: a title
+# "[确认收到](https://…)" must not become a second acknowledgement link in a chat message.
+_MARKUP = str.maketrans({"[": "［", "]": "］", "<": "＜", ">": "＞"})
+
+
+def _md_text(value: Any) -> str:
+    """Free text (one line: the API refuses line breaks there) shown as text in markdown."""
+    return ("" if value is None else str(value)).translate(_MARKUP)
+
+
 def _finalize(value: Any) -> Any:
     return "" if value is None else value
 
@@ -156,6 +167,7 @@ ENV.filters.update(
     level_number=_level_number,
     level_zh=_level_zh,
     duration_en=_duration_en,
+    md_text=_md_text,
 )
 
 

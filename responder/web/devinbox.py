@@ -2,7 +2,9 @@
 so a new user sees exactly what each recipient would receive without any gateway account.
 
 Only mounted when ``service.dev_inbox = true``; it keeps the last 500 messages in memory and
-shows them at ``/dev/inbox``.  Never enable it in production.
+shows them at ``/dev/inbox`` — to this machine, or to anyone signed in: the messages carry
+contacts and live acknowledgement links, and a demo started with ``--host 0.0.0.0`` (the
+Docker image) must not show them to whoever reaches the port.  Never enable it in production.
 """
 
 from __future__ import annotations
@@ -14,14 +16,21 @@ from typing import Any
 
 from aiohttp import web
 
+from responder.errors import ResponderError
+from responder.web.identity import identify
 from responder.web.keys import CFG
 from responder.web.pages import render_page
 
 INBOX = web.AppKey("dev_inbox", deque)
+LOOPBACK = ("127.0.0.1", "::1")
+
+
+class InboxClosed(ResponderError):
+    status = 403
 
 
 async def receive(request: web.Request) -> web.Response:
-    if request.remote not in ("127.0.0.1", "::1"):
+    if request.remote not in LOOPBACK:
         raise web.HTTPForbidden()
     raw = await request.read()
     try:
@@ -43,6 +52,12 @@ async def receive(request: web.Request) -> web.Response:
 
 
 async def show(request: web.Request) -> web.Response:
+    if request.remote not in LOOPBACK and await identify(request) is None:
+        raise InboxClosed(
+            "dev_inbox_closed",
+            "开发收件箱只对本机开放;从其他电脑查看请先登录",
+            "the development inbox is open to this machine only; sign in to see it from another",
+        )
     if request.query.get("format") == "json":
         return web.json_response(
             list(request.app[INBOX]), dumps=lambda o: json.dumps(o, ensure_ascii=False)

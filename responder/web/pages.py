@@ -8,19 +8,22 @@ the sign-in form, shown before there is one, a login token (see ``security.login
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from responder import ack, auth
+from responder import ack, auth, queries
+from responder.config import Config
 from responder.errors import ResponderError
 from responder.paths import templates_dir
-from responder.timeutil import from_db, show, to_db
+from responder.policy.rules import LEVEL_NAMES
+from responder.timeutil import format_duration, from_db, show, to_db
 from responder.web.identity import identify
 from responder.web.keys import CFG, CLOCK, DB, SECRET
 from responder.web.security import (
@@ -59,13 +62,28 @@ def _ack_ctx(request: web.Request, row: Any) -> dict[str, Any]:
     return {
         "title": row["title"] or "responder",
         "level": row["level"],
+        "level_name": LEVEL_NAMES.get(row["level"], "") if row["level"] else "",
         "drill": bool(row["drill"]),
         "obligation": row["obligation_name"],
         "obligation_en": row["obligation_name_en"],
         "deadline": show(from_db(row["deadline"]), cfg.tz) if row["deadline"] else "",
         "person": person.name if person else row["person_id"],
         "acked_at": show(from_db(row["acked_at"]), cfg.tz) if row["acked_at"] else "",
+        "settled": _settled(row, cfg),
     }
+
+
+def _settled(row: Any, cfg: Config) -> tuple[str, str] | None:
+    """Whether there is nothing left to do about what the link's message said (zh, en): a
+    recipient opening it hours later must not be told to hurry for a duty already done."""
+    if row["incident_status"] == "closed":
+        return "事件已结束,无需再处理此提醒。", "The incident is closed: nothing more to do."
+    if row["obligation_status"] == "waived":
+        return "此事项已免除,无需再处理。", "This duty was waived: nothing more to do."
+    if row["obligation_met_at"]:
+        at = show(from_db(row["obligation_met_at"]), cfg.tz)
+        return f"此事项已于 {at} 完成,无需再处理。", f"This duty was done at {at}: nothing more to do."
+    return None
 
 
 async def ack_page(request: web.Request) -> web.Response:
@@ -84,14 +102,24 @@ async def ack_post(request: web.Request) -> web.Response:
 # -- login ------------------------------------------------------------------------------------
 
 
+class StaleForm(ResponderError):
+    """A page's form whose CSRF token is not the session's (an old tab, or another site)."""
+
+    status = 403
+
+
 async def read_form(request: web.Request) -> Any:
     try:
         return await request.post()
-    except UnicodeDecodeError:  # our forms are UTF-8 pages; something else sent this
+    # Our forms are UTF-8 and url-encoded; something else sent this: not UTF-8, a charset
+    # Python does not know (LookupError), multipart without its boundary or a field's name,
+    # bad base64 in a part (binascii.Error is a ValueError).
+    except (ValueError, LookupError):
         raise ResponderError(
             "bad_form",
-            "表单内容不是 UTF-8 编码,请刷新页面后重新提交",
-            "the form is not in UTF-8; reload the page and submit it again",
+            "表单内容无法读取(不是本站页面以 UTF-8 提交的表单),请刷新页面后重新提交",
+            "the form cannot be read (not one of our pages' UTF-8 forms); reload the page and"
+            " submit it again",
         ) from None
 
 
@@ -127,8 +155,16 @@ async def login_post(request: web.Request) -> web.Response:
     client = client_address(request, request.app[CFG].service.trusted_proxies)
     limiter = request.app[LIMITER]
     wait = limiter.blocked(client, username)
-    if wait:
-        raise web.HTTPTooManyRequests(headers={"Retry-After": str(int(wait) + 1)})
+    if wait:  # the form again, saying how long to wait: nothing to do but wait or call
+        minutes = max(1, math.ceil(wait / 60))
+        response = login_form(
+            request,
+            f"尝试次数过多,请 {minutes} 分钟后再试;如有急事,请联系管理员"
+            f" / too many attempts: try again in {minutes} min, or call an administrator",
+            status=429,
+        )
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
     row = await request.app[DB].fetchone(
         "SELECT id, password_hash FROM users WHERE username = ? AND disabled = 0", (username,)
     )
@@ -158,8 +194,14 @@ async def login_post(request: web.Request) -> web.Response:
 async def logout_post(request: web.Request) -> web.Response:
     user = await identify(request)
     form = await read_form(request)
-    if user is None or not same(form.get("csrf"), user.get("csrf") or ""):
-        raise web.HTTPForbidden()
+    if user is None or "sid" not in user:  # signed out already (another tab, or it expired)
+        raise web.HTTPSeeOther("/login")
+    if not same(form.get("csrf"), user.get("csrf") or ""):
+        raise StaleForm(
+            "stale_form",
+            "此页面已过期,请刷新后再退出登录",
+            "this page is out of date: reload it and sign out again",
+        )
     sid = user["sid"]  # the cookie, even if kept, no longer works
     await request.app[DB].transact(
         lambda tx: tx.execute("DELETE FROM sessions WHERE id = ?", (sid,))
@@ -169,16 +211,72 @@ async def logout_post(request: web.Request) -> web.Response:
     raise response
 
 
+BOARD_SIZE = 100  # incidents on the start page, the most urgent first
+
+
+def _duty(o: dict[str, Any], cfg: Config, now: datetime) -> dict[str, Any]:
+    """One obligation as the duty officer reads it: its deadline to the minute, and where it
+    stands in words — time left, overdue by how long, done, or waived."""
+    deadline = datetime.fromisoformat(o["deadline"])
+    met = datetime.fromisoformat(o["met_at"]) if o["met_at"] else None
+    if o["status"] == "waived":
+        state, zh, en = "waived", "已免除", "waived"
+    elif met is not None:
+        late = o["status"] == "breached"
+        state = "late" if late else "met"
+        zh = f"{'超时后' if late else ''}已于 {show(met, cfg.tz)} 完成"
+        en = f"done {'late, ' if late else ''}at {show(met, cfg.tz)}"
+    elif deadline > now:
+        left = deadline - now
+        state, zh, en = (
+            "open",
+            f"剩余 {format_duration(left)}",
+            f"{format_duration(left, 'en')} left",
+        )
+    else:
+        over = now - deadline
+        state = "breached"
+        zh, en = f"已超时 {format_duration(over)}", f"overdue by {format_duration(over, 'en')}"
+    return {
+        "name": o["name"],
+        "name_en": o["name_en"],
+        "deadline": show(deadline, cfg.tz),
+        "state": state,
+        "zh": zh,
+        "en": en,
+        "recorded_late": o["recorded_late"],
+    }
+
+
+def _card(i: dict[str, Any], cfg: Config, now: datetime) -> dict[str, Any]:
+    unit = cfg.unit(i["lead_unit"])
+    return {
+        "id": i["id"],
+        "title": i["title"],
+        "drill": i["drill"],
+        "level": i["level"],
+        "level_name": i["level_name"],
+        "occurred": show(datetime.fromisoformat(i["occurred_at"]), cfg.tz),
+        "lead_unit": unit.name if unit else i["lead_unit"],  # by name, as people know it
+        "duties": [_duty(o, cfg, now) for o in i["obligations"]],
+    }
+
+
 async def index(request: web.Request) -> web.Response:
     user = await identify(request)
     if user is None or "csrf" not in user:
         raise web.HTTPSeeOther("/login")
-    from responder import queries
-
     cfg = request.app[CFG]
-    active = await queries.incidents(request.app[DB], cfg, status="active", limit=100)
+    now = request.app[CLOCK].now()
+    active = await queries.most_urgent(request.app[DB], cfg, BOARD_SIZE)
     return render_page(
-        "index.html", {"user": user, "incidents": active["items"], "tz": cfg.service.timezone}
+        "index.html",
+        {
+            "user": user,
+            "incidents": [_card(i, cfg, now) for i in active["items"]],
+            "total": active["total"],
+            "now": show(now, cfg.tz),
+        },
     )
 
 
