@@ -23,6 +23,19 @@ from responder.timeutil import at_most_now, from_db, next_whole_second, parse_ti
 from responder.views import plan_text, plan_view
 
 
+def cli_actor() -> str:
+    """Who ran a command, for the audit log: the operating-system account (the command line
+    runs on the server, as someone who may write its database), and who used sudo to be it."""
+    try:
+        import pwd
+
+        name = pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):  # not Unix, or a container's uid without a name
+        name = getpass.getuser() if os.name == "nt" else f"uid {os.geteuid()}"
+    sudo = os.environ.get("SUDO_USER")
+    return f"cli:{name}" + (f" (sudo by {sudo})" if sudo and sudo != name else "")
+
+
 def _parser() -> argparse.ArgumentParser:
     # --config, --db and --lang work before or after the command.
     common = argparse.ArgumentParser(add_help=False)
@@ -266,7 +279,7 @@ async def _user(
         return 0
     if args.user_cmd in ("disable", "enable"):
         disabled = args.user_cmd == "disable"
-        await auth.set_disabled(db, args.username, disabled, clock.now(), "cli")
+        await auth.set_disabled(db, args.username, disabled, clock.now(), cli_actor())
         if disabled:
             print(
                 f"OK: 已停用用户 {args.username},其令牌和登录立即失效"
@@ -276,14 +289,14 @@ async def _user(
             print(f"OK: 已启用用户 {args.username} / user {args.username} enabled")
         return 0
     if args.user_cmd == "password":
-        await auth.set_password(db, args.username, _password(), clock.now(), "cli")
+        await auth.set_password(db, args.username, _password(), clock.now(), cli_actor())
         print(
             f"OK: 已为 {args.username} 设置新密码,其已登录的页面会话已退出"
             f" / password of {args.username} set; their page sessions were signed out"
         )
         return 0
     password = None if args.no_password else _password()
-    await auth.add_user(db, args.username, args.role, password, clock.now(), "cli")
+    await auth.add_user(db, args.username, args.role, password, clock.now(), cli_actor())
     print(f"OK: 已添加用户 {args.username}({args.role}) / user {args.username} ({args.role}) added")
     return 0
 
@@ -318,7 +331,7 @@ async def _token(
                 )
             expires_at = now + timedelta(days=args.days)
         token, token_id = await auth.create_token(
-            db, args.username, args.name, now, "cli", expires_at
+            db, args.username, args.name, now, cli_actor(), expires_at
         )
         print(token)  # alone on stdout, for TOKEN=$(responder token create …)
         print(
@@ -350,7 +363,7 @@ async def _token(
                 "最近使用 last used (to the hour)", "吊销 revoked", "过期 expires"],
                rows)  # fmt: skip
         return 0
-    await auth.revoke_token(db, args.token_id, clock.now(), "cli")
+    await auth.revoke_token(db, args.token_id, clock.now(), cli_actor())
     print(f"OK: 已吊销令牌 {args.token_id} / token {args.token_id} revoked")
     return 0
 

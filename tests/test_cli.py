@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import sqlite3
 import subprocess
@@ -398,6 +399,7 @@ def test_token_list_user_list_and_disable(
 ) -> None:
     """An administrator told that a token leaked finds its id, revokes it, and can stop a
     person who left at once."""
+    monkeypatch.delenv("SUDO_USER", raising=False)  # this test sets it itself, later
     monkeypatch.setenv("RESPONDER_PASSWORD", "correct horse battery")
     token = add_users(capsys, tmp_path)
     code, out, err = run(capsys, "token", "list", *db_args(tmp_path))
@@ -430,8 +432,16 @@ def test_token_list_user_list_and_disable(
     code, _, err = run(capsys, "user", "disable", "nobody", *db_args(tmp_path))
     assert code == 1 and "nobody" in one_error_line(err)
     with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:
-        actions = [r[0] for r in conn.execute("SELECT action FROM audit_log ORDER BY seq")]
-    assert actions[-3:] == ["token.revoked", "user.disabled", "user.enabled"]
+        rows = conn.execute("SELECT action, actor FROM audit_log ORDER BY seq").fetchall()
+    assert [a for a, _ in rows[-3:]] == ["token.revoked", "user.disabled", "user.enabled"]
+    # Who did it: the account that ran the command, not just "cli".
+    account = pwd.getpwuid(os.geteuid()).pw_name
+    assert {actor for _, actor in rows} == {f"cli:{account}"}
+    monkeypatch.setenv("SUDO_USER", "chen-admin")
+    run(capsys, "user", "disable", "duty.zhang", *db_args(tmp_path))
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:
+        (actor,) = conn.execute("SELECT actor FROM audit_log ORDER BY seq DESC").fetchone()
+    assert actor == f"cli:{account} (sudo by chen-admin)"
 
 
 def test_user_password_sets_a_page_password(

@@ -82,7 +82,10 @@ def _settled(row: Any, cfg: Config) -> tuple[str, str] | None:
         return "此事项已免除,无需再处理。", "This duty was waived: nothing more to do."
     if row["obligation_met_at"]:
         at = show(from_db(row["obligation_met_at"]), cfg.tz)
-        return f"此事项已于 {at} 完成,无需再处理。", f"This duty was done at {at}: nothing more to do."
+        return (
+            f"此事项已于 {at} 完成,无需再处理。",
+            f"This duty was done at {at}: nothing more to do.",
+        )
     return None
 
 
