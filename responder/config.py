@@ -31,7 +31,7 @@ from pydantic import (
 
 from responder.errors import ConfigError
 from responder.policy.rules import RuleSet, rule_set_in_force
-from responder.timeutil import parse_duration, zone
+from responder.timeutil import config_duration, within_bounds, zone
 
 DEFAULT_CONFIG = "config/responder.toml"
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -92,14 +92,35 @@ class Alerts(_Strict):
     @field_validator("retry_base", "retry_max", "max_lag", "send_timeout", mode="before")
     @classmethod
     def _d(cls, v: object) -> object:
-        return parse_duration(v) if isinstance(v, str | int) else v
+        return config_duration(v)
+
+    # Beyond these a typo, not a choice: "0m" retries at once, "-5m" makes the health check
+    # fail for ever, "1000000h" never retries.
+    @field_validator("retry_base")
+    @classmethod
+    def _retry_base(cls, v: timedelta) -> timedelta:
+        return within_bounds(v, timedelta(seconds=1), timedelta(hours=1))
+
+    @field_validator("retry_max")
+    @classmethod
+    def _retry_max(cls, v: timedelta) -> timedelta:
+        return within_bounds(v, timedelta(seconds=1), timedelta(days=1))
+
+    @field_validator("max_lag")
+    @classmethod
+    def _max_lag(cls, v: timedelta) -> timedelta:
+        return within_bounds(v, timedelta(seconds=10), timedelta(days=1))
 
     @field_validator("send_timeout")
     @classmethod
     def _send_timeout(cls, v: timedelta) -> timedelta:
-        if not timedelta(seconds=1) <= v <= timedelta(hours=1):
-            raise ValueError("must be between 1s and 1h")
-        return v
+        return within_bounds(v, timedelta(seconds=1), timedelta(hours=1))
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> Alerts:
+        if self.retry_max < self.retry_base:
+            raise ValueError("retry_max must not be shorter than retry_base")
+        return self
 
 
 class Unit(_Strict):
@@ -276,11 +297,18 @@ def template_fields(template: str) -> set[str]:
 def _substitute(value: Any, where: str, path: str) -> Any:
     """Replace ``${NAME}`` (or ``${NAME:-default}``) in every string, recursively."""
     if isinstance(value, str):
+        # A channel's URL is a template filled from each person's contacts ({phone}): braces
+        # in a password taken from the environment are part of the password, not fields.
+        literal = (
+            (lambda s: s.replace("{", "{{").replace("}", "}}"))
+            if where.startswith("channels.")
+            else (lambda s: s)
+        )
 
         def repl(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             if name in os.environ:
-                return os.environ[name]
+                return literal(os.environ[name])
             if default is not None:
                 return default
             raise ConfigError(path, where, f"environment variable {name} is not set")

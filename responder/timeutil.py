@@ -165,6 +165,35 @@ def parse_duration(text: str | int) -> timedelta:
     return timedelta(seconds=-seconds if m.group(1) else seconds)
 
 
+def config_duration(value: object) -> object:
+    """A duration as written in the config or a rule set: text with its unit ('5h', '30m').
+    A bare number is refused: ``within = 5`` meant five hours to whoever wrote it, and taken
+    as five seconds it would breach every incident the moment it is declared."""
+    if isinstance(value, bool | int | float):
+        raise ValueError(
+            f"write the unit with the number, e.g. '{value}h' or '{value}m'"
+            " (a bare number is ambiguous)"
+        )
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+def within_bounds(value: timedelta, low: timedelta, high: timedelta) -> timedelta:
+    """``value`` if ``low <= value <= high``; else the reason, for a config error."""
+    if not low <= value <= high:
+
+        def said(d: timedelta) -> str:  # as the config writes it: 1s, 10s, 1h, 366d
+            seconds = int(d.total_seconds())
+            n, unit = next(
+                (seconds // size, unit)
+                for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+                if seconds % size == 0
+            )
+            return f"{n}{unit}"
+
+        raise ValueError(f"must be between {said(low)} and {said(high)}")
+    return value
+
+
 def format_duration(delta: timedelta, lang: str = "zh") -> str:
     """A span as a person says it: 4小时59分 / 4 h 59 min."""
     total = int(abs(delta).total_seconds())

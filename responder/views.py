@@ -103,6 +103,13 @@ def plan_text(view: dict[str, Any], lang: str = "zh") -> str:
         ("适用规则:" if zh else "Rule set: ")
         + (f"{rs['title' if zh else 'title_en'] or rs['title']} [{rs['id']}]" if rs else "—")
     )
+    if not view["obligations"] and not rs:  # not "this level has none": no rules at all then
+        lines.append(
+            "发生时间不在任何规则集的生效期内,没有发布时限;请核对发生时间。"
+            if zh
+            else "No rule set was in force when it occurred: no deadlines. Check the time."
+        )
+        return "\n".join(lines) + "\n"
     if not view["obligations"]:
         lines.append(
             "该级别没有发布时限要求。" if zh else "No publication deadlines apply at this level."

@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 import responder
 from responder.cli import main
 from responder.config import load as load_config
+from responder.engine.context import channel_url
 from responder.store.audit import _digest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -860,3 +862,76 @@ def test_rule_sets_that_leave_a_serious_emergency_without_deadlines_are_noted() 
         "rule set gbf-2016-80 sets no press_conference for level II incidents",
     ]
     assert notes[0][0] == "规则集 gbf-2016-80 对 I 级事件没有设定:举行新闻发布会"
+
+
+@pytest.mark.parametrize(
+    ("where", "line", "says"),
+    [
+        ("rules", 'within = "5h"|within = 5', "write the unit with the number, e.g. '5h'"),
+        ("rules", 'within = "5h"|within = "100000000h"', "within must be at most 366 days"),
+        ("rules", 'repeat = "30m"|repeat = "10s"', "must be between 1m and 7d"),
+        ("rules", 'offset = "-2h"|offset = "-9000h"', "must be between -366d and 366d"),
+        ("config", 'retry_base = "10s"|retry_base = "0m"', "must be between 1s and 1h"),
+        ("config", 'retry_base = "10s"|retry_base = "-5m"', "must be between 1s and 1h"),
+        ("config", 'max_lag = "2m"|max_lag = "-5m"', "must be between 10s and 1d"),
+        ("config", 'max_lag = "2m"|max_lag = 120', "write the unit with the number"),
+        ("config", 'retry_max = "5m"|retry_max = "5s"', "retry_max must not be shorter"),
+    ],
+)
+def test_durations_that_are_typos_are_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, where: str, line: str, says: str
+) -> None:
+    """check-config said OK to `within = 5` (taken as five seconds: every incident breached at
+    once), to a limit that overflowed the planner, and to a negative max_lag (the health
+    check failing for ever)."""
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    old, new = line.split("|")
+    target = (
+        tmp_path / "config" / "rules" / "gbf-2016-80.toml"
+        if where == "rules"
+        else tmp_path / "config" / "responder.toml"
+    )
+    text = target.read_text(encoding="utf-8")
+    assert old in text
+    target.write_text(text.replace(old, new, 1), encoding="utf-8")
+    code, out, err = run(
+        capsys, "check-config", "--config", str(tmp_path / "config" / "responder.toml")
+    )
+    assert code == 1 and out == ""
+    assert says in one_error_line(err)
+
+
+def test_braces_in_a_secret_from_the_environment_are_part_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A password such as 'pa{ss}' broke the channel's template ('unmatched {')."""
+    monkeypatch.setenv("SMS_PASS", "pa{ss}word")
+    path = tmp_path / "responder.toml"
+    text = Path(CONFIG).read_text(encoding="utf-8")
+    path.write_text(
+        text.replace(
+            "json://${RESPONDER_DEV_INBOX", "json://gw:${SMS_PASS}@${RESPONDER_DEV_INBOX", 1
+        ),
+        encoding="utf-8",
+    )
+    shutil.copytree(ROOT / "config" / "rules", tmp_path / "rules")
+    cfg = load_config(path)
+    person = next(p for p in cfg.people if "sms" in p.channels)
+    urls = [channel_url(t, person) for t in cfg.channels.values()]
+    assert any("gw:pa{ss}word@" in u for u in urls), urls
+
+
+def test_plan_for_a_time_no_rule_set_covers_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """It said "this level has no deadlines" for a level II incident in 2010: a wrong year
+    read as a rule."""
+    code, out, _ = run(
+        capsys, "plan", "--level", "II", "--occurred-at", "2010-11-26T08:00:00+08:00",
+        "--declared-at", "2010-11-26T09:00:00+08:00", "--config", CONFIG,
+    )  # fmt: skip
+    assert code == 0
+    assert "发生时间不在任何规则集的生效期内" in out and "该级别没有发布时限要求" not in out
+    code, out, _ = run(
+        capsys, "plan", "--level", "III", "--occurred-at", "2026-11-26T08:00:00+08:00",
+        "--declared-at", "2026-11-26T09:00:00+08:00", "--config", CONFIG,
+    )  # fmt: skip
+    assert code == 0 and "该级别没有发布时限要求" in out

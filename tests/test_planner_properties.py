@@ -209,7 +209,7 @@ def random_rule_sets(draw: st.DrawFn) -> RuleSet:
                 {
                     "name": name,
                     "anchor": anchor,
-                    "offset": offset,
+                    "offset": f"{offset}s",
                     "audience": draw(
                         st.lists(st.sampled_from(AUDIENCES), min_size=1, max_size=3, unique=True)
                     ),
@@ -226,7 +226,7 @@ def random_rule_sets(draw: st.DrawFn) -> RuleSet:
             ),
         }
         if draw(st.booleans()):
-            deadline_step["repeat"] = draw(st.integers(1, 4 * 3600))
+            deadline_step["repeat"] = f"{draw(st.integers(60, 4 * 3600))}s"  # 1 min at least
         steps.insert(draw(st.integers(0, len(steps))), deadline_step)
         escalations[f"e{e}"] = steps
     esc_names = sorted(escalations)
@@ -246,7 +246,7 @@ def random_rule_sets(draw: st.DrawFn) -> RuleSet:
                 "name": kind,
                 "name_en": kind,
                 "levels": draw(st.lists(st.sampled_from(LEVELS), unique=True, min_size=1)),
-                "within": draw(st.integers(1, 3 * 86400)),
+                "within": f"{draw(st.integers(1, 3 * 86400))}s",
                 "clock_start": draw(st.sampled_from(["occurred_at", "declared_at", "learned_at"])),
                 "on_raise": draw(st.sampled_from(["level_changed_at", "clock_start"])),
                 "milestone": "press_conference"
@@ -262,7 +262,7 @@ def random_rule_sets(draw: st.DrawFn) -> RuleSet:
                 "name": "follow-up",
                 "name_en": "follow-up",
                 "levels": draw(st.lists(st.sampled_from(LEVELS), unique=True, min_size=1)),
-                "within": draw(st.integers(1, 2 * 86400)),
+                "within": f"{draw(st.integers(1, 2 * 86400))}s",
                 "clock_start": "previous_release",
                 "milestone": "follow_up_release",
                 "escalation": draw(st.sampled_from(esc_names)),

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from responder.timeutil import parse_duration
+from responder.timeutil import config_duration, within_bounds
 
 LEVELS = ("I", "II", "III", "IV")
 LEVEL_NAMES = {"I": "特别重大", "II": "重大", "III": "较大", "IV": "一般"}
@@ -38,6 +38,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The longest time limit or step offset a rule may give: a year.  Statutory limits are hours
+# or days; anything longer is a typo, and a far one overflows the planner's dates.
+MAX_SPAN = timedelta(days=366)
+
+
 class StepRule(_Strict):
     """One point on an obligation's clock, with who is told and how."""
 
@@ -56,7 +61,7 @@ class StepRule(_Strict):
     @field_validator("offset", "repeat", mode="before")
     @classmethod
     def _duration(cls, v: object) -> object:
-        return parse_duration(v) if isinstance(v, str | int) else v
+        return config_duration(v)
 
     @field_validator("audience")
     @classmethod
@@ -71,13 +76,18 @@ class StepRule(_Strict):
             raise ValueError("a step needs at least one audience")
         return v
 
+    @field_validator("offset")
+    @classmethod
+    def _offset(cls, v: timedelta) -> timedelta:
+        return within_bounds(v, -MAX_SPAN, MAX_SPAN)
+
     @model_validator(mode="after")
     def _repeat_only_at_deadline(self) -> StepRule:
         if self.repeat is not None:
             if self.anchor != "deadline" or self.offset != timedelta(0):
                 raise ValueError("repeat is allowed only on the step at the deadline (offset 0)")
-            if self.repeat <= timedelta(0):
-                raise ValueError("repeat must be positive")
+            # Not every few seconds (a storm of calls), not once a year (never again).
+            within_bounds(self.repeat, timedelta(minutes=1), timedelta(days=7))
         if self.anchor == "deadline" and self.offset > timedelta(0):
             raise ValueError(
                 "steps after the deadline are expressed with repeat, not a positive offset"
@@ -102,7 +112,7 @@ class ObligationRule(_Strict):
     @field_validator("within", mode="before")
     @classmethod
     def _duration(cls, v: object) -> object:
-        return parse_duration(v) if isinstance(v, str | int) else v
+        return config_duration(v)
 
     @field_validator("levels")
     @classmethod
@@ -116,6 +126,8 @@ class ObligationRule(_Strict):
     def _check(self) -> ObligationRule:
         if self.within <= timedelta(0):
             raise ValueError("within must be positive")
+        if self.within > MAX_SPAN:  # "100000000h" overflowed the planner's dates
+            raise ValueError(f"within must be at most {MAX_SPAN.days} days")
         if (self.clock_start == "previous_release") != (self.milestone == "follow_up_release"):
             raise ValueError("clock_start previous_release goes with milestone follow_up_release")
         return self
