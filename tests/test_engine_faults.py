@@ -213,6 +213,7 @@ async def test_every_channel_failing_tells_the_admins(
     http_sink: HttpSink,
     smtp_sink: SmtpSink,
     db: Database,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     engine.cfg.alerts.attempts_per_channel = 2
     incident_id = await drill_without_duties(engine, clock, "演练:管道泄漏")
@@ -246,6 +247,12 @@ async def test_every_channel_failing_tells_the_admins(
         "SELECT data FROM audit_log WHERE action = 'notification.failed' ORDER BY seq"
     )
     assert [json.loads(a["data"])["notification"] for a in failed] == [nid]
+    # The log says so at ERROR, by name (it had only a warning per try).
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        f"notification {nid} to wang-fang (王芳) failed on every channel (last: "
+        f"{row['last_error']}); the administrators are told"
+    ]
     # What the API shows: the gateway's and the mail server's own words, and beside them what
     # they mean for a duty officer, Chinese first.
     [shown] = [n for n in await queries.notifications(db, engine.cfg, incident_id)

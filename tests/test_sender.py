@@ -14,6 +14,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 
+import apprise
 import pytest
 
 from responder.clock import FakeClock
@@ -21,6 +22,7 @@ from responder.config import Config
 from responder.engine.failures import SENDER_DIED, explain
 from responder.engine.foreground import Foreground
 from responder.engine.runner import Engine
+from responder.engine.send import with_read_timeout
 from responder.store import Database
 from tests.engine_helpers import SECRET, attempts, drive, notification, queue, settle, wire
 from tests.sinks import HttpSink
@@ -157,3 +159,23 @@ def test_every_recorded_error_has_words_for_people() -> None:
     for zh, en in explained:
         assert zh and en and zh[0] > "\u2e80" and en.isascii()  # Chinese first; English too
     assert failures.explain(None) == failures.explain("") == (None, None)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "json://127.0.0.1:9/sms?:to=%2B8613800000001&+X-Responder-Notification=1-sms",
+        "mailtos://user:pass@smtp.example.gov.cn?to=a@example.gov.cn",
+        "dingtalk://token123456/",
+    ],
+)
+def test_apprise_waits_for_a_slow_gateway_as_long_as_the_send_timeout(url: str) -> None:
+    """apprise's own 4 s read timeout reported a slow gateway's send as failed, and the retry
+    on the same channel delivered the message twice.  The URL now says how long to wait;
+    a channel that sets its own rto keeps it."""
+    plugin = apprise.Apprise.instantiate(with_read_timeout(url, 65))
+    assert plugin is not None and plugin.socket_read_timeout == 65.0
+    own = apprise.Apprise.instantiate(
+        with_read_timeout(url + ("&" if "?" in url else "?") + "rto=7", 65)
+    )
+    assert own is not None and own.socket_read_timeout == 7.0

@@ -334,12 +334,15 @@ def gateway() -> Any:
     g.close()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_sigterm_with_sends_in_flight_finishes_them_and_keeps_the_rest_queued(
-    service: Any, gateway: HeldGateway
+    service: Any, gateway: HeldGateway, sig: signal.Signals
 ) -> None:
     """SIGTERM while the gateway holds messages: the service waits for the sends in flight,
     records them sent, exits 0; nothing is left half-sent, and a restart sends the rest.
-    Every message reaches the gateway exactly once."""
+    Every message reaches the gateway exactly once.  SIGHUP (the terminal or SSH session
+    closed) stops it the same way: it used to kill it at once, and the restart sent every
+    message in flight a second time."""
     svc = service(inbox=gateway.address)
     token = svc.token()
     svc.start()
@@ -352,7 +355,7 @@ def test_sigterm_with_sends_in_flight_finishes_them_and_keeps_the_rest_queued(
 
     first = len(svc.lines)
     assert svc.proc is not None
-    svc.proc.send_signal(signal.SIGTERM)
+    svc.proc.send_signal(sig)
     svc.wait_logged(f"engine stopping: waiting for {slots} sends in flight", first)
     assert svc.proc.poll() is None  # still finishing the sends it holds
     gateway.release.set()

@@ -43,7 +43,7 @@ from responder.engine.failures import CHANNEL_GONE, INTERRUPTED, NOT_BUILT, PERS
 from responder.engine.foreground import Foreground
 from responder.engine.messages import channel_kind, render
 from responder.engine.metrics import Metrics
-from responder.engine.send import Outcome, with_idempotency_key
+from responder.engine.send import Outcome, with_idempotency_key, with_read_timeout
 from responder.engine.sender import Sender
 from responder.secret import ack_token
 from responder.store import Database, audit
@@ -54,6 +54,9 @@ LEASE = timedelta(minutes=10)
 # Pauses (real seconds) between tries to record an outcome the database refused (locked, busy):
 # a notification whose outcome is not recorded stays 'sending' until the next restart.
 RECORD_RETRY = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# apprise waits this much longer than alerts.send_timeout for a gateway's answer: the send
+# timeout decides (next channel), not apprise's read timeout (same channel again).
+READ_MARGIN = 5.0
 
 
 class Dispatcher:
@@ -181,6 +184,7 @@ class Dispatcher:
         ctx = context.build(n, incident, obligation, self.cfg, person, ack_url, self.clock.now())
         rendered = render(channel_kind(channel), person.language, ctx)
         url = with_idempotency_key(context.channel_url(template, person), f"{n['id']}-{channel}")
+        url = with_read_timeout(url, self.cfg.alerts.send_timeout.total_seconds() + READ_MARGIN)
         return url, rendered.title, rendered.body
 
     async def deliver(self, n: Any, facts: dict[tuple[str, object], Any] | None = None) -> None:
@@ -248,12 +252,23 @@ class Dispatcher:
                 )
                 await asyncio.sleep(pause)
             else:
-                for (_, channel, *_), status in zip(batch, statuses, strict=True):
+                for (n, channel, outcome, _), status in zip(batch, statuses, strict=True):
                     if status == "failed":
                         self.metrics.inc("notifications_failed_total", channel=channel)
+                        self._log_failed(n, outcome)
                 for *_, done in batch:
                     done.set_result(None)
                 return
+
+    def _log_failed(self, n: Any, outcome: Outcome) -> None:
+        """A person not reached on any channel is an ERROR in the log, not only a count."""
+        person = self.cfg.person(n["person_id"])
+        who = person.name if person else n["person_id"]
+        told = "" if n["kind"] == "watchdog" else "; the administrators are told"
+        log.error(
+            "notification %s to %s (%s) failed on every channel (last: %s)%s",
+            n["id"], n["person_id"], who, outcome.error, told,
+        )  # fmt: skip
 
     # -- 3. record -----------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ the pages or the API.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -84,6 +85,18 @@ def with_idempotency_key(url: str, key: str) -> str:
         return url
     sep = "&" if "?" in url else "?"
     return f"{url}{sep}+X-Responder-Notification={quote(key)}"
+
+
+def with_read_timeout(url: str, seconds: float) -> str:
+    """apprise waits 4 s for a gateway's answer (``rto``), then reports a failure — though the
+    gateway may be taking the message all the same.  Retried on the same channel, a gateway
+    slower than that got every message twice.  Waiting up to ``seconds`` (a little beyond
+    ``alerts.send_timeout``) leaves a slow answer to the send timeout, which moves on to the
+    next channel instead.  A URL that sets its own ``rto`` keeps it."""
+    if re.search(r"[?&]rto=", url):
+        return url
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}rto={int(seconds)}"
 
 
 def send(url: str, title: str, body: str, channel_kind: str) -> Outcome:

@@ -28,8 +28,8 @@ How:
    sends it held with it — as threads in the service's own process would have died.  On a
    graceful stop the dispatcher first waits for the sends in flight, then :meth:`close`.
 
-The child ignores SIGINT and SIGTERM: Ctrl-C in a terminal reaches the whole process group,
-and the service, not the child, decides when sending stops.
+The child ignores SIGINT, SIGTERM and SIGHUP: Ctrl-C in a terminal (or the terminal closing)
+reaches the whole process group, and the service, not the child, decides when sending stops.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def _child(conn: Connection) -> None:
     """The child's main loop (see the module docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with contextlib.suppress(AttributeError, OSError):  # Linux: see the module docstring
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     replies = threading.Lock()

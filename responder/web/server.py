@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import json
 import logging
+import signal
 import socket
 import sys
 from datetime import UTC, datetime
@@ -79,6 +82,7 @@ def serve(cfg: Config, log_format: str = "text") -> int:
     make_parent(cfg.service.database)
     with instance_lock(cfg.service.database):
         app = create_app(cfg)
+        app.on_startup.append(_stop_on_hangup)
 
         def serving(*_: object) -> None:
             # aiohttp calls this once the port is bound: "serving" means connections succeed.
@@ -107,6 +111,18 @@ def serve(cfg: Config, log_format: str = "text") -> int:
             raise _cannot_listen(cfg, why) from None
     log.info("responder stopped")
     return 0
+
+
+async def _stop_on_hangup(app: web.Application) -> None:
+    """SIGHUP (the terminal or SSH session that started the service closed) stops it as
+    SIGTERM does: sends in flight finish and are recorded.  By default it killed the process
+    at once, and the restart sent every message in flight a second time."""
+
+    def stop() -> None:
+        raise web.GracefulExit()  # as aiohttp's own SIGINT and SIGTERM handlers do
+
+    with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, stop)
 
 
 _CANNOT_LISTEN = {
