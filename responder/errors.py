@@ -97,7 +97,7 @@ API_CODES: dict[str, tuple[int, str]] = {
 NOT_API_CODES = {
     "unknown_role", "bad_username", "weak_password", "user_exists", "user_not_found",
     "user_disabled", "token_not_found", "token_expiry_not_in_future", "bad_token_days",
-    "already_running", "cannot_listen", "database_unavailable", "secret_unavailable",
-    "templates_missing", "channel_not_understood", "no_password", "ack_not_found",
-    "too_many_requests", "bad_form", "stale_form", "dev_inbox_closed",
+    "already_running", "cannot_listen", "database_unavailable", "database_too_new",
+    "secret_unavailable", "templates_missing", "channel_not_understood", "no_password",
+    "ack_not_found", "too_many_requests", "bad_form", "stale_form", "dev_inbox_closed",
 }  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -20,6 +21,7 @@ from responder.cli import main
 from responder.config import load as load_config
 from responder.engine.context import channel_url
 from responder.store.audit import _digest
+from tests.sinks import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = str(ROOT / "config" / "responder.toml")
@@ -649,6 +651,42 @@ def test_a_database_that_cannot_be_opened_is_one_line(
     code, _, err = run(capsys, "user", "list", "--db", str(db), "--lang", "en")
     assert one_error_line(err).startswith(f"responder: cannot open the database {db}: ")
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_a_database_from_a_newer_version_is_refused_and_left_unchanged(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An upgrade rolled back: the older responder used to list the newer database's users and
+    serve it as if it were its own.  Now every command refuses in one line naming both schema
+    versions, and the file is left byte for byte as the newer version wrote it."""
+    code, _, _ = run(capsys, "user", "add", "chen", "--role", "viewer", "--no-password",
+                     *db_args(tmp_path))  # fmt: skip
+    assert code == 0
+    db = tmp_path / "cli.sqlite3"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        known = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute("PRAGMA user_version = 999")
+    before = db.read_bytes()
+    code, out, err = run(capsys, "user", "list", *db_args(tmp_path))
+    assert code == 1 and out == ""
+    assert one_error_line(err) == (
+        f"responder: 数据库 {db} 由更新版本的 responder 写入(其结构版本为 999,本版本只认识到"
+        f" {known}),本版本不得修改它。请使用写入它的新版本 responder"
+    )
+    code, _, err = run(capsys, "user", "list", *db_args(tmp_path), "--lang", "en")
+    assert code == 1
+    assert f"newer responder (its schema version 999, this one knows up to {known})" in (
+        one_error_line(err)
+    )
+    env = {**os.environ, "RESPONDER_SECRET": "a secret only for this test 8c1e"}
+    served = subprocess.run(
+        [sys.executable, "-m", "responder.cli", "--config", CONFIG, "serve", "--port",
+         str(free_port()), *db_args(tmp_path)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert served.returncode == 1 and "Traceback" not in served.stderr, served.stderr
+    assert served.stderr.splitlines()[-1].startswith(f"responder: 数据库 {db} 由更新版本")
+    assert db.read_bytes() == before
 
 
 def test_a_channel_apprise_does_not_understand_fails_check_config(

@@ -8,10 +8,12 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from responder.errors import ResponderError
 from responder.store import Database
 
 
@@ -172,3 +174,32 @@ async def test_a_cancelled_caller_does_not_undo_its_job(db: Database) -> None:
         await call
     await db.transact(lambda tx: None)  # the job queued before this one has run
     assert await _names(db) == ["kept"]
+
+
+# -- opening -----------------------------------------------------------------------------
+
+
+async def test_a_database_from_a_newer_version_is_refused_before_anything_runs(
+    db: Database, tmp_path: Path
+) -> None:
+    """This version would read a newer schema as its own and write into it.  It refuses with
+    both versions named, changes nothing, and leaves no writer thread behind."""
+    known = (await db.fetchone("PRAGMA user_version"))[0]  # type: ignore[index]
+    newer = tmp_path / "newer.sqlite3"
+    with contextlib.closing(sqlite3.connect(newer)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")  # as every responder database is
+        conn.execute("CREATE TABLE from_the_future (x)")
+        conn.execute(f"PRAGMA user_version = {known + 1}")
+    before = newer.read_bytes()
+    writers = _writer_threads()
+    with pytest.raises(ResponderError) as refused:
+        await Database(str(newer)).open()
+    assert refused.value.code == "database_too_new"
+    assert f"its schema version {known + 1}, this one knows up to {known}" in refused.value.en
+    assert f"其结构版本为 {known + 1},本版本只认识到 {known}" in refused.value.zh
+    assert newer.read_bytes() == before
+    assert _writer_threads() == writers
+
+
+def _writer_threads() -> int:
+    return sum(t.name.startswith("db-writer") for t in threading.enumerate())

@@ -190,6 +190,17 @@ def unavailable(path: str, e: BaseException) -> ResponderError:
     )
 
 
+def too_new(path: str, found: int, known: int) -> ResponderError:
+    """The database's schema is newer than this version knows: one line, and nothing changed."""
+    return ResponderError(
+        "database_too_new",
+        f"数据库 {path} 由更新版本的 responder 写入(其结构版本为 {found},本版本只认识到 {known}),"
+        "本版本不得修改它。请使用写入它的新版本 responder",
+        f"the database {path} was written by a newer responder (its schema version {found}, this"
+        f" one knows up to {known}); this version must not change it: run the newer responder",
+    )
+
+
 def make_parent(path: str) -> None:
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -217,11 +228,14 @@ class Database:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
         try:
             self._writer = await self._on_writer(_connect_writer, self.path)
-            await self._on_writer(_migrate, self._writer)
+            await self._on_writer(_migrate, self._writer, self.path)
             self._reader = await _connect_reader(self.path)
         except (OSError, sqlite3.Error) as e:
             await self.close()
             raise unavailable(self.path, e) from e
+        except ResponderError:  # refused (a newer database): the writer thread must not linger
+            await self.close()
+            raise
         return self
 
     async def close(self) -> None:
@@ -298,9 +312,17 @@ class Database:
         return rows[0] if rows else None
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Bring the schema up to this version's newest migration; refuse a newer schema."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
-    for version, sql in _migrations():
+    migrations = _migrations()
+    known = migrations[-1][0]
+    if current > known:
+        # Written by a newer responder (an upgrade rolled back): this version's code would
+        # misread its tables and could break what the newer one relies on.  Refused before
+        # any migration or job runs, so no row is changed.
+        raise too_new(path, current, known)
+    for version, sql in migrations:
         if version <= current:
             continue
 
