@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -203,3 +204,24 @@ async def test_a_database_from_a_newer_version_is_refused_before_anything_runs(
 
 def _writer_threads() -> int:
     return sum(t.name.startswith("db-writer") for t in threading.enumerate())
+
+
+async def test_a_database_created_by_opening_it_is_one_warning_naming_its_path(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mistyped --db used to start the service on a new, empty database without a word (its
+    users gone, every token refused).  The first start still creates it, and says so once."""
+    path = tmp_path / "typo" / "responder.sqlite3"
+    with caplog.at_level(logging.WARNING, logger="responder.store"):
+        async with Database(str(path)):
+            pass
+        async with Database(str(path)):  # it exists now: nothing to say
+            pass
+    assert path.exists()
+    [record] = [r for r in caplog.records if r.name == "responder.store"]
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        f"数据库 {path} 不存在,已新建空数据库;如应已有数据,请检查路径(--db、$RESPONDER_DB"
+        f" 或 service.database) / the database {path} did not exist: created a new, empty one;"
+        " if it should hold data, check the path (--db, $RESPONDER_DB or service.database)"
+    )

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -34,6 +36,8 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from responder.errors import ResponderError
+
+log = logging.getLogger("responder.store")
 
 BUSY_TIMEOUT_MS = 5000
 # At most this many jobs share one COMMIT: bounds the time the write lock is held (another
@@ -227,6 +231,9 @@ class Database:
         make_parent(self.path)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
         try:
+            # SQLite creates a missing file: right on the first start, but a mistyped path
+            # would otherwise start the service on an empty database without a word.
+            created = not await self._on_writer(os.path.exists, self.path)
             self._writer = await self._on_writer(_connect_writer, self.path)
             await self._on_writer(_migrate, self._writer, self.path)
             self._reader = await _connect_reader(self.path)
@@ -236,6 +243,15 @@ class Database:
         except ResponderError:  # refused (a newer database): the writer thread must not linger
             await self.close()
             raise
+        if created:
+            log.warning(
+                "数据库 %s 不存在,已新建空数据库;如应已有数据,请检查路径(--db、$RESPONDER_DB"
+                " 或 service.database) / the database %s did not exist: created a new, empty"
+                " one; if it should hold data, check the path (--db, $RESPONDER_DB or"
+                " service.database)",
+                self.path,
+                self.path,
+            )
         return self
 
     async def close(self) -> None:
