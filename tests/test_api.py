@@ -10,6 +10,7 @@ import ast
 import asyncio
 import json
 import re
+import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -1229,6 +1230,40 @@ async def test_healthz_is_200_with_the_engine_then_503_when_stopped(web: Web) ->
     resp = await web.client.get("/healthz")
     assert resp.status == 503
     assert "engine not running" in (await resp.json())["problems"]
+
+
+@pytest.mark.parametrize("run_engine", [True])
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_healthz_is_503_when_the_database_file_is_deleted_or_replaced(
+    web: Web, how: str
+) -> None:
+    """Deleted, or replaced (a backup copied over it), under the running service: the file it
+    opened went on answering and taking writes that the next start never sees, and /healthz
+    said 200 throughout."""
+    assert (await web.client.get("/healthz")).status == 200
+    _delete_or_replace(Path(web.cfg.service.database), how)
+    if how == "deleted":
+        en = "the database file is no longer at its path: changes made now are lost on restart"
+        zh = "数据库文件已不在其路径上:此后的更改在重启后会丢失"
+    else:
+        en = (
+            "the database file at its path is not the one this service opened: changes made"
+            " now are lost on restart"
+        )
+        zh = "数据库路径上的文件已不是本服务打开的那个:此后的更改在重启后会丢失"
+    resp = await web.client.get("/healthz")
+    data = await resp.json()
+    assert resp.status == 503, data
+    assert (data["status"], data["problems"], data["problems_zh"]) == ("unhealthy", [en], [zh])
+
+
+def _delete_or_replace(path: Path, how: str) -> None:
+    if how == "deleted":
+        path.unlink()
+    else:
+        copy = path.with_name("restored.sqlite3")
+        shutil.copyfile(path, copy)  # the same bytes, in another file
+        copy.replace(path)
 
 
 async def test_metrics_need_a_token_of_any_role(web: Web) -> None:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
@@ -45,6 +45,7 @@ BUSY_TIMEOUT_MS = 5000
 MAX_JOBS_PER_COMMIT = 64
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], T]
+FileState = Literal["same", "gone", "replaced"]
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -194,6 +195,11 @@ def unavailable(path: str, e: BaseException) -> ResponderError:
     )
 
 
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    """What tells one file from another at the same path (not its name, not its contents)."""
+    return st.st_dev, st.st_ino
+
+
 def too_new(path: str, found: int, known: int) -> ResponderError:
     """The database's schema is newer than this version knows: one line, and nothing changed."""
     return ResponderError(
@@ -223,6 +229,7 @@ class Database:
         self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._pending: collections.deque[_Pending] = collections.deque()
+        self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
         self.commits = 0  # write transactions committed (jobs share them under load)
         self.jobs = 0  # write jobs run
         self.busy_seconds = 0.0  # writer thread time spent running jobs and committing
@@ -235,6 +242,7 @@ class Database:
             # would otherwise start the service on an empty database without a word.
             created = not await self._on_writer(os.path.exists, self.path)
             self._writer = await self._on_writer(_connect_writer, self.path)
+            self._file = _identity(await self._on_writer(os.stat, self.path))
             await self._on_writer(_migrate, self._writer, self.path)
             self._reader = await _connect_reader(self.path)
         except (OSError, sqlite3.Error) as e:
@@ -253,6 +261,21 @@ class Database:
                 self.path,
             )
         return self
+
+    def file_state(self) -> FileState:
+        """Whether the path still names the file this database opened: ``same``, ``gone`` (it
+        was deleted or moved) or ``replaced`` (another file is there now).
+
+        Deleted or replaced under the running service, the old file still takes every write
+        through the open connections — and nobody opens it again: the writes are lost on the
+        next start.  One stat, so ``/healthz`` can ask on every probe.
+        """
+        assert self._file is not None, "database not open"
+        try:
+            now = os.stat(self.path)
+        except OSError:  # gone, or its directory is: either way not the file we write
+            return "gone"
+        return "same" if _identity(now) == self._file else "replaced"
 
     async def close(self) -> None:
         if self._reader is not None:

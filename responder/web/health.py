@@ -1,8 +1,9 @@
 """``/healthz`` and ``/metrics``.
 
-``/healthz`` answers 503 when the database does not answer, the engine is not running, or the
-scheduler or dispatcher lag exceeds ``alerts.max_lag``.  It needs no credentials (load
-balancers and probes call it) and says nothing about incidents.
+``/healthz`` answers 503 when the database does not answer, its file was deleted or replaced
+under the running service, the engine is not running, or the scheduler or dispatcher lag exceeds
+``alerts.max_lag``.  It needs no credentials (load balancers and probes call it) and says
+nothing about incidents.
 
 ``/metrics`` is Prometheus text: counts read from the database at scrape time, and the engine's
 histograms.  It takes a bearer token of any role (Prometheus: ``authorization`` with
@@ -19,16 +20,33 @@ from responder.web.identity import require
 from responder.web.keys import CFG, CLOCK, DB, ENGINE
 from responder.web.routing import READ
 
+# The database file deleted or replaced under the running service: it goes on answering and
+# accepting writes, into a file the next start will not open.  (English, 中文)
+_DATABASE_FILE = {
+    "gone": (
+        "the database file is no longer at its path: changes made now are lost on restart",
+        "数据库文件已不在其路径上:此后的更改在重启后会丢失",
+    ),
+    "replaced": (
+        "the database file at its path is not the one this service opened: changes made now"
+        " are lost on restart",
+        "数据库路径上的文件已不是本服务打开的那个:此后的更改在重启后会丢失",
+    ),
+}
+
 
 async def healthz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
+    db = request.app[DB]
     problems: list[tuple[str, str]] = []  # (English, 中文): an administrator reads this too
     lag = None
     try:
-        await request.app[DB].fetchone("SELECT 1")
+        await db.fetchone("SELECT 1")
         lag = await engine.lag()
     except Exception:
         problems.append(("database not reachable", "数据库无法访问"))
+    if (state := db.file_state()) != "same":
+        problems.append(_DATABASE_FILE[state])
     if not engine.running:
         problems.append(("engine not running", "提醒引擎未在运行,提醒不会发出"))
     bound = request.app[CFG].alerts.max_lag.total_seconds()
