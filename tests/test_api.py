@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import shutil
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,12 @@ import pytest
 from yarl import URL
 
 from responder import auth
+from responder.engine import outbox
 from responder.errors import API_CODES, NOT_API_CODES, BadInput, ResponderError
 from responder.idempotency import Once
 from responder.models import DeclareIncident
 from responder.web.keys import ENGINE
-from tests.web_helpers import ZONE, Web, assert_error_body, rfc3339
+from tests.web_helpers import SECRET, ZONE, Web, assert_error_body, rfc3339
 
 pytest_plugins = ["tests.web_fixtures"]
 
@@ -656,6 +658,7 @@ async def test_notifications_are_sent_and_contacts_masked(web: Web) -> None:
         r'responder_send_duration_seconds_bucket\{channel="sms",le="\+Inf"\} \d+', body
     )
     assert re.search(r"responder_send_duration_seconds_count\{channel=\"sms\"\} [1-9]", body)
+    assert_prometheus_text(body)
     for person in web.cfg.people:
         assert person.phone not in body
 
@@ -1291,6 +1294,49 @@ async def test_metrics_without_sends(web: Web) -> None:
     assert "# TYPE responder_incidents_active gauge\nresponder_incidents_active 1\n" in body
     assert "# TYPE responder_obligations gauge" in body
     assert "# TYPE responder_notifications gauge" in body
+
+
+# One sample line of Prometheus text: a name, label values with only \\ \" and \n escaped in
+# them, a value.
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+_SAMPLE = re.compile(rf"[a-zA-Z_:][a-zA-Z0-9_:]*(?:\{{{_LABEL}(?:,{_LABEL})*\}})? \S+")
+
+
+def assert_prometheus_text(body: str) -> None:
+    """Every sample line well formed, and every family opened by ``# HELP`` then ``# TYPE``:
+    one bad line and Prometheus drops the whole scrape."""
+    lines = body.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("# TYPE "):
+            name = line.split()[2]
+            assert i > 0 and lines[i - 1].startswith(f"# HELP {name} "), (name, lines[i - 1])
+        elif not line.startswith("# HELP "):
+            assert _SAMPLE.fullmatch(line), line
+
+
+async def test_metrics_escape_a_channel_name_holding_a_quote(web: Web) -> None:
+    """A channel named ch"at (a quoted TOML key) made the notifications line invalid, and
+    Prometheus then rejects every metric of the scrape."""
+    channel = 'ch"at\\x\ny'
+
+    def queue_one(tx: sqlite3.Connection) -> int:
+        return outbox.queue(
+            tx, SECRET, incident_id=None, obligation_id=None, step_id=None, person_id="chen",
+            channels=[channel], kind="watchdog", context={}, now=web.clock.now(),
+        )  # fmt: skip
+
+    await web.db.transact(queue_one)
+    body = await (await web.get("/metrics", "viewer")).text()
+    assert 'responder_notifications{channel="ch\\"at\\\\x\\ny",status="queued"} 1\n' in body
+    assert "# HELP responder_notifications " in body
+    assert_prometheus_text(body)
+
+
+async def test_healthz_writes_chinese_as_it_is(web: Web) -> None:
+    """As the API does: problems_zh read with curl, not as \\uXXXX escapes."""
+    resp = await web.client.get("/healthz")
+    text = await resp.text()
+    assert '"problems_zh": ["提醒引擎未在运行,提醒不会发出"]' in text and "\\u" not in text
 
 
 async def test_an_internal_error_answers_500_with_the_request_id_and_logs_it(

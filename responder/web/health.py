@@ -13,8 +13,11 @@ authoritative release, and each scrape counts whole tables.
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
+from responder.engine.metrics import escape_label, family
 from responder.timeutil import from_db, to_db
 from responder.web.identity import require
 from responder.web.keys import CFG, CLOCK, DB, ENGINE
@@ -62,7 +65,12 @@ async def healthz(request: web.Request) -> web.Response:
         "scheduler_lag_s": round(lag.steps, 3) if lag else None,
         "dispatcher_lag_s": round(lag.outbox, 3) if lag else None,
     }
-    return web.json_response(body, status=200 if not problems else 503)
+    # Chinese as written, as the API answers: an administrator reads problems_zh with curl.
+    return web.json_response(
+        body,
+        status=200 if not problems else 503,
+        dumps=lambda o: json.dumps(o, ensure_ascii=False),
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -70,19 +78,23 @@ async def metrics(request: web.Request) -> web.Response:
     db = request.app[DB]
     engine = request.app[ENGINE]
     lines = [
-        "# TYPE responder_incidents_active gauge",
+        *family("responder_incidents_active", "gauge", "incidents declared and not closed"),
         "responder_incidents_active "
         + str((await db.fetchone("SELECT COUNT(*) FROM incidents WHERE status = 'active'"))[0]),  # type: ignore[index]
-        "# TYPE responder_obligations gauge",
+        *family("responder_obligations", "gauge", "obligations by status"),
     ]
     for row in await db.fetchall("SELECT status, COUNT(*) FROM obligations GROUP BY status"):
-        lines.append(f'responder_obligations{{status="{row[0]}"}} {row[1]}')
-    lines.append("# TYPE responder_notifications gauge")
+        lines.append(f'responder_obligations{{status="{escape_label(row[0])}"}} {row[1]}')
+    lines += family(
+        "responder_notifications", "gauge", "notifications by current channel and status"
+    )
     for row in await db.fetchall(
         "SELECT json_extract(channels, '$[' || channel_index || ']') AS channel, status, COUNT(*)"
         " FROM notifications GROUP BY channel, status"
     ):
-        lines.append(f'responder_notifications{{channel="{row[0]}",status="{row[1]}"}} {row[2]}')
+        # A channel is named in the config, and a name may hold a quote or a backslash.
+        channel, status = escape_label(row[0]), escape_label(row[1])
+        lines.append(f'responder_notifications{{channel="{channel}",status="{status}"}} {row[2]}')
     now = request.app[CLOCK].now()
     soonest = await db.fetchone(
         "SELECT MIN(t.expires_at) FROM tokens t JOIN users u ON u.id = t.user_id"
@@ -94,14 +106,24 @@ async def metrics(request: web.Request) -> web.Response:
         # ends, not discovered ended at night.
         left = (from_db(soonest[0]) - now).total_seconds()  # type: ignore[operator]
         lines += [
-            "# TYPE responder_token_next_expiry_seconds gauge",
+            *family(
+                "responder_token_next_expiry_seconds",
+                "gauge",
+                "seconds until the next active API token ends",
+            ),
             f"responder_token_next_expiry_seconds {left:.0f}",
         ]
     lag = await engine.lag()
     lines += [
-        "# TYPE responder_scheduler_lag_seconds gauge",
+        *family(
+            "responder_scheduler_lag_seconds", "gauge", "how late the oldest due alert step is"
+        ),
         f"responder_scheduler_lag_seconds {lag.steps}",
-        "# TYPE responder_dispatcher_lag_seconds gauge",
+        *family(
+            "responder_dispatcher_lag_seconds",
+            "gauge",
+            "how late the oldest due notification is",
+        ),
         f"responder_dispatcher_lag_seconds {lag.outbox}",
     ]
     lines += engine.metrics.render()
