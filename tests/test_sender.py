@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import apprise
 import pytest
@@ -28,6 +32,7 @@ from tests.engine_helpers import SECRET, attempts, drive, notification, queue, s
 from tests.sinks import HttpSink
 
 pytest_plugins = ["tests.engine_fixtures"]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -179,3 +184,37 @@ def test_apprise_waits_for_a_slow_gateway_as_long_as_the_send_timeout(url: str) 
         with_read_timeout(url + ("&" if "?" in url else "?") + "rto=7", 65)
     )
     assert own is not None and own.socket_read_timeout == 7.0
+
+
+def test_a_process_exits_even_if_its_sender_was_never_closed(tmp_path: Path) -> None:
+    """The sending process ignores SIGTERM, which multiprocessing sends its children at exit
+    before waiting for them: a Sender left unclosed (a start cut short by cancellation, a
+    test that never closed its engine) made the interpreter's exit wait for ever — a test
+    run hung after its last test.  The pipe is now closed first, and the child ends."""
+    script = tmp_path / "leave_it_open.py"
+    script.write_text(
+        "import asyncio\n"
+        "from responder.engine.sender import Sender\n"
+        "async def main():\n"
+        "    sender = Sender(timeout=5)\n"
+        "    await sender.start()\n"
+        "    print(sender._process.pid, flush=True)\n"
+        "    globals()['kept'] = sender  # referenced until the very end\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    child = int(done.stdout.split()[0])
+    try:
+        handle = os.pidfd_open(child)
+    except ProcessLookupError:
+        return  # already gone
+    try:  # woken when the child ends (no polling), or after 10 s
+        ended, _, _ = select.select([handle], [], [], 10)
+    finally:
+        os.close(handle)
+    assert ended, f"the sending process {child} outlived the service"

@@ -39,6 +39,7 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import threading
@@ -100,6 +101,7 @@ class Sender:
         self._pending: dict[int, asyncio.Future[Outcome]] = {}
         self._keys = itertools.count()
         self._starting = asyncio.Lock()
+        self._finalizers: list[multiprocessing.util.Finalize] = []
 
     async def start(self) -> None:
         """Start the child if it is not running.  The first start in a process also starts
@@ -108,6 +110,14 @@ class Sender:
             if self._conn is not None:
                 return
             parent, child = _CONTEXT.Pipe()
+            # However this Sender ends — closed, dropped, or a start cut short by cancellation
+            # before it was recorded — its pipe is closed at the latest when the interpreter
+            # exits, before multiprocessing joins its children: the child reads end-of-file
+            # and exits.  Otherwise the child (it ignores the SIGTERM multiprocessing sends)
+            # would wait for a request for ever, and the exit would wait for the child.
+            self._finalizers.append(
+                multiprocessing.util.Finalize(self, parent.close, exitpriority=100)
+            )
             process = _CONTEXT.Process(
                 target=_child,
                 args=(child,),
@@ -156,6 +166,7 @@ class Sender:
             asyncio.get_running_loop().remove_reader(self._conn.fileno())
             self._conn.close()
             self._conn = None
+        self._run_finalizers()
         if self._pending:
             log.error("the sending process stopped with %d sends in flight", len(self._pending))
         self._fail_pending(SENDER_DIED)
@@ -177,7 +188,14 @@ class Sender:
             await asyncio.to_thread(process.join, grace)
         conn.close()
         self._conn = self._process = None
+        self._run_finalizers()
         self._fail_pending(SENDER_STOPPED)
+
+    def _run_finalizers(self) -> None:
+        """Close the pipes now rather than at exit (closing one twice is harmless)."""
+        for finalizer in self._finalizers:
+            finalizer()
+        self._finalizers.clear()
 
     def _fail_pending(self, error: str) -> None:
         """End every send still waiting for a reply as a failed try (the dispatcher retries)."""
