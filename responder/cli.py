@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -188,7 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.db:
             cfg.service.database = args.db
         lang = args.lang or cfg.service.language
-        return asyncio.run(_run(args, cfg, lang)) if args.command != "serve" else _serve(args, cfg)
+        if args.command == "serve":
+            return _serve(args, cfg)
+        _cli_logging()
+        return asyncio.run(_run(args, cfg, lang))
     except ConfigError as e:
         return _fail(f"配置错误 config error: {e}")
     except ResponderError as e:
@@ -301,11 +305,41 @@ async def _user(
     return 0
 
 
+def _terminal() -> bool:
+    """Whether there is a terminal to ask for a password on (getpass asks on /dev/tty)."""
+    try:
+        with open("/dev/tty"):
+            return True
+    except OSError:
+        return False
+
+
+class _Notes(logging.Handler):
+    """The library's warnings (a database created where none was) on stderr, one line each,
+    as the command's own notes are printed.  sys.stderr is looked up when a line is written."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"responder: 注意 note: {record.getMessage()}", file=sys.stderr)
+
+
+def _cli_logging() -> None:
+    log = logging.getLogger("responder")
+    if not any(isinstance(h, _Notes) for h in log.handlers):
+        log.addHandler(_Notes(logging.WARNING))
+
+
 def _password() -> str:
     if os.environ.get("RESPONDER_PASSWORD"):
         return os.environ["RESPONDER_PASSWORD"]
     try:
-        return getpass.getpass("Password: ")
+        if _terminal():
+            return getpass.getpass("Password: ")
+        # No terminal (a script, docker exec without -t): one line from stdin.  getpass would
+        # read it too, after printing an English warning that it "may be echoed".
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\r\n")
     except EOFError:  # no terminal and nothing on stdin (docker exec without -t, a script)
         raise BadInput(
             "no_password",

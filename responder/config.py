@@ -214,6 +214,30 @@ def _twice(ids: Iterable[str]) -> str:
     return ""
 
 
+def _inbox_elsewhere(cfg: Config) -> list[tuple[str, str]]:
+    """Channels that post to a development inbox on another port than this service's: served
+    on another port, the example's messages would go nowhere, every one of them failing."""
+    ports = set()
+    for url in cfg.channels.values():
+        parts = urlsplit(url)
+        if "/dev/inbox/" in parts.path:
+            try:
+                ports.add(parts.port or 80)
+            except ValueError:  # a template field where the port goes: not ours to judge
+                continue
+    ports.discard(cfg.service.port)
+    if not ports:
+        return []
+    where = "、".join(str(p) for p in sorted(ports))
+    return [(
+        f"渠道发往端口 {where} 上的开发收件箱,但本服务使用端口 {cfg.service.port}:消息将发送失败。"
+        f"请设置 RESPONDER_DEV_INBOX=127.0.0.1:{cfg.service.port}",
+        f"channels post to a development inbox on port {where.replace('、', ', ')}, but this"
+        f" service uses port {cfg.service.port}: the messages will fail; set"
+        f" RESPONDER_DEV_INBOX=127.0.0.1:{cfg.service.port}",
+    )]  # fmt: skip
+
+
 def production_notes(cfg: Config) -> list[tuple[str, str]]:
     """Settings that work but are almost certainly not meant for production, in Chinese and
     English: ``serve`` logs them at start, ``check-config`` prints them."""
@@ -233,6 +257,7 @@ def production_notes(cfg: Config) -> list[tuple[str, str]]:
             "the development inbox is on (service.dev_inbox): channels pointing at it reach"
             " nobody; turn it off in production",
         ))  # fmt: skip
+        out += _inbox_elsewhere(cfg)
     if not cfg.alerts.admins:
         out.append((
             "alerts.admins 为空:消息在所有渠道都发送失败、提醒落后或 API 令牌即将到期时,不会通知任何人",

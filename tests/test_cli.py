@@ -362,7 +362,14 @@ def add_users(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> str:
     code, out, err = run(
         capsys, "user", "add", "duty.zhang", "--role", "duty_officer", *db_args(tmp_path)
     )
-    assert (code, err) == (0, "") and "duty.zhang" in out
+    # The first command makes the database, and says so: a mistyped --db would stand out.
+    assert code == 0 and "duty.zhang" in out
+    assert err == (
+        f"responder: 注意 note: 数据库 {tmp_path / 'cli.sqlite3'} 不存在,已新建空数据库;"
+        "如应已有数据,请检查路径(--db、$RESPONDER_DB 或 service.database) / the database"
+        f" {tmp_path / 'cli.sqlite3'} did not exist: created a new, empty one; if it should"
+        " hold data, check the path (--db, $RESPONDER_DB or service.database)\n"
+    )
     code, out, err = run(
         capsys, "token", "create", "duty.zhang", "--name", "ci", *db_args(tmp_path)
     )
@@ -973,3 +980,39 @@ def test_plan_for_a_time_no_rule_set_covers_says_so(capsys: pytest.CaptureFixtur
         "--declared-at", "2026-11-26T09:00:00+08:00", "--config", CONFIG,
     )  # fmt: skip
     assert code == 0 and "该级别没有发布时限要求" in out
+
+
+def test_a_note_when_the_example_inbox_is_on_another_port_than_the_service() -> None:
+    """Following the README on another port, every example message failed without a word
+    (the channels post to $RESPONDER_DEV_INBOX, by default 127.0.0.1:8080)."""
+    from responder.config import production_notes
+
+    cfg = load_config(CONFIG)
+    assert cfg.service.port == 8080
+    assert not [zh for zh, _ in production_notes(cfg) if "RESPONDER_DEV_INBOX" in zh]
+    cfg.service.port = 9090  # as `serve --port 9090` sets it
+    [(zh, en)] = [(zh, en) for zh, en in production_notes(cfg) if "RESPONDER_DEV_INBOX" in zh]
+    assert zh.startswith("渠道发往端口 8080 上的开发收件箱,但本服务使用端口 9090")
+    assert en.endswith("set RESPONDER_DEV_INBOX=127.0.0.1:9090")
+
+
+def test_a_password_piped_in_without_a_terminal_is_read_without_noise(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No terminal (a script, docker exec without -t): getpass printed an English warning
+    that the password "may be echoed" before reading it — or before our own message."""
+    import io
+
+    from responder import cli
+
+    monkeypatch.setattr(cli, "_terminal", lambda: False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, _, err = run(capsys, "user", "add", "bob", "--role", "viewer", *db_args(tmp_path))
+    assert code == 1 and "echoed" not in err
+    assert one_error_line(err.splitlines()[-1]).startswith("responder: 没有输入密码")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("bob's long password\n"))
+    code, _, err = run(capsys, "user", "add", "bob", "--role", "viewer", *db_args(tmp_path))
+    assert code == 0 and err == "", err
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:
+        (stored,) = conn.execute("SELECT password_hash FROM users").fetchone()
+    assert stored.startswith("scrypt$")
