@@ -99,8 +99,19 @@ async def add_user(
     password_hash = hash_password(password) if password else None  # slow: not in the job
 
     def add(tx: sqlite3.Connection) -> int:
-        if tx.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
+        # Case aside too: "chen" and "CHEN" would be two look-alike accounts in every list.
+        same = tx.execute(
+            "SELECT username FROM users WHERE username = ? COLLATE NOCASE", (username,)
+        ).fetchone()
+        if same and same[0] == username:
             raise Conflict("user_exists", f"用户 {username} 已存在", f"user {username} exists")
+        if same:
+            raise Conflict(
+                "user_exists",
+                f"已有用户 {same[0]},与 {username} 只差大小写;请换一个用户名",
+                f"user {same[0]} exists, which differs from {username} only in case;"
+                " choose another name",
+            )
         cur = tx.execute(
             "INSERT INTO users (username, role, password_hash, created_at) VALUES (?,?,?,?)",
             (username, role, password_hash, to_db(now)),

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from responder import __version__, auth, config
 from responder.clock import SystemClock
@@ -37,9 +38,21 @@ def cli_actor() -> str:
     return f"cli:{name}" + (f" (sudo by {sudo})" if sudo and sudo != name else "")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a command line it cannot take said in one line (as every other error
+    is), not a usage block: the way to the full usage is named instead."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(
+            2,
+            f"responder: 命令行有误 usage error: {message}"
+            f"(用法见 {self.prog} --help / see {self.prog} --help)\n",
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
     # --config, --db and --lang work before or after the command.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--config",
         default=argparse.SUPPRESS,
@@ -49,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         "--db", default=argparse.SUPPRESS, help="database file (overrides the config)"
     )
     common.add_argument("--lang", choices=["zh", "en"], default=argparse.SUPPRESS, help="language")
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="responder",
         parents=[common],
         description="Keeps the publication deadlines of serious emergencies. 突发事件信息发布时限提醒。",

@@ -1016,3 +1016,39 @@ def test_a_password_piped_in_without_a_terminal_is_read_without_noise(
     with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:
         (stored,) = conn.execute("SELECT password_hash FROM users").fetchone()
     assert stored.startswith("scrypt$")
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["user", "add", "x", "--role", "god"], "argument --role: invalid choice: 'god'"),
+        (["token", "create", "chen", "--days", "abc"], "argument --days: invalid int value"),
+    ],
+)
+def test_a_command_line_that_cannot_be_parsed_is_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    """It was argparse's usage block, in English only, before the error."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert err.startswith("responder: 命令行有误 usage error: ") and says in err
+    assert "--help" in err
+
+
+def test_a_username_that_differs_only_in_case_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """chen and CHEN were two look-alike accounts in every list and audit entry."""
+    code, _, _ = run(capsys, "user", "add", "chen", "--role", "viewer", "--no-password",
+                     *db_args(tmp_path))  # fmt: skip
+    assert code == 0
+    code, out, err = run(capsys, "user", "add", "CHEN", "--role", "admin", "--no-password",
+                         *db_args(tmp_path))  # fmt: skip
+    assert code == 1 and out == ""
+    assert one_error_line(err) == "responder: 已有用户 chen,与 CHEN 只差大小写;请换一个用户名"
+    code, out, _ = run(capsys, "user", "list", *db_args(tmp_path))
+    assert [line.split("\t")[0] for line in out.splitlines()[1:]] == ["chen"]
