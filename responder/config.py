@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     IPvAnyNetwork,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -76,6 +77,16 @@ class Service(_Strict):
         return v.rstrip("/")
 
 
+# Beyond these a typo, not a choice: "0m" retries at once, "-5m" makes the health check fail
+# for ever, "1000000h" never retries.
+ALERT_BOUNDS = {
+    "retry_base": (timedelta(seconds=1), timedelta(hours=1)),
+    "retry_max": (timedelta(seconds=1), timedelta(days=1)),
+    "max_lag": (timedelta(seconds=10), timedelta(days=1)),
+    "send_timeout": (timedelta(seconds=1), timedelta(hours=1)),
+}
+
+
 class Alerts(_Strict):
     concurrency: int = Field(16, ge=1, le=256)
     attempts_per_channel: int = Field(3, ge=1, le=20)
@@ -94,27 +105,10 @@ class Alerts(_Strict):
     def _d(cls, v: object) -> object:
         return config_duration(v)
 
-    # Beyond these a typo, not a choice: "0m" retries at once, "-5m" makes the health check
-    # fail for ever, "1000000h" never retries.
-    @field_validator("retry_base")
+    @field_validator(*ALERT_BOUNDS)
     @classmethod
-    def _retry_base(cls, v: timedelta) -> timedelta:
-        return within_bounds(v, timedelta(seconds=1), timedelta(hours=1))
-
-    @field_validator("retry_max")
-    @classmethod
-    def _retry_max(cls, v: timedelta) -> timedelta:
-        return within_bounds(v, timedelta(seconds=1), timedelta(days=1))
-
-    @field_validator("max_lag")
-    @classmethod
-    def _max_lag(cls, v: timedelta) -> timedelta:
-        return within_bounds(v, timedelta(seconds=10), timedelta(days=1))
-
-    @field_validator("send_timeout")
-    @classmethod
-    def _send_timeout(cls, v: timedelta) -> timedelta:
-        return within_bounds(v, timedelta(seconds=1), timedelta(hours=1))
+    def _bounded(cls, v: timedelta, info: ValidationInfo) -> timedelta:
+        return within_bounds(v, *ALERT_BOUNDS[str(info.field_name)])
 
     @model_validator(mode="after")
     def _retry_order(self) -> Alerts:
