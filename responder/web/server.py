@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
 import logging
@@ -121,7 +120,7 @@ async def _stop_on_hangup(app: web.Application) -> None:
     def stop() -> None:
         raise web.GracefulExit()  # as aiohttp's own SIGINT and SIGTERM handlers do
 
-    with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
+    if hasattr(signal, "SIGHUP"):  # POSIX only
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, stop)
 
 
