@@ -434,8 +434,9 @@ def _plan(args: argparse.Namespace, cfg: config.Config, lang: str, clock: System
     if args.declared_at:
         now = parse_time(args.declared_at, "--declared-at")
     else:  # as a declaration now would (see timeutil.CLOCK_SKEW)
-        now = next_whole_second(clock.now())
-        occurred = at_most_now(occurred, now)
+        real = clock.now()
+        now = next_whole_second(real)
+        occurred = at_most_now(occurred, real)  # as a declaration now takes it (see the API)
     if occurred > now:
         return _fail("--occurred-at 不能晚于申报时间 / cannot be after the declaration time")
     rules = rule_set_in_force(cfg.rule_sets, occurred)

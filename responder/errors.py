@@ -88,6 +88,7 @@ API_CODES: dict[str, tuple[int, str]] = {
     "already_released": (409, "the authoritative release is recorded; record a follow-up"),
     "release_not_recorded": (409, "record the authoritative release before a follow-up"),
     "release_already_recorded": (409, "a release at that time is already recorded"),
+    "release_out_of_order": (409, "a follow-up is dated before the last release recorded"),
     "already_scheduled": (409, "a press conference is already scheduled; reschedule it"),
     "not_scheduled": (409, "only a scheduled press conference can be rescheduled"),
     "already_held": (409, "that press conference is already recorded as held"),

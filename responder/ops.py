@@ -384,6 +384,8 @@ class Ops:
                     "尚未记录权威信息发布;第一次发布请记录为“发布权威信息”",
                     "the authoritative release is not recorded yet; record the first release as that",
                 )
+            else:
+                self._after_last_release(tx, incident_id, data.published_at)
             same_time = tx.execute(
                 "SELECT id FROM releases WHERE incident_id = ? AND published_at = ?",
                 (incident_id, to_db(data.published_at)),
@@ -437,6 +439,24 @@ class Ops:
         result = await self._commit(change, once, incident_id)
         self._done(f"{kind} release recorded", incident_id, actor, once, met=len(result["met"]))
         return result
+
+    def _after_last_release(
+        self, tx: sqlite3.Connection, incident_id: str, published_at: datetime
+    ) -> None:
+        """A follow-up goes out after the releases before it: each release starts the next
+        follow-up's clock.  Dated before the last one, it would meet a duty whose clock started
+        after it, and count the next one back from the past."""
+        (last,) = tx.execute(
+            "SELECT MAX(published_at) FROM releases WHERE incident_id = ?", (incident_id,)
+        ).fetchone()
+        when = from_db(last)
+        if when is not None and published_at < when:
+            raise Conflict(
+                "release_out_of_order",
+                f"持续发布的时间须晚于上一次发布({show(when, self.cfg.tz)});请按发布先后记录",
+                f"a follow-up must be later than the last release ({show(when, self.cfg.tz)});"
+                " record releases in the order they went out",
+            )
 
     def _open_deadline(
         self, tx: sqlite3.Connection, incident_id: str, milestone: str

@@ -527,6 +527,13 @@ async def test_releases_checklist_and_follow_ups(web: Web) -> None:
     assert obligation(after, "follow_up_release", 2)["status"] == "open"
     assert not [o for o in after["obligations"] if o["seq"] == 3]
     assert await web.count("releases") == 2
+    # Dated before the last release: it would meet a duty whose clock started after it.
+    earlier = {"published_at": web.at(minutes=-2)}
+    data = await refused(
+        await web.post(f"{INCIDENTS}/{iid}/follow-ups", earlier), 409, "release_out_of_order"
+    )
+    assert data["message_en"].startswith("a follow-up must be later than the last release")
+    assert await web.count("releases") == 2
 
 
 async def test_press_conference_schedule_reschedule_held(web: Web) -> None:
@@ -754,9 +761,10 @@ async def test_plan(web: Web) -> None:
     fast = await ok(
         await web.get("/api/v1/plan", params={"level": "II", "occurred_at": web.at(minutes=1)})
     )
-    assert fast["occurred_at"] == fast["declared_at"]
     declared = await web.declare(occurred_at=web.at(minutes=1))
     assert declared["occurred_at"] == rfc3339(web.clock.now().replace(microsecond=0))
+    assert fast["occurred_at"] == declared["occurred_at"]  # the same second, not one later
+    assert fast["occurred_at"] <= fast["declared_at"]
     # curl "…?occurred_at=2026-11-26T08:00:00+08:00": the query reads "+" as a space.  The
     # answer says so, instead of asking for the RFC 3339 time that was in fact sent.
     lost = await refused(

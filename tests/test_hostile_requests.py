@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -265,3 +266,45 @@ async def test_a_release_address_must_be_a_web_address(web: Web, url: str) -> No
         {"published_at": web.at(minutes=-1), "url": "HTTPS://www.example.gov.cn/xw/1.html"},
     )
     assert resp.status == 201, await resp.text()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/incidents/{iid}?stauts=active",
+        "/api/v1/incidents/{iid}/notifications?status=failed",
+        "/api/v1/incidents/{iid}/timeline?since=5",
+    ],
+)
+async def test_a_query_parameter_a_route_does_not_take_is_refused(web: Web, path: str) -> None:
+    """A filter that does not exist was ignored and everything listed — an integrator
+    believing ?status=failed worked would read every message as failed."""
+    iid = (await web.declare())["id"]
+    resp = await web.get(path.format(iid=iid))
+    data = await refused(resp, 422, "invalid")
+    assert data["detail"][0]["type"] == "extra_forbidden"
+    assert data["detail"][0]["problem_zh"] == "不认识此字段(请检查拼写)"
+
+
+async def test_a_plan_and_a_declaration_at_the_same_instant_agree_to_the_second(web: Web) -> None:
+    """occurred_at a little ahead of the service's clock is taken as its current second; the
+    preview rounded its own "now" up first, and gave deadlines one second later."""
+    web.clock.advance(timedelta(microseconds=400_000))  # mid-second
+    ahead = web.at(seconds=30)
+    plan = await (
+        await web.get("/api/v1/plan", params={"level": "II", "occurred_at": ahead})
+    ).json()
+    incident = await web.declare(occurred_at=ahead)
+    assert plan["occurred_at"] == incident["occurred_at"]
+    planned = {o["kind"]: o["deadline"] for o in plan["obligations"]}
+    assert planned == {o["kind"]: o["deadline"] for o in incident["obligations"]}
+
+
+async def test_the_record_list_does_not_claim_nobody_was_told(web: Web) -> None:
+    """The list carried "notifications": [] on every record (read: no one was told); who was
+    told is in GET /accountability/{id}, and the list no longer has the field."""
+    incident = await web.declare(occurred_at=web.at(hours=-6))  # breached at once
+    listed = await (await web.get(f"/api/v1/accountability?incident_id={incident['id']}")).json()
+    assert listed and "notifications" not in listed[0]
+    one = await (await web.get(f"/api/v1/accountability/{listed[0]['id']}")).json()
+    assert "notifications" in one

@@ -125,7 +125,11 @@ async def seed(app: web.Application, clock: FakeClock) -> tuple[dict[str, str], 
                 "test",
             )
         )
-    await ops.record_release(ids[1], RecordRelease(published_at=now), "test")
+    # Released a minute after it occurred: the plausible follow-ups (1 and 30 minutes ago)
+    # come after it, as a follow-up must.
+    await ops.record_release(
+        ids[1], RecordRelease(published_at=now - timedelta(minutes=59)), "test"
+    )
     pc = await ops.schedule_press_conference(
         ids[1], SchedulePressConference(scheduled_at=now + timedelta(hours=2)), "test"
     )

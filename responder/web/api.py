@@ -375,8 +375,11 @@ async def get_plan(request: web.Request) -> web.Response:
     if q.declared_at:
         now = parse_time(q.declared_at, "declared_at")
     else:  # as a declaration now would: a client clock a little fast is taken as ours
-        now = next_whole_second(request.app[CLOCK].now())
-        occurred = at_most_now(occurred, now)
+        real = request.app[CLOCK].now()
+        now = next_whole_second(real)
+        # Against the clock itself, as a declaration at this instant takes it (its second,
+        # rounded down), not the preview's rounded-up "now": the deadlines agree to the second.
+        occurred = at_most_now(occurred, real)
     if occurred > now:
         raise BadInput(
             "time_in_future",
@@ -434,7 +437,7 @@ ROUTES: list[Route] = [
           "Messages sent about the incident (contacts masked)", READ,
           response=schemas.Notification, many=True, errors=(404,)),
     Route("GET", "/accountability", list_accountability, "Accountability records", READ,
-          query=RecordQuery, response=schemas.AccountabilityRecord, many=True,
+          query=RecordQuery, response=schemas.AccountabilityRecordSummary, many=True,
           tag="accountability"),
     Route("GET", "/accountability/{record_id}", get_accountability,
           "One accountability record with the notifications about it", READ,
@@ -446,9 +449,19 @@ ROUTES: list[Route] = [
 OPENAPI = web.AppKey("openapi", dict)
 
 
+class _NoQuery(BaseModel):
+    """What a route without query parameters takes: none.  ``?status=failed`` on the list of
+    an incident's notifications was ignored, and everything listed — a misspelt or imagined
+    filter must be refused (422, naming it) as it is where filters exist."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 def _bind(route: Route) -> Any:
     async def handler(request: web.Request) -> web.StreamResponse:
         request[ROUTE] = route
+        if route.query is None and request.query:
+            _NoQuery.model_validate(dict(request.query))  # raises, naming each parameter
         return await route.handler(request)
 
     return handler

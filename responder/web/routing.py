@@ -126,13 +126,12 @@ def openapi(routes: list[Route], base: str = "/api/v1") -> dict[str, Any]:
             }
         ok["headers"] = dict(REQUEST_ID_HEADER)
         op["responses"][str(r.status)] = ok
-        codes = set(r.errors)
+        # 422 for an unknown query parameter on every route; 400 for two Authorization headers.
+        codes = set(r.errors) | {422}
         if r.roles:
-            codes |= {401, 403}
+            codes |= {400, 401, 403}
         if r.body is not None:
-            codes |= {400, 413, 415, 422}
-        if r.query is not None or "{" in r.path:
-            codes |= {422}
+            codes |= {400, 413, 415}
         for code in sorted(codes):
             op["responses"][str(code)] = {
                 "description": "error",

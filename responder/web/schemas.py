@@ -168,7 +168,9 @@ class RecordNotification(_Out):
     acknowledged_at: str | None
 
 
-class AccountabilityRecord(_Out):
+class AccountabilityRecordSummary(_Out):
+    """A record as the list gives it; who was told is in ``GET /accountability/{id}``."""
+
     id: int
     incident_id: str
     obligation_id: int
@@ -185,7 +187,13 @@ class AccountabilityRecord(_Out):
     decided_by: str | None
     decided_at: str | None
     status: str
-    notifications: list[RecordNotification] = Field(default_factory=list)
+
+
+class AccountabilityRecord(AccountabilityRecordSummary):
+    """One record, with every message about its obligation: who was told, when, and whether
+    they acknowledged."""
+
+    notifications: list[RecordNotification]
 
 
 class PlanObligation(_Out):
