@@ -12,7 +12,7 @@ import json
 import re
 import shutil
 import sqlite3
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -1427,3 +1427,23 @@ async def test_a_body_that_cannot_be_decoded_is_400_and_changes_nothing(web: Web
         },
     )
     assert resp.status == 400 and "无法读取" in await resp.text()
+
+
+async def test_times_in_answers_are_documented_as_times(web: Web) -> None:
+    """Every time in an answer was documented as plain text: a generated client read
+    deadlines as strings.  Now format date-time, and each is RFC 3339 in the configured zone."""
+    doc = await ok(await web.client.get("/api/v1/openapi.json"))
+    schemas = doc["components"]["schemas"]
+    for model, field in (
+        ("Obligation", "deadline"),
+        ("Incident", "occurred_at"),
+        ("Notification", "sent_at"),
+        ("AccountabilityRecord", "breached_at"),
+    ):
+        assert {"type": "string", "format": "date-time"} in schemas[model]["properties"][field][
+            "anyOf"
+        ], (model, field)  # fmt: skip
+    incident = await web.declare()
+    for o in incident["obligations"]:
+        deadline = datetime.fromisoformat(o["deadline"])
+        assert deadline.utcoffset() == timedelta(hours=8)

@@ -3,11 +3,15 @@ these before it leaves, so the OpenAPI document generated from them is what the 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from responder.errors import API_CODES
+
+# A time in an answer: RFC 3339 with the configured zone's offset.  Said in the document so a
+# generated client parses it as a time, not as text.
+Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 
 class _Out(BaseModel):
@@ -39,13 +43,13 @@ class Obligation(_Out):
     level: str
     rule_set: str
     clock_start: str
-    clock_start_at: str | None
+    clock_start_at: Time | None
     within_s: int
-    deadline: str | None
+    deadline: Time | None
     status: Literal["open", "met", "breached", "waived"]
-    met_at: str | None
+    met_at: Time | None
     recorded_late: bool
-    breached_at: str | None
+    breached_at: Time | None
     waived_reason: str | None
 
 
@@ -57,9 +61,9 @@ class Incident(_Out):
     level: str
     level_name: str
     level_name_en: str
-    occurred_at: str | None
-    declared_at: str | None
-    learned_at: str | None
+    occurred_at: Time | None
+    declared_at: Time | None
+    learned_at: Time | None
     location: str
     summary: str
     lead_unit: str
@@ -68,7 +72,7 @@ class Incident(_Out):
     status: Literal["active", "closed"]
     rule_set: str | None
     declared_by: str
-    closed_at: str | None
+    closed_at: Time | None
     close_reason: str | None
     obligations: list[Obligation]
 
@@ -123,7 +127,7 @@ class CloseResult(_Out):
 
 class TimelineEntry(_Out):
     seq: int
-    at: str | None
+    at: Time | None
     actor: str
     action: str
     data: dict[str, Any]
@@ -131,8 +135,8 @@ class TimelineEntry(_Out):
 
 class Attempt(_Out):
     channel: str
-    started_at: str | None
-    finished_at: str | None
+    started_at: Time | None
+    finished_at: Time | None
     outcome: str
     error: str | None = Field(description="what the channel or the service reported (technical)")
     error_message: str | None = Field(description="what it means, in Chinese (中文)")
@@ -150,9 +154,9 @@ class Notification(_Out):
     channels: list[str]
     status: str
     sent_channel: str | None
-    created_at: str | None
-    sent_at: str | None
-    acknowledged_at: str | None
+    created_at: Time | None
+    sent_at: Time | None
+    acknowledged_at: Time | None
     last_error: str | None
     last_error_message: str | None = Field(description="what it means, in Chinese (中文)")
     last_error_message_en: str | None
@@ -164,8 +168,8 @@ class RecordNotification(_Out):
     kind: str
     status: str
     channel: str | None
-    sent_at: str | None
-    acknowledged_at: str | None
+    sent_at: Time | None
+    acknowledged_at: Time | None
 
 
 class AccountabilityRecordSummary(_Out):
@@ -176,16 +180,16 @@ class AccountabilityRecordSummary(_Out):
     obligation_id: int
     unit: str
     responsible_person: str | None
-    deadline: str | None
-    breached_at: str | None
-    met_at: str | None
+    deadline: Time | None
+    breached_at: Time | None
+    met_at: Time | None
     overrun_s: int | None
     evidence: dict[str, Any]
     proposed_measure: str | None
     decided_measure: str | None
     decision_reason: str | None
     decided_by: str | None
-    decided_at: str | None
+    decided_at: Time | None
     status: str
 
 
@@ -202,10 +206,10 @@ class PlanObligation(_Out):
     name: str
     name_en: str
     clock_start: str
-    clock_start_at: str | None
+    clock_start_at: Time | None
     within: str
     within_s: int
-    deadline: str | None
+    deadline: Time | None
     status: str
 
 
@@ -214,8 +218,8 @@ class PlanStep(_Out):
     seq: int
     name: str
     kind: str
-    due_at: str | None
-    nominal_at: str | None
+    due_at: Time | None
+    nominal_at: Time | None
     audience: list[str]
     channels: list[str]
     breach: bool
@@ -241,8 +245,8 @@ class Plan(_Out):
     level: str
     level_name: str
     level_name_en: str
-    occurred_at: str | None
-    declared_at: str | None
+    occurred_at: Time | None
+    declared_at: Time | None
     timezone: str
     rule_set: PlanRuleSet | None
     after_release: list[PlanAfterRelease]
