@@ -1447,3 +1447,23 @@ async def test_times_in_answers_are_documented_as_times(web: Web) -> None:
     for o in incident["obligations"]:
         deadline = datetime.fromisoformat(o["deadline"])
         assert deadline.utcoffset() == timedelta(hours=8)
+
+
+async def test_answer_headers_are_in_the_document(web: Web) -> None:
+    """Location (a declaration) and Idempotent-Replayed (a retry's answer) were sent but not
+    documented: an integrator's generated client did not know them."""
+    doc = await ok(await web.client.get("/api/v1/openapi.json"))
+    declared = doc["paths"]["/api/v1/incidents"]["post"]["responses"]["201"]["headers"]
+    assert declared["Location"]["required"] is True
+    assert declared["Idempotent-Replayed"]["schema"] == {"type": "string", "enum": ["true"]}
+    release = doc["paths"]["/api/v1/incidents/{incident_id}/releases"]["post"]["responses"]
+    assert "Idempotent-Replayed" in release["201"]["headers"]
+    assert "Location" not in release["201"]["headers"]
+    resp = await web.post("/api/v1/incidents", web.declaration(), headers={"Idempotency-Key": "k1"})
+    again = await web.post(
+        "/api/v1/incidents", web.declaration(), headers={"Idempotency-Key": "k1"}
+    )
+    iid = (await resp.json())["id"]
+    assert resp.headers["Location"] == again.headers["Location"] == f"/api/v1/incidents/{iid}"
+    assert "Idempotent-Replayed" not in resp.headers
+    assert again.headers["Idempotent-Replayed"] == "true"

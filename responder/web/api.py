@@ -398,7 +398,7 @@ async def openapi_document(request: web.Request) -> web.Response:
 ROUTES: list[Route] = [
     Route("POST", "/incidents", declare_incident, "Declare an incident (申报突发事件)", OPERATE,
           body=DeclareIncident, response=schemas.Incident, status=201,
-          headers=(IDEMPOTENCY_KEY,)),
+          headers=(IDEMPOTENCY_KEY,), location=True),
     Route("GET", "/incidents", list_incidents, "List incidents", READ,
           query=IncidentQuery, response=schemas.IncidentList),
     Route("GET", "/incidents/{incident_id}", get_incident, "Get one incident with its obligations",

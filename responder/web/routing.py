@@ -40,6 +40,7 @@ class Route:
     errors: tuple[int, ...] = field(default=())
     tag: str = "incidents"
     headers: tuple[dict[str, Any], ...] = ()  # OpenAPI header parameters the handler reads
+    location: bool = False  # the success answer says where the new resource is (Location)
 
 
 # What the handlers accept in a path (``api.incident_id`` / ``api.int_param``); anything else
@@ -68,6 +69,21 @@ def _query_params(model: type[BaseModel], defs: dict[str, Any]) -> list[dict[str
     ]
 
 
+REPLAYED_HEADER: dict[str, Any] = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the answer to an earlier request with the same"
+        " Idempotency-Key (nothing was changed again); absent otherwise.",
+        "required": False,
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+LOCATION_HEADER: dict[str, Any] = {
+    "Location": {
+        "description": "Where the incident is: `/api/v1/incidents/{id}`.",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
 REQUEST_ID_HEADER: dict[str, Any] = {
     "X-Request-Id": {
         "description": "The id of this request on the service's log line; quote it when"
@@ -125,6 +141,10 @@ def openapi(routes: list[Route], base: str = "/api/v1") -> dict[str, Any]:
                 "application/json": {"schema": {"type": "array", "items": ref} if r.many else ref}
             }
         ok["headers"] = dict(REQUEST_ID_HEADER)
+        if any(h.get("name") == "Idempotency-Key" for h in r.headers):
+            ok["headers"].update(REPLAYED_HEADER)
+        if r.location:
+            ok["headers"].update(LOCATION_HEADER)
         op["responses"][str(r.status)] = ok
         # 422 for an unknown query parameter on every route; 400 for two Authorization headers.
         codes = set(r.errors) | {422}
