@@ -30,6 +30,8 @@ from responder.models import (
 )
 from responder.policy.planner import (
     Facts,
+    PlannedObligation,
+    Waived,
     plan_close,
     plan_declaration,
     plan_follow_up,
@@ -55,6 +57,13 @@ def _t(row: Any, key: str) -> datetime:
     value = from_db(row[key])
     assert value is not None
     return value
+
+
+def _follow_up_waived(latest: dict[str, Any]) -> bool:
+    """Whether a lowering waived the incident's latest follow-up release obligation."""
+    return any(
+        r["milestone"] == "follow_up_release" and r["status"] == "waived" for r in latest.values()
+    )
 
 
 class Ops:
@@ -311,8 +320,8 @@ class Ops:
 
     def _start_follow_up(
         self, tx: sqlite3.Connection, incident: Any, released_at: datetime, now: datetime
-    ) -> list[str]:
-        """Start the next follow-up release clock (if the level has one); return its kinds."""
+    ) -> list[PlannedObligation]:
+        """Start the next follow-up release clock (if the level has one); return what it added."""
         rules = self._rules_of(incident)
         if rules is None:
             return []
@@ -328,7 +337,7 @@ class Ops:
         for ob_id, ob in zip(ids, plan.obligations, strict=True):
             if ob.status == "breached":
                 breach(tx, self.cfg, ob_id, now)
-        return [ob.kind for ob in plan.obligations]
+        return list(plan.obligations)
 
     def _needs_follow_up(self, tx: sqlite3.Connection, incident_id: str) -> bool:
         """Released before, and no release obligation is live (open, or breached and unmet):
@@ -440,16 +449,19 @@ class Ops:
         self._done(f"{kind} release recorded", incident_id, actor, once, met=len(result["met"]))
         return result
 
+    def _last_release(self, tx: sqlite3.Connection, incident_id: str) -> datetime | None:
+        (last,) = tx.execute(
+            "SELECT MAX(published_at) FROM releases WHERE incident_id = ?", (incident_id,)
+        ).fetchone()
+        return from_db(last)
+
     def _after_last_release(
         self, tx: sqlite3.Connection, incident_id: str, published_at: datetime
     ) -> None:
         """A follow-up goes out after the releases before it: each release starts the next
         follow-up's clock.  Dated before the last one, it would meet a duty whose clock started
         after it, and count the next one back from the past."""
-        (last,) = tx.execute(
-            "SELECT MAX(published_at) FROM releases WHERE incident_id = ?", (incident_id,)
-        ).fetchone()
-        when = from_db(last)
+        when = self._last_release(tx, incident_id)
         if when is not None and published_at < when:
             raise Conflict(
                 "release_out_of_order",
@@ -737,7 +749,12 @@ class Ops:
                         breach(tx, self.cfg, r["id"], now)
                         existing[k] = "breached"
                         breached.append(k)
-                change = plan_level_change(facts, data.level, rules, existing, now, now)
+                earlier = {
+                    k: Waived(r["clock_start_kind"], _t(r, "clock_start_at"), r["seq"])
+                    for k, r in latest.items()
+                    if r["status"] == "waived"
+                }
+                change = plan_level_change(facts, data.level, rules, existing, now, now, earlier)
                 for kind in change.waive:
                     ob_id = latest[kind]["id"]
                     tx.execute(
@@ -759,11 +776,19 @@ class Ops:
                     added.append(ob.kind)
                     if ob.status == "breached":
                         breach(tx, self.cfg, ob_id, now)
-                # Raised back into continuous release after an earlier release: the follow-up
-                # clock restarts from the raise (a lowering had waived it).
+                        breached.append(ob.kind)
+                # Raised into continuous release after an earlier release: the next follow-up
+                # counts from the raise — or, when a lowering had waived it, from the last
+                # release, as it did before (lowering and raising again moves no deadline).
                 if change.direction == "raised" and self._needs_follow_up(tx, incident_id):
                     raised = {**dict(incident), "level": data.level}
-                    added += self._start_follow_up(tx, raised, now, now)
+                    since = now
+                    if _follow_up_waived(latest):
+                        since = self._last_release(tx, incident_id) or now
+                    for ob in self._start_follow_up(tx, raised, since, now):
+                        added.append(ob.kind)
+                        if ob.status == "breached":
+                            breached.append(ob.kind)
             tx.execute("UPDATE incidents SET level = ? WHERE id = ?", (data.level, incident_id))
             tx.execute(
                 "INSERT INTO level_changes (incident_id, from_level, to_level, changed_at, reason,"

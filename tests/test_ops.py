@@ -475,23 +475,26 @@ async def test_lowering_waives_and_raising_adds_back(
     assert inc is not None and inc["level"] == "III"
 
     clock.advance(timedelta(hours=1))
-    raised_at = clock.now()
     result = await ops.change_level(iid, ChangeLevel(level="II", reason="死亡人数上升"), "duty")
     assert sorted(result["added"]) == [AR, PC] and result["waived"] == []
+    assert result["breached"] == []
     rows = await db.fetchall("SELECT * FROM obligations WHERE incident_id = ? ORDER BY id", (iid,))
-    assert [(r["kind"], r["status"]) for r in rows] == [
-        (AR, "waived"),
-        (PC, "waived"),
-        (AR, "open"),
-        (PC, "open"),
+    assert [(r["kind"], r["seq"], r["status"]) for r in rows] == [
+        (AR, 1, "waived"),
+        (PC, 1, "waived"),
+        (AR, 2, "open"),
+        (PC, 2, "open"),
     ]
-    for new, within in ((rows[2], timedelta(hours=5)), (rows[3], timedelta(hours=24))):
-        assert new["clock_start_kind"] == "level_changed_at"
-        assert new["clock_start_at"] == to_db(raised_at)
-        assert new["deadline"] == to_db(raised_at + within)
+    # Raised back: the duties come back with the deadlines they had (08:00 + 5 h / 24 h), not
+    # counted afresh from the raise — lowering and raising again moves no deadline.
+    for old, new in ((rows[0], rows[2]), (rows[1], rows[3])):
+        for column in ("clock_start_kind", "clock_start_at", "deadline"):
+            assert new[column] == old[column]
+        assert new["clock_start_kind"] == "occurred_at"
         assert new["level"] == "II"
         pending = await steps_of(db, new["id"], "pending")
         assert [s["name"] for s in pending][-1] == "deadline"
+        assert pending[0]["due_at"] == to_db(clock.now())  # the people hear of it at once
 
     changes = await db.fetchall(
         "SELECT from_level, to_level, reason FROM level_changes WHERE incident_id = ? ORDER BY id",
@@ -924,20 +927,64 @@ async def test_lowering_stops_the_repeats_of_a_breached_obligation(
     assert len(await records(db, ar_id)) == 1
 
 
-async def test_raising_back_restarts_the_follow_up_clock(
+async def test_raising_back_resumes_the_follow_up_clock(
     ops: Ops, db: Database, clock: FakeClock
 ) -> None:
     """Released, lowered (the follow-up is waived), raised again: continuous release resumes,
-    counted from the raise."""
+    counted from the last release as before the lowering."""
     iid = await ops.declare(declaration(level="II"), "duty")
-    await ops.record_release(iid, RecordRelease(published_at=clock.now()), "duty")
+    released = clock.now()
+    await ops.record_release(iid, RecordRelease(published_at=released), "duty")
     clock.advance(timedelta(hours=1))
     await ops.change_level(iid, ChangeLevel(level="III", reason="降级"), "duty")
     assert (await obligations(db, iid))[(FU, 1)]["status"] == "waived"
     clock.advance(timedelta(hours=1))
     result = await ops.change_level(iid, ChangeLevel(level="II", reason="再次升级"), "duty")
-    assert FU in result["added"]
+    assert FU in result["added"] and result["breached"] == []
     fu = (await obligations(db, iid))[(FU, 2)]
     assert fu["status"] == "open"
-    assert fu["deadline"] == to_db(clock.now() + timedelta(hours=24))
+    assert fu["clock_start_kind"] == "previous_release"
+    assert fu["deadline"] == to_db(released + timedelta(hours=24))
     assert await audit_ok(db) >= 4
+
+
+async def test_raising_back_after_the_deadline_is_a_breach(
+    ops: Ops, db: Database, clock: FakeClock
+) -> None:
+    """Lowered before the 5-hour deadline, raised back after it: the release is overdue — the
+    duty is breached at once and goes to the reviewers, instead of getting five new hours."""
+    iid = await ops.declare(declaration(level="II"), "duty")  # occurred 08:00, deadline 13:00
+    clock.advance(timedelta(hours=1))
+    await ops.change_level(iid, ChangeLevel(level="III", reason="核实后降级"), "duty")
+    clock.advance(timedelta(hours=5))  # 15:00
+    result = await ops.change_level(iid, ChangeLevel(level="II", reason="再次升级"), "duty")
+    assert result["breached"] == [AR] and sorted(result["added"]) == [AR, PC]
+    obs = await obligations(db, iid)
+    ar = obs[(AR, 2)]
+    assert ar["status"] == "breached" and ar["deadline"] == obs[(AR, 1)]["deadline"]
+    assert ar["breached_at"] == ar["deadline"]  # missed at 13:00, not when it was raised
+    assert len(await records(db, ar["id"])) == 1
+    # Its people hear of the breach now (one catch-up step due at once), then the repeats.
+    pending = await steps_of(db, ar["id"], "pending")
+    assert pending[0]["due_at"] == to_db(clock.now())
+    assert obs[(PC, 2)]["status"] == "open"
+    assert await audit_ok(db) == 3
+
+
+async def test_a_first_raise_still_counts_from_the_raise(
+    ops: Ops, db: Database, clock: FakeClock
+) -> None:
+    """Declared III, raised to II (the duty starts then), lowered, raised again: back on the
+    clock of the first raise."""
+    iid = await ops.declare(declaration(level="III"), "duty")
+    clock.advance(timedelta(hours=1))
+    first_raise = clock.now()
+    await ops.change_level(iid, ChangeLevel(level="II", reason="升级"), "duty")
+    clock.advance(timedelta(hours=1))
+    await ops.change_level(iid, ChangeLevel(level="III", reason="降级"), "duty")
+    clock.advance(timedelta(hours=1))
+    await ops.change_level(iid, ChangeLevel(level="II", reason="再次升级"), "duty")
+    ar = (await obligations(db, iid))[(AR, 2)]
+    assert ar["clock_start_kind"] == "level_changed_at"
+    assert ar["clock_start_at"] == to_db(first_raise)
+    assert ar["deadline"] == to_db(first_raise + timedelta(hours=5))

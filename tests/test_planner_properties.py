@@ -30,6 +30,7 @@ from responder.policy.planner import (
     Facts,
     Plan,
     PlannedObligation,
+    Waived,
     clock_start,
     next_repeat,
     plan_close,
@@ -424,8 +425,8 @@ def test_declaration_and_level_changes(rules: RuleSet, h: History) -> None:
     if rules in FIXED_RULE_SETS and facts.level in ("III", "IV"):
         assert plan == Plan()
 
-    # status of the latest obligation per kind, and its deadline, as the store would keep them
-    state = {o.kind: [o.status, o.deadline] for o in plan.obligations}
+    # the latest obligation per kind as the store would keep it: [status, deadline, its clock]
+    state = {o.kind: [o.status, o.deadline, o] for o in plan.obligations}
     level = facts.level
     for new_level, moved, meet_one in h.changes:
         now += moved
@@ -437,8 +438,13 @@ def test_declaration_and_level_changes(rules: RuleSet, h: History) -> None:
             if first_open:
                 first_open[0] = "met"
         f = Facts(level, facts.occurred_at, facts.declared_at, facts.learned_at)
+        waived = {
+            k: Waived(s[2].clock_start_kind, s[2].clock_start_at, s[2].seq)
+            for k, s in state.items()
+            if s[0] == "waived"
+        }
         change = plan_level_change(
-            f, new_level, rules, {k: s[0] for k, s in state.items()}, now, now
+            f, new_level, rules, {k: s[0] for k, s in state.items()}, now, now, waived
         )
 
         order = LEVELS.index(new_level) - LEVELS.index(level)  # LEVELS runs I (highest) → IV
@@ -455,16 +461,24 @@ def test_declaration_and_level_changes(rules: RuleSet, h: History) -> None:
         if rules in FIXED_RULE_SETS and new_level in ("III", "IV"):
             assert change.add == Plan()
 
-        def start(r: ObligationRule, f: Facts = f, at: datetime = now) -> tuple[str, datetime]:
+        def start(
+            r: ObligationRule, f: Facts = f, at: datetime = now, w: dict[str, Waived] = waived
+        ) -> tuple[str, datetime]:
+            if r.kind in w:  # back on the clock it had: lowering and raising moves nothing
+                return w[r.kind].clock_start_kind, w[r.kind].clock_start_at
             return (
                 ("level_changed_at", at) if r.on_raise == "level_changed_at" else clock_start(r, f)
             )
 
         check_plan(change.add, rules, now, now, start)
+        for o in change.add.obligations:
+            assert o.seq == (waived[o.kind].seq + 1 if o.kind in waived else 1)
+            if o.kind in waived:
+                assert o.deadline == state[o.kind][1]  # the deadline it had before the lowering
         for k in change.waive:
             state[k][0] = "waived"
         for o in change.add.obligations:
-            state[o.kind] = [o.status, o.deadline]
+            state[o.kind] = [o.status, o.deadline, o]
         level = new_level
 
 

@@ -18,6 +18,7 @@ How a declaration is planned:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -72,6 +73,15 @@ class Plan:
     obligations: tuple[PlannedObligation, ...] = ()
     steps: tuple[PlannedStep, ...] = ()
     notes: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Waived:
+    """An incident's obligation that a lowering waived: raised back, it returns on its clock."""
+
+    clock_start_kind: str
+    clock_start_at: datetime
+    seq: int
 
 
 @dataclass(frozen=True)
@@ -253,13 +263,20 @@ def plan_level_change(
     existing: dict[str, str],
     changed_at: datetime,
     now: datetime,
+    waived: Mapping[str, Waived] | None = None,
 ) -> LevelChange:
     """A level change at ``changed_at``.
 
-    ``existing`` maps obligation kind → status of the incident's latest obligation of that kind.
-    Raising adds the obligations the new level has and the incident has no live one of (an
-    obligation waived by an earlier lowering comes back as a new one; the old stays on record).
-    Lowering waives the open obligations the new level does not have.
+    ``existing`` maps obligation kind → status of the incident's latest obligation of that kind;
+    ``waived`` holds the clock of each kind whose latest obligation a lowering waived.
+
+    1. Lowering waives the open obligations the new level does not have.
+    2. Raising adds the obligations the new level has and the incident has no live one of.
+       An obligation new to the incident counts from the raise (``on_raise =
+       "level_changed_at"``: the duty could not be known before) or from its clock start.
+    3. An obligation a lowering waived comes back as a new one (the waived one stays on record)
+       with the deadline it had: the duty was known, and lowering and raising again must not
+       move a deadline later.  Already past, it is breached at once.
     """
     from responder.policy.rules import LEVEL_RANK
 
@@ -278,11 +295,19 @@ def plan_level_change(
     for kind, rule in wanted.items():
         if existing.get(kind) in ("open", "met", "breached"):
             continue
-        if rule.on_raise == "level_changed_at":
+        earlier = (waived or {}).get(kind) if existing.get(kind) == "waived" else None
+        seq = 1
+        if earlier is not None:
+            start_kind, start_at, seq = (
+                earlier.clock_start_kind,
+                earlier.clock_start_at,
+                earlier.seq + 1,
+            )
+        elif rule.on_raise == "level_changed_at":
             start_kind, start_at = "level_changed_at", changed_at
         else:
             start_kind, start_at = clock_start(rule, facts)
-        ob = plan_obligation(rule, new_level, start_kind, start_at, now)
+        ob = plan_obligation(rule, new_level, start_kind, start_at, now, seq=seq)
         obligations.append(ob)
         steps.extend(plan_steps(ob, rules.escalations[rule.escalation], changed_at, now))
     return LevelChange(Plan(tuple(obligations), tuple(steps)), waive, direction)

@@ -111,9 +111,15 @@ class PressConferenceResult(_Out):
 class LevelChangeResult(_Out):
     from_level: str = Field(alias="from")
     to: str
-    added: list[str]
+    added: list[str] = Field(
+        description="obligations the new level adds; one a lowering had waived comes back"
+        " with the deadline it had"
+    )
     waived: list[str]
-    breached: list[str] = Field(description="overdue obligations breached by this change")
+    breached: list[str] = Field(
+        description="overdue obligations breached by this change (also one that comes back"
+        " past its deadline)"
+    )
     incident: Incident
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
