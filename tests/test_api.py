@@ -657,7 +657,7 @@ async def test_notifications_are_sent_and_contacts_masked(web: Web) -> None:
     metrics = await web.get("/metrics", "viewer")
     assert metrics.status == 200
     body = await metrics.text()
-    assert "responder_incidents_active 1" in body
+    assert 'responder_incidents_active{level="II",drill="false"} 1' in body
     assert 'responder_obligations{status="open"} 2' in body
     assert re.search(r'responder_notifications\{channel="sms",status="sent"\} \d+', body)
     assert "# TYPE responder_send_duration_seconds histogram" in body
@@ -1287,7 +1287,7 @@ async def test_metrics_need_a_token_of_any_role(web: Web) -> None:
     for who in ("viewer", "reviewer", "duty_officer", "admin"):
         resp = await web.get("/metrics", who)
         assert resp.status == 200, who
-        assert "responder_incidents_active 1" in await resp.text()
+        assert 'responder_incidents_active{level="II",drill="false"} 1' in await resp.text()
     health = await web.client.get("/healthz")  # probes need no token, and learn nothing more
     assert set(await health.json()) == {
         "status", "problems", "problems_zh", "scheduler_lag_s", "dispatcher_lag_s"
@@ -1296,10 +1296,16 @@ async def test_metrics_need_a_token_of_any_role(web: Web) -> None:
 
 async def test_metrics_without_sends(web: Web) -> None:
     await web.declare()
+    await web.declare(level="IV", drill=True)
     resp = await web.get("/metrics", "viewer")
     assert resp.status == 200 and resp.content_type == "text/plain"
     body = await resp.text()
-    assert "# TYPE responder_incidents_active gauge\nresponder_incidents_active 1\n" in body
+    assert "# TYPE responder_incidents_active gauge\n" in body
+    active = dict(re.findall(r"^responder_incidents_active\{(.*)\} (\d+)$", body, re.M))
+    assert len(active) == 8  # every level, drill or not, zeros included
+    assert active['level="II",drill="false"'] == "1"
+    assert active['level="IV",drill="true"'] == "1"  # an exercise is told apart
+    assert sum(map(int, active.values())) == 2
     assert "# TYPE responder_obligations gauge" in body
     assert "# TYPE responder_notifications gauge" in body
 

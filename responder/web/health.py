@@ -18,6 +18,7 @@ import json
 from aiohttp import web
 
 from responder.engine.metrics import escape_label, family
+from responder.policy.rules import LEVELS
 from responder.timeutil import from_db, to_db
 from responder.web.identity import require
 from responder.web.keys import CFG, CLOCK, DB, ENGINE
@@ -77,12 +78,25 @@ async def metrics(request: web.Request) -> web.Response:
     await require(request, READ)
     db = request.app[DB]
     engine = request.app[ENGINE]
-    lines = [
-        *family("responder_incidents_active", "gauge", "incidents declared and not closed"),
-        "responder_incidents_active "
-        + str((await db.fetchone("SELECT COUNT(*) FROM incidents WHERE status = 'active'"))[0]),  # type: ignore[index]
-        *family("responder_obligations", "gauge", "obligations by status"),
-    ]
+    lines = family(
+        "responder_incidents_active", "gauge", "incidents declared and not closed, by level"
+    )
+    active = {
+        (row[0], bool(row[1])): row[2]
+        for row in await db.fetchall(
+            "SELECT level, drill, COUNT(*) FROM incidents WHERE status = 'active'"
+            " GROUP BY level, drill"
+        )
+    }
+    # Every level, drills apart and zeros included: an alert rule on real major incidents
+    # (level="II",drill="false") must not count an exercise, and a series must not vanish at 0.
+    for level in LEVELS:
+        for drill in (False, True):
+            lines.append(
+                f'responder_incidents_active{{level="{level}",drill="{str(drill).lower()}"}}'
+                f" {active.get((level, drill), 0)}"
+            )
+    lines += family("responder_obligations", "gauge", "obligations by status")
     for row in await db.fetchall("SELECT status, COUNT(*) FROM obligations GROUP BY status"):
         lines.append(f'responder_obligations{{status="{escape_label(row[0])}"}} {row[1]}')
     lines += family(
