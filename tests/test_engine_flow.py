@@ -6,6 +6,7 @@ is real: apprise renders and sends over sockets on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from responder.clock import FakeClock
@@ -99,3 +100,35 @@ async def test_repeats_every_30_minutes_until_met(
         "SELECT COUNT(*) FROM steps WHERE kind = 'repeat' AND status = 'pending'"
     )
     assert pending[0][0] == 1  # only ever one next repeat per obligation (press conf still open)
+
+
+async def test_a_declaration_already_past_its_deadline_fires_the_breach_on_record(
+    engine: Engine, clock: FakeClock, http_sink: HttpSink, db: Database
+) -> None:
+    """Declared six hours after it occurred: the release is breached at declaration, and the
+    catch-up step that tells everyone says so in the audit log (it said ``breached: false``,
+    since the firing itself had nothing left to breach)."""
+    incident_id = await engine.ops.declare(
+        DeclareIncident(
+            title="江城化工园区储罐爆炸",
+            category="accident",
+            level="II",
+            occurred_at=clock.now() - timedelta(hours=6),
+            lead_unit="emergency",
+        ),
+        "test",
+    )
+    await settle(engine)
+    fired = {
+        data["obligation"]: data
+        for data in (
+            json.loads(r["data"])
+            for r in await db.fetchall(
+                "SELECT data FROM audit_log WHERE action = 'steps.fired' AND subject = ?",
+                (incident_id,),
+            )
+        )
+    }
+    assert fired["authoritative_release"]["breached"] is True
+    assert fired["press_conference"]["breached"] is False
+    assert http_sink.requests

@@ -183,7 +183,8 @@ def fire_obligation(
             "obligation": ob["kind"],
             "seq": ob["seq"],
             "steps": [s["name"] for s in steps],
-            "breached": breached_now,
+            # Breached, by this firing or before it (a declaration already past its deadline).
+            "breached": breached_now or ob["status"] == "breached",
             "told": sorted(per_person),
         },
     )
