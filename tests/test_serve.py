@@ -129,10 +129,11 @@ class Service(Watched):
         assert made.returncode == 0, made.stderr
         return made.stdout.strip()
 
-    def start(self) -> None:
+    def start(self, nohup: bool = False) -> None:
         command = ["-m", "responder.cli", "--config", str(CONFIG_PATH), "serve"]
         self.proc = subprocess.Popen(
-            [sys.executable, *command, "--port", str(self.port), "--log-format", "json"],
+            ["nohup"] * nohup
+            + [sys.executable, *command, "--port", str(self.port), "--log-format", "json"],
             env=self.env,
             cwd=self.cwd,
             stdout=subprocess.DEVNULL,
@@ -370,6 +371,22 @@ def test_sigterm_with_sends_in_flight_finishes_them_and_keeps_the_rest_queued(
     assert svc.stop() == 0  # a graceful stop records every answered send
     assert statuses(svc.db) == {"sent": total}
     assert len(gateway.received) == len(set(gateway.received)) == total  # each once
+
+
+def test_started_under_nohup_it_outlives_the_terminal(service: Any) -> None:
+    """``nohup responder serve &`` asks to survive the SSH session closing: the SIGHUP that
+    follows is ignored (the handler that stops on SIGHUP used to override nohup)."""
+    svc = service()
+    token = svc.token()
+    svc.start(nohup=True)
+    assert svc.proc is not None
+    first = len(svc.lines)
+    svc.proc.send_signal(signal.SIGHUP)
+    declare(svc, token)  # still answering, and its alerts still go out
+    svc.wait_for(lambda: statuses(svc.db).get("sent", 0) == 6, "six alerts to be sent")
+    assert svc.proc.poll() is None
+    assert not svc.logged("stopping", first), "\n".join(svc.lines[first:])
+    assert svc.stop() == 0
 
 
 def test_kill_9_with_sends_in_flight_resends_them_with_the_same_key(

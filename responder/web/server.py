@@ -115,13 +115,17 @@ def serve(cfg: Config, log_format: str = "text") -> int:
 async def _stop_on_hangup(app: web.Application) -> None:
     """SIGHUP (the terminal or SSH session that started the service closed) stops it as
     SIGTERM does: sends in flight finish and are recorded.  By default it killed the process
-    at once, and the restart sent every message in flight a second time."""
+    at once, and the restart sent every message in flight a second time.  Under ``nohup``
+    (SIGHUP ignored) it is left ignored."""
 
     def stop() -> None:
         raise web.GracefulExit()  # as aiohttp's own SIGINT and SIGTERM handlers do
 
-    if hasattr(signal, "SIGHUP"):  # POSIX only
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, stop)
+    if not hasattr(signal, "SIGHUP"):  # POSIX only
+        return
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        return  # started under nohup: asked to outlive the terminal, so it keeps running
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, stop)
 
 
 _CANNOT_LISTEN = {
