@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from responder import config
+from responder.engine import context
 from responder.engine.messages import CHANNEL_KINDS, Rendered, channel_kind, render
+from responder.timeutil import to_db
 
 ACK_URL = "http://127.0.0.1:8080/ack/" + "AbCdEfGhIjKlMnOpQrSt_-"  # 22 url-safe chars
 TITLE_ZH = "江城化工园区储罐爆炸事故"  # 12 Chinese characters
@@ -276,3 +282,75 @@ def test_free_text_cannot_add_links_or_html_to_a_chat_message(
     assert "＜a href" in r.body
     assert r.body.count("](") == 1 and f"]({base['ack_url']})" in r.body  # only the real link
     assert "[确认收到]" not in r.title
+
+
+# -- what context.build gives the templates, with the example config ------------------------
+
+CFG = config.load(Path(__file__).resolve().parent.parent / "config" / "responder.toml")
+OCCURRED = datetime(2026, 11, 26, 19, 40, tzinfo=UTC)  # 03:40 on the 27th in Asia/Shanghai
+INCIDENT = {
+    "id": "INC-20261127-0001",
+    "title": TITLE_ZH,
+    "level": "II",
+    "category": "accident",
+    "location": "江城市化工园区",
+    "occurred_at": to_db(OCCURRED),
+    "lead_unit": "emergency",
+    "drill": 0,
+}
+
+
+def built(
+    kind: str, lang: str, now: datetime, saved: dict[str, Any] | None = None, **obligation: Any
+) -> dict[str, Any]:
+    """The context the dispatcher would render: a notification of ``kind`` about the 5-hour
+    release (or, with ``obligation=None`` / ``incident=None``, a watchdog message)."""
+    row = {"kind": kind, "context": json.dumps(saved or {}, ensure_ascii=False)}
+    incident = obligation.pop("incident", INCIDENT)
+    ob = None
+    if obligation.pop("obligation", True) is not None:
+        ob = {
+            "kind": "authoritative_release",
+            "name": "发布权威信息",
+            "name_en": "Authoritative information released",
+            "deadline": to_db(OCCURRED + timedelta(hours=5)),
+            "rule_set_id": "gbf-2016-80",
+            "status": "open",
+            **obligation,
+        }
+    person = CFG.person("wang-fang" if lang == "zh" else "admin-liu")
+    assert person is not None
+    return context.build(row, incident, ob, CFG, person, ACK_URL, now)
+
+
+LAG = {
+    "action": "提醒服务已滞后12分钟(提醒未按时发出),请立即检查服务",
+    "action_en": "Alerts are running 12 min late: check the service now",
+}
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_service_alert_says_what_is_wrong_and_invents_no_incident(lang: str) -> None:
+    """The watchdog's lag alert concerns no incident: no message may present the service's
+    own name as one ("事件:responder"), and the subject an administrator sees in the inbox
+    list says what is wrong."""
+    ctx = built("watchdog", lang, OCCURRED, LAG, incident=None, obligation=None)
+    action = LAG["action" if lang == "zh" else "action_en"]
+    for kind in CHANNEL_KINDS:
+        text = text_of(render(kind, lang, ctx))
+        assert action in text
+        assert "responder" not in text, (kind, text)
+    assert action in render("email", lang, ctx).title
+    assert action in render("chat", lang, ctx).title
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_subject_of_a_failed_delivery_alert_names_the_failure(lang: str) -> None:
+    failed = {
+        "action": "发给王芳的提醒在所有渠道均发送失败,请电话联系并检查渠道配置",
+        "action_en": "The alert to 王芳 failed on every channel: phone them",
+    }
+    ctx = built("watchdog", lang, OCCURRED, failed, obligation=None)
+    for kind in ("email", "chat"):
+        title = render(kind, lang, ctx).title
+        assert failed["action" if lang == "zh" else "action_en"] in title and TITLE_ZH in title

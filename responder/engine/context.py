@@ -74,7 +74,7 @@ def build(
     saved = json.loads(row["context"])
     if incident is None:  # the watchdog speaking about the service itself
         return {
-            "title": "responder",
+            "title": "",  # no incident: never shown as if the service were one
             "step_kind": row["kind"],
             "ack_url": ack_url,
             "recipient_name": person.name,
