@@ -354,3 +354,17 @@ def test_the_subject_of_a_failed_delivery_alert_names_the_failure(lang: str) -> 
     for kind in ("email", "chat"):
         title = render(kind, lang, ctx).title
         assert failed["action" if lang == "zh" else "action_en"] in title and TITLE_ZH in title
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("kind", ["email", "chat"])
+def test_a_catch_up_does_not_claim_the_points_passed_before_the_declaration(
+    kind: str, lang: str
+) -> None:
+    """A catch-up also follows downtime (the service back after its alert points passed):
+    'passed when the incident was declared' would then be false."""
+    ctx = case("catch_up", lang)
+    body = render(kind, lang, ctx).body
+    assert "T-2h" in body and ("已过" in body if lang == "zh" else "already passed" in body)
+    assert "登记时" not in body and "at declaration" not in body
+    assert "when the incident was declared" not in body
