@@ -368,3 +368,18 @@ def test_a_catch_up_does_not_claim_the_points_passed_before_the_declaration(
     assert "T-2h" in body and ("已过" in body if lang == "zh" else "already passed" in body)
     assert "登记时" not in body and "at declaration" not in body
     assert "when the incident was declared" not in body
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("kind", CHANNEL_KINDS)
+def test_the_breach_alert_says_the_duty_was_not_done(kind: str, lang: str) -> None:
+    """At the deadline step the duty was missed (met duties get no message).  A leader
+    reading only '已到时限' / 'due now' could take it for a neutral reminder."""
+    at_deadline = OCCURRED + timedelta(hours=5, seconds=2)
+    ctx = built("deadline", lang, at_deadline, {"step": "deadline"}, status="breached")
+    assert ctx["state"] == "due_now"
+    r = render(kind, lang, ctx)
+    said = "尚未完成" if lang == "zh" else "not done"
+    assert said in r.body.lower(), r.body
+    if kind in ("email", "chat"):
+        assert said in r.title.lower(), r.title
