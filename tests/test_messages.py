@@ -30,6 +30,7 @@ BASE_ZH: dict[str, Any] = {
     "obligation": "发布权威信息",
     "basis": "国办发〔2016〕80号",
     "deadline": "2026-11-26 13:00 +08:00",
+    "deadline_short": "11月26日13:00",
     "deadline_spoken": "11月26日13时00分",
     "state": "upcoming",
     "remaining": "1小时",
@@ -161,7 +162,7 @@ def test_zh_sms_typical_case_is_terse() -> None:
         "【II级重大】",
         TITLE_ZH,
         "发布权威信息",
-        "2026-11-26 13:00",
+        "江城市应急管理局发布权威信息须于11月26日13:00前完成",
         "剩余1小时",
         ACK_URL,
     ):
@@ -383,3 +384,36 @@ def test_the_breach_alert_says_the_duty_was_not_done(kind: str, lang: str) -> No
     assert said in r.body.lower(), r.body
     if kind in ("email", "chat"):
         assert said in r.title.lower(), r.title
+
+
+PRODUCTION_ACK = "https://yjxx.jiangcheng.gov.cn/ack/" + "AbCdEfGhIjKlMnOpQrStUvWxYz012345"
+
+
+@pytest.mark.parametrize(
+    ("kind", "hours", "says"),
+    [
+        ("notice", 0.25, "剩余4小时45分钟"),
+        ("reminder", 4.5, "剩余30分钟"),
+        ("deadline", 5, "已到时限,尚未完成"),
+        ("repeat", 6.5, "已超时1小时30分钟"),
+    ],
+)
+def test_the_zh_sms_names_the_unit_and_fits_two_segments_with_a_real_address(
+    kind: str, hours: float, says: str
+) -> None:
+    """Counted on the rendered text with a production link (not 127.0.0.1): a leader told
+    of a breach must see which unit missed it, without opening anything."""
+    ctx = built(kind, "zh", OCCURRED + timedelta(hours=hours))
+    ctx["ack_url"] = PRODUCTION_ACK
+    body = render("sms", "zh", ctx).body
+    assert len(body) <= 134, (len(body), body)
+    assert "区应急管理局发布权威信息须于11月27日08:40前完成" in body  # the date: 03:40 + 5 h
+    assert says in body and body.endswith("确认:" + PRODUCTION_ACK)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_voice_names_the_lead_unit(lang: str) -> None:
+    ctx = built("deadline", lang, OCCURRED + timedelta(hours=5, seconds=1))
+    unit = "区应急管理局" if lang == "zh" else "Emergency Management Bureau"
+    assert unit in render("voice", lang, ctx).body
+    assert ". Obligation:" in render("voice", "en", built("deadline", "en", OCCURRED)).body

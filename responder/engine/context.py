@@ -52,6 +52,15 @@ def _basis(cfg: Config, rule_set_id: str) -> str:
     return (rules.basis or rules.title) if rules else rule_set_id
 
 
+def short(dt: datetime, cfg: Config, lang: str) -> str:
+    """A deadline as an SMS writes it: local, with the date (it may be tomorrow's), no year
+    or offset — every recipient reads the configured zone's time; the email carries both."""
+    t = local(dt, cfg.tz)
+    if lang == "en":
+        return f"{t.day} {t:%b %H:%M}"
+    return f"{t.month}月{t.day}日{t:%H:%M}"
+
+
 def spoken(dt: datetime, cfg: Config, lang: str) -> str:
     t = local(dt, cfg.tz)
     if lang == "en":
@@ -117,6 +126,7 @@ def build(
         obligation=obligation["name_en"] if en else obligation["name"],
         basis=_basis(cfg, obligation["rule_set_id"]),
         deadline=show(deadline, cfg.tz),
+        deadline_short=short(deadline, cfg, lang),
         deadline_spoken=spoken(deadline, cfg, lang),
         state=state,
         remaining=format_duration(left, lang) if state == "upcoming" else "",

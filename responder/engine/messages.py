@@ -5,9 +5,10 @@ is policy, not code.  It lives in ``templates/messages/{sms,voice,email,chat}.{z
 where it can be reviewed and reworded without touching the engine, and every channel gets
 the same facts in the form it can carry:
 
-* **sms** — one terse line: drill marker, level, title, obligation, deadline, time left or
-  overdue, the acknowledgement link.  The Chinese SMS is written to fit two UCS-2 segments
-  (134 characters) in the typical case.
+* **sms** — one terse line: drill marker, level, title, lead unit, obligation, deadline (date
+  and time, no year or offset), time left or overdue, the acknowledgement link.  The Chinese
+  SMS is written to fit two UCS-2 segments (134 characters) in the typical case, with a
+  production ``public_url`` of ~30 characters (a gateway's signature comes on top).
 * **voice** — plain speakable text for a TTS engine: no URLs, no 【】, no markdown; levels
   and durations are spelled the way they are said.
 * **email** — a subject and a full plain-text body (details, legal basis, what to do,
@@ -55,6 +56,7 @@ OPTIONAL: dict[str, Any] = {
     "obligation": "",
     "basis": "",
     "deadline": "",
+    "deadline_short": "",
     "deadline_spoken": "",
     "state": "",
     "remaining": "",
