@@ -25,13 +25,15 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from responder import queries
 from responder.clock import FakeClock
 from responder.config import Config
-from responder.engine import failures
+from responder.engine import failures, outbox
+from responder.engine.messages import render
 from responder.engine.runner import Engine
 from responder.models import DeclareIncident
 from responder.ops import Ops
@@ -243,6 +245,10 @@ async def test_every_channel_failing_tells_the_admins(
     assert smtp_sink.envelopes[0].rcpt_tos == ["it@example.gov.cn"]
     body = mails[0].get_body().get_content()  # type: ignore[union-attr]
     assert "王芳" in body and "DRILL" in body and "DRILL" in str(mails[0]["subject"])
+    # Asked to phone the person, the administrator (at 3 a.m., on a phone) is given the number
+    # and the unit, not left to look them up.
+    assert "王芳 (Emergency Management Bureau)" in body
+    assert "phone them on +8613800000001" in str(mails[0]["subject"])
     failed = await db.fetchall(
         "SELECT data FROM audit_log WHERE action = 'notification.failed' ORDER BY seq"
     )
@@ -624,3 +630,21 @@ async def test_a_busy_database_while_recording_does_not_strand_a_sent_message(
     assert len(slow_sink.requests) == 1
     assert [a["outcome"] for a in await attempts(db, nid)] == ["sent"]
     assert "database is locked" in caplog.text
+
+
+async def test_the_every_channel_failed_alert_fits_a_two_part_sms(
+    engine: Engine, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted on what the administrator's SMS says, with a production link."""
+    said: dict[str, Any] = {}
+    monkeypatch.setattr(outbox, "tell_admins", lambda tx, cfg, secret, **kw: said.update(kw))
+    row = {"person_id": "wang-fang", "incident_id": "INC-20261126-0001"}
+    engine.dispatcher.tell_admins(sqlite3.connect(":memory:"), row, clock.now())
+    assert said["zh"] == "区应急管理局王芳所有渠道均未收到提醒,请致电+8613800000001并检查渠道配置"
+    ctx = {
+        "step_kind": "watchdog",
+        "title": "江城化工园区储罐爆炸事故",
+        "action": said["zh"],
+        "ack_url": "https://yjxx.jiangcheng.gov.cn/ack/" + "A" * 32,
+    }
+    assert len(render("sms", "zh", ctx).body) <= 134

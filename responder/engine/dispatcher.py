@@ -326,13 +326,21 @@ class Dispatcher:
         """A message that failed on every channel is itself news for the administrators."""
         person = self.cfg.person(n["person_id"])
         who = person.name if person else n["person_id"]
+        # Who, of which unit, at which number: the administrator is asked to phone them.
+        unit = self.cfg.unit(person.unit) if person else None
+        zh_who = f"{unit.name if unit else ''}{who}"
+        en_who = f"{who} ({unit.name_en or unit.name})" if unit else who
+        phone = person.phone if person and person.phone else ""
+        en_phone = f" on {person.phone}" if person and person.phone else ""
         outbox.tell_admins(
             tx,
             self.cfg,
             self.secret,
             incident_id=n["incident_id"],
-            zh=f"发给{who}的提醒在所有渠道均发送失败,请电话联系并检查渠道配置",
-            en=f"The alert to {who} failed on every channel: phone them and check the channel settings",
+            # Short: it goes by SMS after the incident's title (see templates/messages/sms.zh.j2).
+            zh=f"{zh_who}所有渠道均未收到提醒,请致电{phone}并检查渠道配置",
+            en=f"The alert to {en_who} failed on every channel: phone them{en_phone} and check"
+            " the channel settings",
             now=now,
         )
 
