@@ -8,6 +8,7 @@ escalation to everybody else goes on until the obligation is met.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from typing import Any
 
@@ -24,9 +25,17 @@ _NOT_FOUND = NotFound(
 )
 
 
+# A token is 32 URL-safe base64 characters (secret.ack_token).  What follows it in a path was
+# put there by a messenger that took punctuation into the link: WeCom's robot shows the chat
+# markdown as plain text, and "[确认收到](https://…/ack/TOKEN)" may open as ".../TOKEN)".
+_TOKEN = re.compile(r"([A-Za-z0-9_-]{32})(?![A-Za-z0-9_-])")
+
+
 async def find(db: Database, token: str) -> Any:
-    if not token or len(token) > 100 or not token.isascii():  # ours are ASCII
+    m = _TOKEN.match(token or "")
+    if m is None or len(token) > 100:
         raise _NOT_FOUND
+    token = m.group(1)
     row = await db.fetchone(
         "SELECT n.*, i.title, i.level, i.drill, i.status AS incident_status,"
         " o.name AS obligation_name, o.name_en AS obligation_name_en, o.deadline, o.status AS"

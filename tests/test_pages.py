@@ -672,3 +672,26 @@ async def test_a_new_password_signs_out_whoever_held_the_old_one(web: Web) -> No
         "SELECT actor, data FROM audit_log WHERE action = 'user.password_set'"
     )
     assert row is not None and tuple(row) == ("admin-test", "{}")
+
+
+@pytest.mark.parametrize("run_engine", [True])
+async def test_an_ack_link_with_punctuation_stuck_to_it_still_works(web: Web) -> None:
+    """WeCom's robot shows chat markdown as plain text, and a messenger may take the ")" of
+    "[确认收到](https://…/ack/TOKEN)" — or a full stop after a bare link — into the link.
+    The token is 32 fixed characters: what follows them is ignored; the token itself is
+    still needed whole."""
+    rows = await sent_notifications(web)
+    token = token_of(rows[0])
+    for tail in (")", "%29", "）", ".", "。", ")."):
+        resp = await web.client.get(f"/ack/{token}{tail}")
+        assert resp.status == 200, tail
+        assert "确认收到" in await resp.text()
+    done = await web.client.post(f"/ack/{token})")
+    assert done.status == 200 and "已确认收到" in await done.text()
+    acked = await web.db.fetchone(
+        "SELECT acked_at FROM notifications WHERE id = ?", (rows[0]["id"],)
+    )
+    assert acked is not None and acked[0] is not None
+    for wrong in (token[:-1], token[:-1] + ")", token + "A", "x" + token):
+        resp = await web.client.get(f"/ack/{wrong}")
+        assert resp.status == 404, wrong
