@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from responder import auth
+from responder.engine import outbox
 from responder.secret import ack_token
 from tests.web_helpers import PASSWORD, SECRET, Web
 
@@ -695,3 +696,25 @@ async def test_an_ack_link_with_punctuation_stuck_to_it_still_works(web: Web) ->
     for wrong in (token[:-1], token[:-1] + ")", token + "A", "x" + token):
         resp = await web.client.get(f"/ack/{wrong}")
         assert resp.status == 404, wrong
+
+
+async def test_the_ack_page_of_a_service_alert_says_what_is_wrong(web: Web) -> None:
+    """An administrator's message about the service itself has no incident and no duty: its
+    page says what the alert was, not 'responder', and promises nothing about repeats."""
+    zh, en = "调度器延迟 12 分钟,请检查服务", "the scheduler is 12 min late: check the service"
+
+    def queue(tx: Any) -> int:
+        return outbox.tell_admins(
+            tx, web.cfg, SECRET, incident_id=None, zh=zh, en=en, now=web.clock.now()
+        )
+
+    assert await web.db.transact(queue) >= 1
+    row = await web.db.fetchone("SELECT * FROM notifications WHERE kind = 'watchdog'")
+    assert row is not None
+    resp = await web.client.get(f"/ack/{token_of(row)}")
+    html = await resp.text()
+    assert resp.status == 200, html
+    assert "系统告警 Service alert" in html and zh in html and en in html
+    assert ">responder<" not in html and "until the duty is done" not in html
+    done = await web.client.post(f"/ack/{token_of(row)}")
+    assert done.status == 200 and "已确认收到" in await done.text()

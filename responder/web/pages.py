@@ -8,6 +8,7 @@ the sign-in form, shown before there is one, a login token (see ``security.login
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import sqlite3
 import time
@@ -59,8 +60,13 @@ def render_page(name: str, ctx: dict[str, Any], status: int = 200) -> web.Respon
 def _ack_ctx(request: web.Request, row: Any) -> dict[str, Any]:
     cfg = request.app[CFG]
     person = cfg.person(row["person_id"])
+    service_alert = row["kind"] == "watchdog"  # about the service itself, for administrators
+    said = json.loads(row["context"] or "{}") if service_alert else {}
     return {
-        "title": row["title"] or "responder",
+        "title": row["title"] or "系统告警 Service alert",
+        "service_alert": service_alert,
+        "action": said.get("action", ""),
+        "action_en": said.get("action_en", ""),
         "level": row["level"],
         "level_name": LEVEL_NAMES.get(row["level"], "") if row["level"] else "",
         "drill": bool(row["drill"]),
