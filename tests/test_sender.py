@@ -112,6 +112,47 @@ async def test_a_stopped_engine_leaves_no_sending_process(
     assert (await notification(db, nid))["status"] == "sent"
 
 
+def test_a_service_killed_with_requests_still_in_the_pipe_has_none_of_them_sent(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of the service while requests it had written still waited in the pipe (the
+    child, at SCHED_BATCH, had not read them yet).  The child used to read and start every one
+    of them before it reached end-of-file: they reached the gateway after the service had died,
+    and went out again after its restart (a crash loop of ``responder serve`` saw messages
+    arrive up to 250 ms after the kill).  It now sees the hang-up first and starts none.
+
+    The child's loop runs in a script of its own, with apprise's send replaced by a note of
+    what would have gone out, and its ``os._exit`` by an exception, to count after it ends."""
+    script = tmp_path / "child_after_the_service_died.py"
+    script.write_text(
+        "import os, threading\n"
+        "from multiprocessing import Pipe\n"
+        "from responder.engine import sender\n"
+        "started = []\n"
+        "sender.send = lambda url, title, body, kind: started.append(url)\n"
+        "class Exited(Exception): pass\n"
+        "def _exit(code): raise Exited(code)\n"
+        "os._exit = _exit\n"
+        "parent, child = Pipe()\n"
+        "for key in range(3):\n"
+        "    parent.send((key, 'json://127.0.0.1:9/sms', 'title', 'body', 'sms'))\n"
+        "parent.close()  # the service is killed: the kernel closes its end\n"
+        "try:\n"
+        "    sender._child(child)\n"
+        "except Exited as e:\n"
+        "    code = e.args[0]\n"
+        "for t in threading.enumerate():\n"
+        "    if t is not threading.main_thread(): t.join(10)\n"
+        "print(code, len(started), flush=True)\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "0"]  # exited, and not one message started
+
+
 # -- requests first ------------------------------------------------------------------------
 
 

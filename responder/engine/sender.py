@@ -24,9 +24,12 @@ How:
 3. If the child dies, every send it held ends as a failed try ("the sending process stopped"),
    which the dispatcher retries like any other; the next send starts a new child.  A send is
    never retried while the child that runs it may still be running it.
-4. If the service dies (kill -9), the child reads end-of-file and exits at once, taking the
-   sends it held with it — as threads in the service's own process would have died.  On a
-   graceful stop the dispatcher first waits for the sends in flight, then :meth:`close`.
+4. If the service dies (kill -9), the child exits at once, taking the sends it held with it —
+   as threads in the service's own process would have died.  It notices the hang-up before
+   reading each request, not only at end-of-file: the requests the service wrote just before
+   it died are still in the pipe, and started they would reach the gateway after the service's
+   death and go out again after its restart.  On a graceful stop the dispatcher first waits
+   for the sends in flight, then :meth:`close`.
 
 The child ignores SIGINT, SIGTERM and SIGHUP: Ctrl-C in a terminal (or the terminal closing)
 reaches the whole process group, and the service, not the child, decides when sending stops.
@@ -41,6 +44,7 @@ import logging
 import multiprocessing
 import multiprocessing.util
 import os
+import select
 import signal
 import threading
 import time
@@ -77,9 +81,11 @@ def _child(conn: Connection) -> None:
     running: list[threading.Thread] = []
     while True:
         try:
+            if _hung_up(conn):  # before end-of-file, while its last requests wait unread
+                os._exit(0)  # the service is gone: nobody would record what we send
             request = conn.recv()
         except (EOFError, OSError):
-            os._exit(0)  # the service is gone: nobody would record what we send
+            os._exit(0)
         if request is None:  # a graceful close: the service waited for its sends already
             ends = time.monotonic() + CLOSE_GRACE
             for thread in running:  # only those given up on should still be running
@@ -89,6 +95,14 @@ def _child(conn: Connection) -> None:
         thread = threading.Thread(target=run, args=request, name="send", daemon=True)
         thread.start()
         running.append(thread)
+
+
+def _hung_up(conn: Connection) -> bool:
+    """Whether the service's end of the pipe is closed (it died), even with requests it wrote
+    before still unread: the socket reports the hang-up at once, end-of-file only after them."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
 
 class Sender:
