@@ -228,7 +228,7 @@ async def tokens(db: Database, username: str | None = None) -> list[dict[str, An
         "SELECT 1 FROM users WHERE username = ?", (username,)
     ):
         raise NotFound("user_not_found", f"找不到用户 {username}", f"no user {username}")
-    rows = await db.fetchall(
+    rows = await db.scan(
         "SELECT t.id, u.username, u.role, t.name, t.created_at, t.last_used_at, t.revoked_at,"
         " t.expires_at, u.disabled FROM tokens t JOIN users u ON u.id = t.user_id"
         " WHERE ? IS NULL OR u.username = ? ORDER BY t.id DESC",
@@ -238,7 +238,7 @@ async def tokens(db: Database, username: str | None = None) -> list[dict[str, An
 
 
 async def users(db: Database) -> list[dict[str, Any]]:
-    rows = await db.fetchall(
+    rows = await db.scan(
         "SELECT u.username, u.role, u.disabled, u.created_at, u.password_hash IS NOT NULL"
         " AS can_log_in, (SELECT COUNT(*) FROM tokens t WHERE t.user_id = u.id"
         " AND t.revoked_at IS NULL) AS tokens FROM users u ORDER BY u.username"

@@ -118,8 +118,8 @@ async def incidents(
         where.append("drill = ?")
         params.append(int(drill))
     clause = (" WHERE " + " AND ".join(where)) if where else ""
-    total = await db.fetchone(f"SELECT COUNT(*) FROM incidents{clause}", params)
-    rows = await db.fetchall(
+    (total,) = await db.scan(f"SELECT COUNT(*) FROM incidents{clause}", params)
+    rows = await db.scan(
         f"SELECT * FROM incidents{clause} ORDER BY declared_at DESC, id DESC LIMIT ? OFFSET ?",
         [*params, limit, offset],
     )
@@ -137,7 +137,7 @@ async def _with_obligations(db: Database, cfg: Config, rows: list[Any]) -> list[
     by_incident: dict[str, list[Any]] = {i: [] for i in ids}
     if ids:
         marks = ",".join("?" * len(ids))
-        for o in await db.fetchall(
+        for o in await db.scan(
             f"SELECT * FROM obligations WHERE incident_id IN ({marks}) ORDER BY id", ids
         ):
             by_incident[o["incident_id"]].append(o)
@@ -149,8 +149,8 @@ async def most_urgent(db: Database, cfg: Config, limit: int) -> dict[str, Any]:
     breached one is earlier than any open one), then those with none, newest first.  For
     the duty officer's start page, where the incident that needs action must not drop out
     of sight below a hundred newer ones."""
-    total = await db.fetchone("SELECT COUNT(*) FROM incidents WHERE status = 'active'")
-    rows = await db.fetchall(
+    (total,) = await db.scan("SELECT COUNT(*) FROM incidents WHERE status = 'active'")
+    rows = await db.scan(
         "WITH pending AS (SELECT incident_id, MIN(deadline) AS due FROM obligations"
         " WHERE status IN ('open', 'breached') AND met_at IS NULL GROUP BY incident_id)"
         " SELECT i.* FROM incidents i LEFT JOIN pending p ON p.incident_id = i.id"
@@ -169,7 +169,7 @@ def _explained(field: str, error: str | None) -> dict[str, str | None]:
 
 async def notifications(db: Database, cfg: Config, incident_id: str) -> list[dict[str, Any]]:
     await incident(db, cfg, incident_id)  # 404 for an unknown incident
-    rows = await db.fetchall(
+    rows = await db.scan(
         "SELECT n.*, o.kind AS obligation_kind FROM notifications n"
         " LEFT JOIN obligations o ON o.id = n.obligation_id"
         " WHERE n.incident_id = ? ORDER BY n.id",
@@ -177,7 +177,7 @@ async def notifications(db: Database, cfg: Config, incident_id: str) -> list[dic
     )
     attempts: dict[int, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
     if rows:
-        for a in await db.fetchall(
+        for a in await db.scan(
             "SELECT a.* FROM attempts a JOIN notifications n ON n.id = a.notification_id"
             " WHERE n.incident_id = ? ORDER BY a.id",
             (incident_id,),
@@ -221,7 +221,7 @@ async def notifications(db: Database, cfg: Config, incident_id: str) -> list[dic
 async def timeline(db: Database, cfg: Config, incident_id: str) -> list[dict[str, Any]]:
     """The incident's history from its audit entries, oldest first."""
     await incident(db, cfg, incident_id)
-    rows = await db.fetchall(
+    rows = await db.scan(
         "SELECT seq, at, actor, action, data FROM audit_log WHERE subject = ? ORDER BY seq",
         (incident_id,),
     )
@@ -272,7 +272,7 @@ async def accountability_records(
             where.append(f"{column} = ?")
             params.append(value)
     clause = (" WHERE " + " AND ".join(where)) if where else ""
-    rows = await db.fetchall(f"SELECT * FROM accountability_records{clause} ORDER BY id", params)
+    rows = await db.scan(f"SELECT * FROM accountability_records{clause} ORDER BY id", params)
     return [record_view(r, cfg) for r in rows]
 
 
@@ -285,7 +285,7 @@ async def accountability_record(db: Database, cfg: Config, record_id: int) -> di
             f"no accountability record {record_id}",
         )
     view = record_view(row, cfg)
-    told = await db.fetchall(
+    told = await db.scan(
         "SELECT person_id, kind, status, sent_at, sent_channel, acked_at FROM notifications"
         " WHERE obligation_id = ? ORDER BY id",
         (row["obligation_id"],),

@@ -34,21 +34,53 @@ async def test_a_committed_row_is_seen_by_the_next_read_under_concurrent_reads(
     async def busy_reader() -> None:
         for _ in range(20):
             await db.fetchone("SELECT name FROM counters ORDER BY name")  # many rows, first one
+            await db.scan("SELECT name FROM counters ORDER BY name LIMIT 1")
 
     async def write_then_read(i: int) -> bool:
         def job(tx: sqlite3.Connection) -> Any:
             tx.execute("INSERT INTO counters (name, value) VALUES (?, ?)", (f"new{i}", i))
 
         await db.transact(job)
-        return (
-            await db.fetchone("SELECT value FROM counters WHERE name = ?", (f"new{i}",)) is not None
-        )
+        sql, params = "SELECT value FROM counters WHERE name = ?", (f"new{i}",)
+        return await db.fetchone(sql, params) is not None and len(await db.scan(sql, params)) == 1
 
     for round_ in range(10):
         results = await asyncio.gather(
             busy_reader(), busy_reader(), *(write_then_read(round_ * 10 + i) for i in range(10))
         )
         assert all(results[2:]), f"a committed row was not visible in round {round_}"
+
+
+async def test_a_quick_read_cannot_write(db: Database) -> None:
+    """Reads run on the event loop's own connection; a change must go through the writer."""
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        await db.fetchall("INSERT INTO counters (name, value) VALUES ('x', 1)")
+    assert await db.fetchall("SELECT * FROM counters WHERE name = 'x'") == []
+
+
+async def test_a_long_scan_leaves_the_event_loop_free(db: Database) -> None:
+    """A read whose size grows with the data runs on the reader thread: requests and the
+    engine go on while it runs (a quick read would hold the loop for all of it)."""
+    turns = 0
+    done = False
+
+    async def other_work() -> None:
+        nonlocal turns
+        while not done:
+            turns += 1
+            await asyncio.sleep(0)
+
+    worker = asyncio.ensure_future(other_work())
+    await asyncio.sleep(0)
+    started = turns
+    (row,) = await db.scan(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)"
+        " SELECT COUNT(*) FROM n"
+    )
+    done = True
+    await worker
+    assert row[0] == 300000
+    assert turns - started > 10  # the loop kept turning while the scan ran
 
 
 # -- group commit ------------------------------------------------------------------------

@@ -166,7 +166,14 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except RequestPayloadError:  # aiohttp could not decode the body: broken gzip or chunks
         zh = "请求内容无法读取(压缩或分块编码有误),请重新发送"
         en = "the body could not be read (its compression or chunked encoding is broken)"
-        return json_error(400, "bad_request", zh, en) if api else _page(400, zh, en)
+        resp = json_error(400, "bad_request", zh, en) if api else _page(400, zh, en)
+        # Nothing more of this body can be read: end it here and close the connection after
+        # the answer.  Otherwise aiohttp, draining the body after the answer, meets the same
+        # error outside any handler and drops the connection unanswered (seen when the body's
+        # bytes arrived after the handler had started reading).
+        request.content.feed_eof()
+        resp.force_close()
+        return resp
     except ConnectionResetError:
         # The client went away while sending its body (a phone losing its network).  Nothing
         # was changed yet and nobody is left to answer: the access line records 499.

@@ -83,7 +83,7 @@ async def metrics(request: web.Request) -> web.Response:
     )
     active = {
         (row[0], bool(row[1])): row[2]
-        for row in await db.fetchall(
+        for row in await db.scan(
             "SELECT level, drill, COUNT(*) FROM incidents WHERE status = 'active'"
             " GROUP BY level, drill"
         )
@@ -97,12 +97,12 @@ async def metrics(request: web.Request) -> web.Response:
                 f" {active.get((level, drill), 0)}"
             )
     lines += family("responder_obligations", "gauge", "obligations by status")
-    for row in await db.fetchall("SELECT status, COUNT(*) FROM obligations GROUP BY status"):
+    for row in await db.scan("SELECT status, COUNT(*) FROM obligations GROUP BY status"):
         lines.append(f'responder_obligations{{status="{escape_label(row[0])}"}} {row[1]}')
     lines += family(
         "responder_notifications", "gauge", "notifications by current channel and status"
     )
-    for row in await db.fetchall(
+    for row in await db.scan(
         "SELECT json_extract(channels, '$[' || channel_index || ']') AS channel, status, COUNT(*)"
         " FROM notifications GROUP BY channel, status"
     ):
