@@ -112,6 +112,16 @@ async def test_a_stopped_engine_leaves_no_sending_process(
     assert (await notification(db, nid))["status"] == "sent"
 
 
+def run_script(path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """Run ``text`` as a Python script of its own (from the project's root); it must exit 0."""
+    path.write_text(text, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(path)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_a_service_killed_with_requests_still_in_the_pipe_has_none_of_them_sent(
     tmp_path: Path,
 ) -> None:
@@ -123,8 +133,8 @@ def test_a_service_killed_with_requests_still_in_the_pipe_has_none_of_them_sent(
 
     The child's loop runs in a script of its own, with apprise's send replaced by a note of
     what would have gone out, and its ``os._exit`` by an exception, to count after it ends."""
-    script = tmp_path / "child_after_the_service_died.py"
-    script.write_text(
+    done = run_script(
+        tmp_path / "child_after_the_service_died.py",
         "import os, threading\n"
         "from multiprocessing import Pipe\n"
         "from responder.engine import sender\n"
@@ -144,12 +154,7 @@ def test_a_service_killed_with_requests_still_in_the_pipe_has_none_of_them_sent(
         "for t in threading.enumerate():\n"
         "    if t is not threading.main_thread(): t.join(10)\n"
         "print(code, len(started), flush=True)\n",
-        encoding="utf-8",
     )
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
-    assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0", "0"]  # exited, and not one message started
 
 
@@ -232,8 +237,8 @@ def test_a_process_exits_even_if_its_sender_was_never_closed(tmp_path: Path) -> 
     before waiting for them: a Sender left unclosed (a start cut short by cancellation, a
     test that never closed its engine) made the interpreter's exit wait for ever — a test
     run hung after its last test.  The pipe is now closed first, and the child ends."""
-    script = tmp_path / "leave_it_open.py"
-    script.write_text(
+    done = run_script(
+        tmp_path / "leave_it_open.py",
         "import asyncio\n"
         "from responder.engine.sender import Sender\n"
         "async def main():\n"
@@ -243,12 +248,7 @@ def test_a_process_exits_even_if_its_sender_was_never_closed(tmp_path: Path) -> 
         "    globals()['kept'] = sender  # referenced until the very end\n"
         "if __name__ == '__main__':\n"
         "    asyncio.run(main())\n",
-        encoding="utf-8",
     )
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
-    assert done.returncode == 0, done.stderr
     child = int(done.stdout.split()[0])
     try:
         handle = os.pidfd_open(child)
