@@ -48,21 +48,46 @@ def load_secret(path: str) -> bytes:
 
 
 def _create(p: Path) -> bytes:
+    """Make the key file so that it appears whole or not at all.
+
+    1. Write the key to a temporary file beside it and fsync it.
+    2. Hard-link it to the key file's name: atomic, and refused if the name exists — another
+       process starting at the same moment made its key first; theirs is then read and used.
+    3. Remove the temporary name.
+
+    Written in place, a kill -9 between creating the file and writing it (the very first start)
+    left an empty key file that every later start refused.  A filesystem without hard links
+    gets the key written in place, as before.
+    """
     key = secrets.token_bytes(KEY_BYTES)
+    tmp = p.with_name(f".{p.name}.{secrets.token_hex(6)}.tmp")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _write_new(tmp, key)
+        try:
+            os.link(tmp, p)
+        except FileExistsError:
+            return load_secret(str(p))
+        except OSError:  # no hard links here (some network or FAT filesystems)
+            _write_new(p, key)
     except OSError as e:
         raise _unusable(str(p), str(e)) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return key
+
+
+def _write_new(path: Path, key: bytes) -> None:
+    """Create ``path`` (mode 0600; it must not exist) holding the key, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(base64.b64encode(key).decode() + "\n")
             f.flush()
             os.fsync(f.fileno())
-    except OSError as e:  # leave no half-written key behind to be read at the next start
-        p.unlink(missing_ok=True)
-        raise _unusable(str(p), str(e)) from None
-    return key
+    except OSError:  # leave no half-written key behind to be read at the next start
+        path.unlink(missing_ok=True)
+        raise
 
 
 def _unusable(path: str, reason: str) -> ResponderError:

@@ -4,8 +4,12 @@ be trusted — an empty key would sign page sessions that anyone could forge."""
 from __future__ import annotations
 
 import base64
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +17,8 @@ from responder.cli import main
 from responder.errors import ResponderError
 from responder.secret import KEY_BYTES, load_secret
 from tests.conftest import CONFIG_PATH
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +54,58 @@ def test_a_key_file_that_cannot_be_trusted_is_refused(
     assert e.value.zh.startswith(f"服务器密钥文件 {path} 无法使用:") and "备份" in e.value.zh
     assert why in e.value.en
     assert path.read_text(encoding="ascii") == content  # left for the administrator
+
+
+def test_killed_while_making_the_key_leaves_no_key_file_behind(tmp_path: Path) -> None:
+    """A kill -9 in the first start, between creating the key file and writing it, left an
+    empty key file that every later start refused.  The key is now written aside and linked
+    into place whole.  (The kill is placed by making ``os.fdopen`` end the process.)"""
+    path = tmp_path / "var" / "secret.key"
+    script = (
+        "import os, sys\n"
+        "from responder import secret\n"
+        "os.fdopen = lambda *a, **k: os._exit(9)\n"
+        "secret.load_secret(sys.argv[1])\n"
+    )
+    died = subprocess.run(
+        [sys.executable, "-c", script, str(path)], cwd=ROOT, capture_output=True, timeout=60
+    )
+    assert died.returncode == 9, died.stderr
+    assert not path.exists()
+    key = load_secret(str(path))  # the next start makes the key and keeps it
+    assert len(key) == KEY_BYTES and load_secret(str(path)) == key
+
+
+def test_two_first_starts_at_once_use_the_same_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process makes its key in the instant before ours is linked: ours is dropped and
+    theirs used, so both sign with the same key.  (The other process is played by writing its
+    key file just before the link.)"""
+    path = tmp_path / "secret.key"
+    theirs = b"t" * KEY_BYTES
+    real_link = os.link
+
+    def link(src: Any, dst: Any) -> None:
+        Path(dst).write_text(base64.b64encode(theirs).decode() + "\n", encoding="ascii")
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link)
+    assert load_secret(str(path)) == theirs
+    assert [p.name for p in tmp_path.iterdir()] == ["secret.key"]  # no temporary file left
+
+
+def test_without_hard_links_the_key_is_written_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: Any, dst: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "secret.key"
+    key = load_secret(str(path))
+    assert len(key) == KEY_BYTES and load_secret(str(path)) == key
+    assert [p.name for p in tmp_path.iterdir()] == ["secret.key"]
 
 
 def test_a_short_passphrase_in_the_environment_is_refused(
