@@ -107,6 +107,44 @@ async def test_form_gateways_get_the_message_and_the_idempotency_key() -> None:
         assert request.headers["X-Responder-Notification"] == "42-sms"
 
 
+async def test_a_wecom_robot_gets_the_chat_message_as_plain_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """apprise's WeCom robot posts msgtype "text": the chat markdown reached people as "####",
+    "**" and "[确认收到](…)" — and a messenger could take the ")" into the link.  WeCom's server
+    cannot run here: the plugin's address is pointed at the local sink, the rest is apprise's."""
+    from apprise.plugins.wecombot import NotifyWeComBot
+
+    from responder.engine.messages import render
+    from responder.engine.send import send
+    from tests.sinks import HttpSink
+
+    ack_url = "https://yjxx.example.gov.cn/ack/" + "A" * 32
+    message = render(
+        "chat",
+        "zh",
+        {"step_kind": "deadline", "title": "江城化工园区储罐爆炸事故", "level": "II",
+         "level_name": "重大", "obligation": "发布权威信息", "deadline": "2026-11-27 08:40 +08:00",
+         "state": "due_now", "lead_unit": "区应急管理局", "action": "请立即发布权威信息",
+         "ack_url": ack_url},
+    )  # fmt: skip
+    assert "**" in message.body and f"]({ack_url})" in message.body  # markdown for the others
+    async with HttpSink() as sink:
+        monkeypatch.setattr(
+            NotifyWeComBot, "notify_url", f"http://127.0.0.1:{sink.port}/wecom?key={{key}}"
+        )
+        outcome = await asyncio.to_thread(
+            send, "wecombot://botkey", message.title, message.body, "chat"
+        )
+        assert outcome.ok, outcome.error
+        (request,) = await sink.wait_for(1)
+    text = request.payload["text"]["content"]
+    assert request.payload["msgtype"] == "text"
+    assert "####" not in text and "**" not in text and "](" not in text
+    assert "发布权威信息:已到时限,尚未完成" in text
+    assert text.rstrip().endswith(f"确认收到: {ack_url}")  # the link alone, at the end
+
+
 def test_twilio_voice_and_sms_service_urls_are_understood() -> None:
     """Twilio calls cannot be placed from here (no internet); what can be checked is that the
     documented channel templates, filled in, are URLs apprise accepts."""

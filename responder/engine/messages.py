@@ -13,7 +13,8 @@ the same facts in the form it can carry:
   and durations are spelled the way they are said.
 * **email** — a subject and a full plain-text body (details, legal basis, what to do,
   collapsed steps of a catch-up, the link).
-* **chat** — a title and a markdown body for DingTalk / WeCom / Feishu robots.
+* **chat** — a title and a markdown body for DingTalk / WeCom / Feishu robots (WeCom's robot
+  in apprise shows text only: it gets the same message unmarked, ``send.as_text``).
 
 The caller formats every value (times, durations, level names) before rendering; templates
 only arrange them.  The environment is strict (``StrictUndefined``) so a misspelt key fails

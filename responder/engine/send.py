@@ -38,6 +38,9 @@ _urllib3_log.propagate = False
 _urllib3_log.addHandler(logging.NullHandler())
 
 FORMATS = {"chat": apprise.NotifyFormat.MARKDOWN}
+# Chat robots that show plain text only: apprise's WeCom robot posts msgtype "text", and our chat
+# markdown would reach the recipient as "####", "**" and "[确认收到](https://…)".
+TEXT_ONLY_CHAT = {"wecombot"}
 # apprise 2.x gives up waiting for a service after ``service_timeout`` (60 s by default) and
 # reports a failure while the send goes on in its thread pool: a retry beside it would deliver
 # the message twice.  0 turns that off, and without async_mode a single URL is sent in the
@@ -103,18 +106,24 @@ def with_read_timeout(url: str, seconds: float) -> str:
     return f"{url}{sep}rto={int(seconds)}"
 
 
+def as_text(markdown: str) -> str:
+    """A chat message's markdown as plain text: headings, quotes and bold unmarked, the link
+    written out.  (Free text in it has no markdown: the templates make its brackets full-width.)"""
+    text = re.sub(r"^(?:#{1,6}|>) ?", "", markdown, flags=re.MULTILINE).replace("**", "")
+    return re.sub(r"\[([^\]\n]*)\]\((\S+?)\)", r"\1: \2", text)
+
+
 def send(url: str, title: str, body: str, channel_kind: str) -> Outcome:
     """Send synchronously (run it in a thread).  Never raises for a delivery problem."""
     started = time.monotonic()
+    body_format = FORMATS.get(channel_kind, apprise.NotifyFormat.TEXT)
+    if body_format == apprise.NotifyFormat.MARKDOWN and url.split("://")[0] in TEXT_ONLY_CHAT:
+        body, body_format = as_text(body), apprise.NotifyFormat.TEXT
     try:
         ap = apprise.Apprise(asset=ASSET)
         if not ap.add(url):
             return Outcome(False, URL_NOT_UNDERSTOOD, time.monotonic() - started)
-        result = ap.notify(
-            body=body,
-            title=title,
-            body_format=FORMATS.get(channel_kind, apprise.NotifyFormat.TEXT),
-        )
+        result = ap.notify(body=body, title=title, body_format=body_format)
     except Exception as e:  # a plugin bug must not take the dispatcher down
         return Outcome(False, scrub(f"{type(e).__name__}: {e}", url), time.monotonic() - started)
     elapsed = time.monotonic() - started
