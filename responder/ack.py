@@ -26,8 +26,8 @@ _NOT_FOUND = NotFound(
 
 
 # A token is 32 URL-safe base64 characters (secret.ack_token).  What follows it in a path was
-# put there by a messenger that took punctuation into the link: WeCom's robot shows the chat
-# markdown as plain text, and "[确认收到](https://…/ack/TOKEN)" may open as ".../TOKEN)".
+# put there by a messenger that took the punctuation after a bare link into it (".../TOKEN." or
+# ".../TOKEN)"), or by a chat that shows our markdown "[确认收到](https://…/ack/TOKEN)" as text.
 _TOKEN = re.compile(r"([A-Za-z0-9_-]{32})(?![A-Za-z0-9_-])")
 
 
