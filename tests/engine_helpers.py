@@ -1,5 +1,6 @@
 """Plain helpers for the alert engine's tests (the fixtures are in :mod:`tests.engine_fixtures`).
 
+* :func:`ops_of` — the service layer beside an engine, waking its scheduler (as the app wires it).
 * :func:`wire` — point a config's channels at an HTTP sink and an SMTP sink.
 * :func:`settle` — wait (in real time, briefly) until the engine has done everything due now.
 * :func:`quiet` — wait until every task sleeping on the FakeClock has gone back to sleep.
@@ -19,10 +20,16 @@ from responder.clock import FakeClock
 from responder.config import Config
 from responder.engine import outbox
 from responder.engine.runner import Engine
+from responder.ops import Ops
 from responder.store import Database
 from responder.timeutil import from_db, to_db
 
 SECRET = b"k" * 32
+
+
+def ops_of(engine: Engine) -> Ops:
+    """The service layer beside ``engine``, waking its scheduler as the application wires it."""
+    return Ops(engine.db, engine.cfg, engine.clock, wake=engine.scheduler.wake)
 
 
 def wire(cfg: Config, http_port: int, smtp_port: int) -> Config:

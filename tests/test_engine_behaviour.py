@@ -25,7 +25,7 @@ from responder.ops import Ops
 from responder.secret import ack_token
 from responder.store import Database
 from responder.timeutil import from_db, to_db
-from tests.engine_helpers import SECRET, quiet, settle
+from tests.engine_helpers import SECRET, ops_of, quiet, settle
 from tests.sinks import HttpSink, SmtpSink
 
 pytest_plugins = ["tests.engine_fixtures"]
@@ -72,9 +72,9 @@ async def test_restart_after_three_hours_fires_what_fell_due_once_collapsed(
     await first.start()
     try:
         # A: release due at T+4h — at T+3h its T-2h and T-1h reminders have fallen due.
-        a = await first.ops.declare(declaration(clock, 1 * H, title="A"), "test")
+        a = await ops_of(first).declare(declaration(clock, 1 * H, title="A"), "test")
         # B: release due at T+3h — at T+3h everything up to its deadline has fallen due.
-        b = await first.ops.declare(declaration(clock, 2 * H, title="B", level="I"), "test")
+        b = await ops_of(first).declare(declaration(clock, 2 * H, title="B", level="I"), "test")
         await settle(first)
     finally:
         await first.stop()
@@ -190,7 +190,7 @@ async def _repeats_to(db: Database, ob_id: int, since: datetime) -> Counter[str]
 async def test_acknowledging_stops_repeats_to_that_person_only_until_the_release(
     engine: Engine, clock: FakeClock, db: Database
 ) -> None:
-    incident_id = await engine.ops.declare(declaration(clock, timedelta(0)), "test")
+    incident_id = await ops_of(engine).declare(declaration(clock, timedelta(0)), "test")
     await settle(engine)  # the 'declared' step fires now, not collapsed into a later catch-up
     release = await obligation_id(db, incident_id, "authoritative_release")
     for _ in range(10):  # to the deadline (T+5h) in 30-minute strides
@@ -219,7 +219,7 @@ async def test_acknowledging_stops_repeats_to_that_person_only_until_the_release
         await settle(engine)
         assert await _repeats_to(db, release, since) == dict.fromkeys(everyone - {"wang-fang"}, 1)
 
-    await engine.ops.record_release(
+    await ops_of(engine).record_release(
         incident_id, RecordRelease(published_at=clock.now(), url="https://example.gov.cn/1"), "test"
     )
     since = clock.now()
@@ -235,7 +235,7 @@ async def test_acknowledging_a_reminder_before_the_breach_does_not_silence_repea
     engine: Engine, clock: FakeClock, db: Database
 ) -> None:
     """ "We are on it" at T-2h is not an answer to the breach: repeats still reach that person."""
-    incident_id = await engine.ops.declare(declaration(clock, timedelta(0)), "test")
+    incident_id = await ops_of(engine).declare(declaration(clock, timedelta(0)), "test")
     await settle(engine)  # the 'declared' step fires now, not collapsed into a later catch-up
     release = await obligation_id(db, incident_id, "authoritative_release")
     clock.advance(3 * 60 * M)  # T+3h: the T-2h reminder
@@ -256,7 +256,7 @@ async def test_acknowledging_a_reminder_before_the_breach_does_not_silence_repea
 async def test_acknowledging_cancels_a_repeat_still_waiting_for_a_retry(
     engine: Engine, clock: FakeClock, db: Database, http_sink: HttpSink
 ) -> None:
-    incident_id = await engine.ops.declare(declaration(clock, 5 * H), "test")  # breached now
+    incident_id = await ops_of(engine).declare(declaration(clock, 5 * H), "test")  # breached now
     await settle(engine)
     release = await obligation_id(db, incident_id, "authoritative_release")
     first = await db.fetchone(
@@ -297,7 +297,7 @@ def _mail_text(message: EmailMessage) -> str:
 async def test_every_message_of_a_drill_says_it_is_a_drill(
     engine: Engine, clock: FakeClock, http_sink: HttpSink, smtp_sink: SmtpSink
 ) -> None:
-    await engine.ops.declare(
+    await ops_of(engine).declare(
         declaration(clock, 5 * H, title="演练:危化品泄漏", level="I", drill=True), "test"
     )
     for _ in range(40):  # 20 hours
@@ -325,7 +325,7 @@ async def test_thirty_hours_of_escalation_fire_exactly_on_time(
 ) -> None:
     started = time.monotonic()
     t0 = clock.now()
-    incident_id = await engine.ops.declare(declaration(clock, timedelta(0)), "test")
+    incident_id = await ops_of(engine).declare(declaration(clock, timedelta(0)), "test")
     await settle(engine)
     for _ in range(30 * 12):
         clock.advance(5 * M)

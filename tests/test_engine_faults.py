@@ -39,7 +39,16 @@ from responder.models import DeclareIncident
 from responder.ops import Ops
 from responder.store import Database
 from responder.timeutil import from_db
-from tests.engine_helpers import SECRET, attempts, drive, notification, queue, settle, wire
+from tests.engine_helpers import (
+    SECRET,
+    attempts,
+    drive,
+    notification,
+    ops_of,
+    queue,
+    settle,
+    wire,
+)
 from tests.sinks import HttpSink, SmtpSink
 
 pytest_plugins = ["tests.engine_fixtures"]
@@ -194,7 +203,7 @@ async def test_a_gateway_that_never_finishes_answering_is_given_up_on_and_the_ne
 
 async def drill_without_duties(engine: Engine, clock: FakeClock, title: str) -> str:
     """A level III drill: no obligations, no steps — only the messages a test queues for it."""
-    return await engine.ops.declare(
+    return await ops_of(engine).declare(
         DeclareIncident(
             title=title,
             category="accident",

@@ -13,7 +13,7 @@ from responder.clock import FakeClock
 from responder.engine.runner import Engine
 from responder.models import DeclareIncident, RecordRelease
 from responder.store import Database
-from tests.engine_helpers import settle
+from tests.engine_helpers import ops_of, settle
 from tests.sinks import HttpSink, SmtpSink
 
 pytest_plugins = ["tests.engine_fixtures"]
@@ -23,7 +23,7 @@ async def test_late_declaration_catch_up_then_breach_then_release_stops_messages
     engine: Engine, clock: FakeClock, http_sink: HttpSink, smtp_sink: SmtpSink, db: Database
 ) -> None:
     occurred = clock.now() - timedelta(hours=4, minutes=59, seconds=50)
-    incident_id = await engine.ops.declare(
+    incident_id = await ops_of(engine).declare(
         DeclareIncident(
             title="江城化工园区储罐爆炸",
             category="accident",
@@ -56,7 +56,7 @@ async def test_late_declaration_catch_up_then_breach_then_release_stops_messages
     assert any("已超过发布时限" in b for b in breach_bodies), breach_bodies
 
     # The release is recorded: no further message about that obligation, ever.
-    await engine.ops.record_release(
+    await ops_of(engine).record_release(
         incident_id, RecordRelease(published_at=clock.now(), url="https://example.gov.cn/1"), "test"
     )
     await settle(engine)
@@ -77,7 +77,7 @@ async def test_late_declaration_catch_up_then_breach_then_release_stops_messages
 async def test_repeats_every_30_minutes_until_met(
     engine: Engine, clock: FakeClock, db: Database
 ) -> None:
-    await engine.ops.declare(
+    await ops_of(engine).declare(
         DeclareIncident(
             title="暴雨",
             category="natural_disaster",
@@ -108,7 +108,7 @@ async def test_a_declaration_already_past_its_deadline_fires_the_breach_on_recor
     """Declared six hours after it occurred: the release is breached at declaration, and the
     catch-up step that tells everyone says so in the audit log (it said ``breached: false``,
     since the firing itself had nothing left to breach)."""
-    incident_id = await engine.ops.declare(
+    incident_id = await ops_of(engine).declare(
         DeclareIncident(
             title="江城化工园区储罐爆炸",
             category="accident",

@@ -23,10 +23,10 @@ from responder.models import (
     ReschedulePressConference,
     SchedulePressConference,
 )
+from responder.obligations import breach
 from responder.ops import Ops
 from responder.store import Database
 from responder.store.audit import verify
-from responder.store.plans import breach
 from responder.timeutil import CLOCK_SKEW, from_db, to_db
 
 AR = "authoritative_release"

@@ -42,7 +42,7 @@ from responder.models import (
 )
 from responder.web.api import ROUTES
 from responder.web.app import create_app
-from responder.web.keys import DB, ENGINE
+from responder.web.keys import DB, OPS
 from responder.web.routing import Route
 from tests.sinks import free_port
 from tests.web_helpers import SECRET, make_tokens, rfc3339
@@ -108,7 +108,7 @@ async def seed(app: web.Application, clock: FakeClock) -> tuple[dict[str, str], 
     release and a scheduled press conference, one closed; and their first messages, sent."""
     db = app[DB]
     tokens, _ = await make_tokens(db, clock.now())
-    ops = app[ENGINE].ops
+    ops = app[OPS]
     now = clock.now()
     ids = []
     for level, hours in (("II", 6), ("I", 1), ("IV", 2), ("II", 3)):

@@ -5,7 +5,7 @@ For each obligation with steps due (``fire_due``):
 1. Mark its due steps fired — conditionally (``status = 'pending'``), so a step cancelled
    by a milestone in the meantime is not fired, and no step fires twice.
 2. If one of them is the deadline step, breach the obligation and open its accountability
-   record (:func:`responder.store.plans.breach`, itself conditional).
+   record (:func:`responder.obligations.breach`, itself conditional).
 3. Resolve the union of their audiences to people.  Several steps due at once (a late
    declaration, or the service coming back after downtime) give each person ONE catch-up
    message for the obligation, not a storm.  People who acknowledged get no more repeats.
@@ -21,30 +21,31 @@ import json
 import logging
 import sqlite3
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from responder import obligations
 from responder.audience import channels_for, resolve
 from responder.config import Config
 from responder.engine import outbox
-from responder.policy.planner import next_repeat
+from responder.rows import Step
 from responder.store import Database, audit
-from responder.store.plans import breach
 from responder.timeutil import from_db, to_db
 
 log = logging.getLogger("responder.scheduler")
 Fired = tuple[int, list[float]]  # notifications queued, lateness (s) of each step fired
 
 
-async def due_steps(db: Database, now: datetime, limit: int) -> list[Any]:
+async def due_steps(db: Database, now: datetime, limit: int) -> list[Step]:
     """Due steps of the (about) ``limit`` earliest obligations — all of each one's due steps,
     so that a large backlog never splits an obligation's catch-up into two messages."""
-    return await db.fetchall(
+    rows = await db.fetchall(
         "SELECT * FROM steps WHERE status = 'pending' AND due_at <= ? AND obligation_id IN"
         " (SELECT obligation_id FROM steps WHERE status = 'pending' AND due_at <= ?"
         " ORDER BY due_at LIMIT ?) ORDER BY due_at, id",
         (to_db(now), to_db(now), limit),
     )
+    return [Step.of(r) for r in rows]
 
 
 def _acked_people(tx: sqlite3.Connection, obligation_id: int) -> set[str]:
@@ -65,11 +66,11 @@ def fire_obligation(
     tx: sqlite3.Connection,
     cfg: Config,
     secret: bytes,
-    steps: list[Any],
+    steps: list[Step],
     now: datetime,
 ) -> Fired:
     """Fire one obligation's due steps (inside the caller's transaction)."""
-    ids = [s["id"] for s in steps]
+    ids = [s.id for s in steps]
     marks = ",".join("?" * len(ids))
     cur = tx.execute(
         f"UPDATE steps SET status = 'fired', fired_at = ? WHERE id IN ({marks})"
@@ -77,11 +78,11 @@ def fire_obligation(
         (to_db(now), *ids),
     )
     won = {r[0] for r in cur.fetchall()}
-    steps = [s for s in steps if s["id"] in won]
+    steps = [s for s in steps if s.id in won]
     if not steps:
         return 0, []
-    lateness = [(now - from_db(s["due_at"])).total_seconds() for s in steps]  # type: ignore[operator]
-    obligation_id = steps[0]["obligation_id"]
+    lateness = [(now - s.due_at).total_seconds() for s in steps]
+    obligation_id = steps[0].obligation_id
     cur = tx.execute(
         "SELECT o.*, i.title, i.level AS incident_level, i.category, i.location, i.occurred_at,"
         " i.lead_unit, i.co_units, i.drill, i.status AS incident_status"
@@ -94,38 +95,35 @@ def fire_obligation(
         return 0, lateness  # nothing to say any more; the steps are spent
 
     breached_now = False
-    if any(s["is_deadline"] for s in steps):
-        breached_now = breach(tx, cfg, obligation_id, now) is not None
+    if any(s.is_deadline for s in steps):
+        breached_now = obligations.breach(tx, cfg, obligation_id, now) is not None
 
     acked = _acked_people(tx, obligation_id)
+    co_units = json.loads(ob["co_units"])
     per_person: dict[str, dict[str, Any]] = {}
     addressed = False  # anyone at all answers the steps' audiences (acknowledged or not)
     for s in steps:
-        audience = resolve(
-            json.loads(s["audience"]), cfg, ob["lead_unit"], json.loads(ob["co_units"])
-        )
+        audience = resolve(s.audience, cfg, ob["lead_unit"], co_units)
         addressed = addressed or bool(audience)
         for person in audience:
-            if s["kind"] == "repeat" and person.id in acked:
+            if s.kind == "repeat" and person.id in acked:
                 continue
             entry = per_person.setdefault(
                 person.id, {"person": person, "steps": [], "channels": [], "all": False}
             )
-            entry["all"] = entry["all"] or bool(s["all_channels"])
+            entry["all"] = entry["all"] or s.all_channels
             entry["steps"].append(s)
-            entry["channels"].extend(
-                c for c in json.loads(s["channels"]) if c not in entry["channels"]
-            )
+            entry["channels"].extend(c for c in s.channels if c not in entry["channels"])
 
     queued = 0
     for entry in per_person.values():
         person_steps = entry["steps"]
-        last = max(person_steps, key=lambda s: (s["nominal_at"], s["id"]))
+        last = max(person_steps, key=lambda s: (s.nominal_at, s.id))
         collapsed: list[str] = []
         for s in person_steps:
-            collapsed.extend(json.loads(s["collapsed"]) or [s["name"]])
-        kind = "catch_up" if len(person_steps) > 1 else last["kind"]
-        if any(s["is_deadline"] for s in person_steps) and kind == "catch_up":
+            collapsed.extend(s.collapsed or [s.name])
+        kind = "catch_up" if len(person_steps) > 1 else last.kind
+        if any(s.is_deadline for s in person_steps) and kind == "catch_up":
             kind = "deadline"  # the breach is the news; the rest is folded into it
         order = channels_for(entry["person"], entry["channels"])
         # Failover: one message walking down the person's channels.  All channels: one
@@ -136,12 +134,12 @@ def fire_obligation(
                 secret,
                 incident_id=ob["incident_id"],
                 obligation_id=obligation_id,
-                step_id=last["id"],
+                step_id=last.id,
                 person_id=entry["person"].id,
                 channels=channels,
                 kind=kind,
                 context={
-                    "step": last["name"],
+                    "step": last.name,
                     "collapsed": collapsed if len(collapsed) > 1 else [],
                 },
                 now=now,
@@ -151,27 +149,11 @@ def fire_obligation(
     if not addressed:
         queued += _tell_admins_nobody_was_told(tx, cfg, secret, ob, steps, now)
 
-    for s in steps:
-        if s["repeat_s"]:
-            deadline = from_db(ob["deadline"])
-            assert deadline is not None
-            at = next_repeat(deadline, timedelta(seconds=s["repeat_s"]), now)
-            tx.execute(
-                "INSERT INTO steps (incident_id, obligation_id, name, kind, nominal_at, due_at,"
-                " audience, channels, is_deadline, repeat_s) VALUES (?,?,?,?,?,?,?,?,0,?)",
-                (
-                    ob["incident_id"],
-                    obligation_id,
-                    "repeat",
-                    "repeat",
-                    to_db(at),
-                    to_db(at),
-                    s["audience"],
-                    s["channels"],
-                    s["repeat_s"],
-                ),
-            )
-            break  # one next repeat per obligation, however many fired together
+    repeating = next((s for s in steps if s.repeat_s), None)
+    if repeating is not None:  # one next repeat per obligation, however many fired together
+        deadline = from_db(ob["deadline"])
+        assert deadline is not None
+        obligations.repeat(tx, repeating, deadline, now)
 
     audit.append(
         tx,
@@ -182,7 +164,7 @@ def fire_obligation(
         {
             "obligation": ob["kind"],
             "seq": ob["seq"],
-            "steps": [s["name"] for s in steps],
+            "steps": [s.name for s in steps],
             # Breached, by this firing or before it (a declaration already past its deadline).
             "breached": breached_now or ob["status"] == "breached",
             "told": sorted(per_person),
@@ -190,7 +172,7 @@ def fire_obligation(
     )
     log.info(
         "fired %s for %s %s: %d messages queued%s",
-        "+".join(s["name"] for s in steps),
+        "+".join(s.name for s in steps),
         ob["incident_id"],
         ob["kind"],
         queued,
@@ -200,12 +182,12 @@ def fire_obligation(
 
 
 def _tell_admins_nobody_was_told(
-    tx: sqlite3.Connection, cfg: Config, secret: bytes, ob: Any, steps: list[Any], now: datetime
+    tx: sqlite3.Connection, cfg: Config, secret: bytes, ob: Any, steps: list[Step], now: datetime
 ) -> int:
     """No one in the config answers the steps' audiences (a lead unit without its head or
     spokesperson, a unit since removed from the config): the step fired and would tell no one
     about a serious emergency.  The administrators hear of it instead of nobody."""
-    names = "+".join(s["name"] for s in steps)
+    names = "+".join(s.name for s in steps)
     iid = ob["incident_id"]
     log.warning("fired %s for %s %s: its audience reaches nobody", names, iid, ob["kind"])
     unit = cfg.unit(ob["lead_unit"])  # by name, as people know it; by id if since removed
@@ -224,8 +206,8 @@ def _tell_admins_nobody_was_told(
     )
 
 
-def by_obligation(steps: list[Any]) -> list[list[Any]]:
-    groups: dict[int, list[Any]] = defaultdict(list)
+def by_obligation(steps: list[Step]) -> list[list[Step]]:
+    groups: dict[int, list[Step]] = defaultdict(list)
     for s in steps:
-        groups[s["obligation_id"]].append(s)
+        groups[s.obligation_id].append(s)
     return list(groups.values())

@@ -1,7 +1,7 @@
 """The engine as one object: start the scheduler, dispatcher and watchdog; stop them cleanly.
 
-``Engine.ops`` is the service layer wired to wake the scheduler, so a declaration or a
-milestone takes effect at once instead of at the next poll.
+The service layer (:class:`responder.ops.Ops`) is built beside it by the application and
+wakes ``Engine.scheduler`` after each change.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from responder.engine.foreground import Foreground
 from responder.engine.metrics import Metrics
 from responder.engine.scheduler import Scheduler
 from responder.engine.watchdog import Lag, Watchdog, measure
-from responder.ops import Ops
 from responder.store import Database
 
 log = logging.getLogger("responder.engine")
@@ -34,7 +33,6 @@ class Engine:
         self.dispatcher = Dispatcher(db, cfg, clock, secret, self.metrics, self.foreground)
         self.scheduler = Scheduler(db, cfg, clock, secret, self.metrics, self.dispatcher.wake)
         self.watchdog = Watchdog(db, cfg, clock, secret)
-        self.ops = Ops(db, cfg, clock, wake=self.scheduler.wake)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:

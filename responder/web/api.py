@@ -31,7 +31,7 @@ from responder.timeutil import at_most_now, next_whole_second, parse_time
 from responder.views import plan_view
 from responder.web import schemas
 from responder.web.identity import actor, require
-from responder.web.keys import CFG, CLOCK, DB, ENGINE, request_key
+from responder.web.keys import CFG, CLOCK, DB, OPS, request_key
 from responder.web.routing import OPERATE, READ, Route, openapi
 
 ROUTE = request_key("route", Route)
@@ -249,7 +249,7 @@ async def declare_incident(request: web.Request) -> web.Response:
     user = await require(request, OPERATE)
     data = await body(request)
     keyed = once(request, actor(user), data)
-    iid = await request.app[ENGINE].ops.declare(data, actor(user), keyed)
+    iid = await request.app[OPS].declare(data, actor(user), keyed)
     response = answer(request, await _incident(request, iid))
     response.headers["Location"] = f"/api/v1/incidents/{iid}"
     return replayed(response, keyed)
@@ -278,7 +278,7 @@ async def _change(request: web.Request, call: Change) -> web.Response:
     data = await body(request)
     iid = incident_id(request)
     keyed = once(request, actor(user), data)
-    result = await call(request.app[ENGINE].ops, iid, data, actor(user), keyed)
+    result = await call(request.app[OPS], iid, data, actor(user), keyed)
     return replayed(answer(request, {**result, "incident": await _incident(request, iid)}), keyed)
 
 

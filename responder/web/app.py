@@ -15,12 +15,13 @@ from aiohttp import web
 from responder.clock import Clock, SystemClock
 from responder.config import Config
 from responder.engine.runner import Engine
+from responder.ops import Ops
 from responder.secret import load_secret
 from responder.store import Database
 from responder.web import api, devinbox, health, pages
 from responder.web.access import access_log
 from responder.web.errors import errors
-from responder.web.keys import CFG, CLOCK, DB, ENGINE, SECRET
+from responder.web.keys import CFG, CLOCK, DB, ENGINE, OPS, SECRET
 from responder.web.security import security_headers
 
 MAX_BODY = 256 * 1024  # a declaration or a release is a few KB; anything bigger is refused (413)
@@ -56,6 +57,8 @@ def create_app(
         app[DB] = db
         engine = Engine(db, cfg, app[CLOCK], app[SECRET])
         app[ENGINE] = engine
+        # The service layer: a change wakes the scheduler, so its timers take effect at once.
+        app[OPS] = Ops(db, cfg, app[CLOCK], wake=engine.scheduler.wake)
         if run_engine:
             await engine.start()
         try:

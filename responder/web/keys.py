@@ -9,6 +9,7 @@ from aiohttp import web
 from responder.clock import Clock
 from responder.config import Config
 from responder.engine.runner import Engine
+from responder.ops import Ops
 from responder.store import Database
 
 CFG = web.AppKey("cfg", Config)
@@ -16,6 +17,7 @@ DB = web.AppKey("db", Database)
 CLOCK = web.AppKey("clock", Clock)
 SECRET = web.AppKey("secret", bytes)
 ENGINE = web.AppKey("engine", Engine)
+OPS = web.AppKey("ops", Ops)  # the service layer every change goes through
 
 
 def request_key(name: str, kind: type) -> Any:

@@ -30,10 +30,10 @@ from typing import Any
 
 from aiohttp import web
 
+from responder import obligations
 from responder.config import Alerts, Config, Person, Service, Unit, load_rule_set
 from responder.policy.planner import Facts, plan_declaration
 from responder.store import Database, audit
-from responder.store.plans import insert_plan
 from responder.timeutil import to_db
 from tests.sinks import HttpSink, free_port
 
@@ -250,7 +250,7 @@ async def preload(
     """Declare ``n`` active level I/II incidents, all of whose steps lie in the future.
 
     Bulk SQL that mirrors ``Ops.declare``: the same planner (``plan_declaration``), the same
-    ``insert_plan`` and one ``audit.append`` per incident, but 1,000 incidents per transaction
+    ``obligations.add`` and one ``audit.append`` per incident, but 1,000 incidents per transaction
     instead of one (``Ops.declare`` in a loop takes ~3 ms each, 30 s for 10,000).  Incident ``i``
     counts as declared at ``start + i * spacing`` (30 min after it occurred), so every one of its
     10 steps (2 obligations x 5 steps) is due after ``start``.
@@ -288,7 +288,7 @@ async def preload(
                         "bench",
                     ),
                 )
-                insert_plan(tx, iid, rules.id, plan, declared)
+                obligations.add(tx, cfg, iid, rules.id, plan, declared)
                 audit.append(
                     tx,
                     declared,

@@ -36,9 +36,9 @@ from typing import Any
 
 from responder.clock import SystemClock
 from responder.engine.runner import Engine
+from responder.obligations import insert_step
 from responder.policy.planner import PlannedStep
 from responder.store import Database
-from responder.store.plans import insert_step
 from responder.timeutil import from_db
 from tests.bench.common import (
     SECRET,

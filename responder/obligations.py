@@ -1,0 +1,475 @@
+"""An obligation's whole life, in one place: planned, met, breached, waived, raised back,
+repeated, settled.
+
+This module is the only writer of the ``obligations``, ``steps`` and ``accountability_records``
+tables.  The planner (:mod:`responder.policy.planner`) decides *what* the obligations and their
+steps are; the functions here store those decisions and move an obligation from one state to
+the next::
+
+    open ──met in time──────────────────────────▶ met
+      │ ──deadline step fires / recorded late──▶ breached ──met after all──▶ breached + met_at
+      │                                            └─ accountability record opened, then settled
+      └──lowered / closed─────────────────────▶ waived ──raised back──▶ a new open one (old clock)
+
+Every function runs inside the caller's write transaction (a plain function of a
+``sqlite3.Connection``), so a change, its timers and its audit entry commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timedelta
+from typing import Any
+
+from responder.audience import responsible_person
+from responder.config import Config
+from responder.policy.planner import (
+    Facts,
+    Plan,
+    PlannedObligation,
+    PlannedStep,
+    Waived,
+    next_repeat,
+    plan_close,
+    plan_follow_up,
+    plan_level_change,
+)
+from responder.policy.rules import RuleSet
+from responder.rows import Step
+from responder.timeutil import from_db, to_db
+
+LIVE = "status IN ('open', 'breached') AND met_at IS NULL"  # a duty still to be done
+
+
+def _t(row: Any, key: str) -> datetime:
+    value = from_db(row[key])
+    assert value is not None
+    return value
+
+
+def rules_of(cfg: Config, incident: Any) -> RuleSet | None:
+    """The rule set an incident was declared under (None: no rule set was in force)."""
+    return next((r for r in cfg.rule_sets if r.id == incident["rule_set_id"]), None)
+
+
+# -- planned ---------------------------------------------------------------------------
+
+
+def _insert_obligation(
+    tx: sqlite3.Connection, incident_id: str, rule_set_id: str, ob: PlannedObligation, now: datetime
+) -> int:
+    cur = tx.execute(
+        "INSERT INTO obligations (incident_id, kind, seq, name, name_en, milestone, level,"
+        " rule_set_id, clock_start_kind, clock_start_at, within_s, deadline, status,"
+        " breached_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'open',NULL,?)",
+        (
+            incident_id,
+            ob.kind,
+            ob.seq,
+            ob.name,
+            ob.name_en,
+            ob.milestone,
+            ob.level,
+            rule_set_id,
+            ob.clock_start_kind,
+            to_db(ob.clock_start_at),
+            int(ob.within.total_seconds()),
+            to_db(ob.deadline),
+            to_db(now),
+        ),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+_INSERT_STEP = (
+    "INSERT INTO steps (incident_id, obligation_id, name, kind, nominal_at, due_at, audience,"
+    " channels, is_deadline, repeat_s, collapsed, all_channels) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _step_row(incident_id: str, obligation_id: int, s: PlannedStep) -> tuple[object, ...]:
+    return (
+        incident_id,
+        obligation_id,
+        s.name,
+        s.kind,
+        to_db(s.nominal_at),
+        to_db(s.due_at),
+        json.dumps(list(s.audience)),
+        json.dumps(list(s.channels)),
+        int(s.is_deadline),
+        int(s.repeat_every.total_seconds()) if s.repeat_every else None,
+        json.dumps(list(s.collapsed), ensure_ascii=False),
+        int(s.all_channels),
+    )
+
+
+def insert_step(
+    tx: sqlite3.Connection, incident_id: str, obligation_id: int, s: PlannedStep
+) -> int:
+    cur = tx.execute(_INSERT_STEP, _step_row(incident_id, obligation_id, s))
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def add(
+    tx: sqlite3.Connection,
+    cfg: Config,
+    incident_id: str,
+    rule_set_id: str,
+    plan: Plan,
+    now: datetime,
+) -> list[str]:
+    """Store a plan's obligations and steps, and breach at once each obligation the planner
+    found already past its deadline (a late declaration, a raise into an overdue duty).
+    Returns the kinds breached."""
+    ids: dict[tuple[str, int], int] = {}
+    for ob in plan.obligations:
+        ids[(ob.kind, ob.seq)] = _insert_obligation(tx, incident_id, rule_set_id, ob, now)
+    tx.executemany(  # one round trip for all of a declaration's steps
+        _INSERT_STEP,
+        [_step_row(incident_id, ids[(s.obligation_kind, s.obligation_seq)], s) for s in plan.steps],
+    )
+    breached = []
+    for ob in plan.obligations:
+        if ob.status == "breached":
+            breach(tx, cfg, ids[(ob.kind, ob.seq)], now)
+            breached.append(ob.kind)
+    return breached
+
+
+# -- repeated --------------------------------------------------------------------------
+
+
+def repeat(tx: sqlite3.Connection, step: Step, deadline: datetime, now: datetime) -> int:
+    """Store the next repeat of a step that repeats after the deadline (every 30 min, say)."""
+    assert step.repeat_s
+    every = timedelta(seconds=step.repeat_s)
+    at = next_repeat(deadline, every, now)
+    planned = PlannedStep(
+        obligation_kind="",  # the obligation is known by id here
+        obligation_seq=0,
+        name="repeat",
+        kind="repeat",
+        nominal_at=at,
+        due_at=at,
+        audience=tuple(step.audience),
+        channels=tuple(step.channels),
+        repeat_every=every,
+    )
+    return insert_step(tx, step.incident_id, step.obligation_id, planned)
+
+
+def _cancel_steps(tx: sqlite3.Connection, obligation_id: int, now: datetime) -> None:
+    tx.execute(
+        "UPDATE steps SET status = 'cancelled', cancelled_at = ?"
+        " WHERE obligation_id = ? AND status = 'pending'",
+        (to_db(now), obligation_id),
+    )
+
+
+def _cancel_queued(tx: sqlite3.Connection, obligation_id: int) -> None:
+    """A met or waived obligation needs no more messages: drop those not yet handed to a channel."""
+    tx.execute(
+        "UPDATE notifications SET status = 'cancelled', last_error = 'obligation closed'"
+        " WHERE obligation_id = ? AND status = 'queued' AND kind != 'watchdog'",
+        (obligation_id,),
+    )
+
+
+# -- breached, and its accountability record ------------------------------------------------
+
+
+def breach(tx: sqlite3.Connection, cfg: Config, obligation_id: int, at: datetime) -> int | None:
+    """Mark an open obligation breached at its deadline and open its accountability record.
+
+    Conditional on ``status = 'open'``: whoever gets here first (the scheduler firing the
+    deadline step, or a milestone recorded after the deadline) does it, exactly once.
+    Returns the accountability record's id, or None when the obligation was not open.
+    """
+    cur = tx.execute(
+        "UPDATE obligations SET status = 'breached', breached_at = deadline"
+        " WHERE id = ? AND status = 'open'",
+        (obligation_id,),
+    )
+    if cur.rowcount == 0:
+        return None
+    row = tx.execute(
+        "SELECT o.incident_id, o.deadline, o.kind, o.name, i.lead_unit"
+        " FROM obligations o JOIN incidents i ON i.id = o.incident_id WHERE o.id = ?",
+        (obligation_id,),
+    ).fetchone()
+    assert row is not None
+    head = responsible_person(cfg, row["lead_unit"])
+    evidence = {"obligation": row["kind"], "obligation_name": row["name"]}
+    cur = tx.execute(
+        "INSERT INTO accountability_records (incident_id, obligation_id, unit, responsible_person,"
+        " deadline, breached_at, evidence, created_at) VALUES (?,?,?,?,?,?,?,?)",
+        (
+            row["incident_id"],
+            obligation_id,
+            row["lead_unit"],
+            head.id if head else None,
+            row["deadline"],
+            row["deadline"],
+            json.dumps(evidence, ensure_ascii=False),
+            to_db(at),
+        ),
+    )
+    return cur.lastrowid
+
+
+def _settle(
+    tx: sqlite3.Connection, obligation_id: int, met_at: datetime, recorded_late: bool
+) -> None:
+    """A breached obligation was met after all: its record says when, and by how much it
+    overran."""
+    row = tx.execute(
+        "SELECT id, deadline, evidence FROM accountability_records WHERE obligation_id = ?",
+        (obligation_id,),
+    ).fetchone()
+    if row is None:
+        return
+    evidence = json.loads(row["evidence"])
+    if recorded_late:
+        evidence["recorded_late"] = True
+    tx.execute(
+        "UPDATE accountability_records SET met_at = ?, overrun_s = ?, evidence = ? WHERE id = ?",
+        (
+            to_db(met_at),
+            # Met in time but recorded after the scheduler breached it: no overrun, not negative.
+            max(0, int((met_at - _t(row, "deadline")).total_seconds())),
+            json.dumps(evidence, ensure_ascii=False),
+            row["id"],
+        ),
+    )
+
+
+# -- met -----------------------------------------------------------------------------------
+
+
+def open_deadline(tx: sqlite3.Connection, incident_id: str, milestone: str) -> datetime | None:
+    """The deadline of the oldest duty of this milestone still to be done, if any."""
+    row = tx.execute(
+        f"SELECT deadline FROM obligations WHERE incident_id = ? AND milestone = ? AND {LIVE}"
+        " ORDER BY seq LIMIT 1",
+        (incident_id, milestone),
+    ).fetchone()
+    return from_db(row["deadline"]) if row else None
+
+
+def meet(
+    tx: sqlite3.Connection,
+    cfg: Config,
+    incident_id: str,
+    milestone: str,
+    happened_at: datetime,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Meet the oldest duty of this milestone still to be done; cancel its steps and queued
+    messages.  Returns what was met (an empty list when nothing was due).
+
+    Met at the time the milestone *happened*.  Dated before its deadline but typed in after
+    it: met, and flagged recorded_late for the reviewers.  Happened after the deadline: it
+    stays breached (with an accountability record) and records when it was met.
+    """
+    ob = tx.execute(
+        f"SELECT * FROM obligations WHERE incident_id = ? AND milestone = ? AND {LIVE}"
+        " ORDER BY seq LIMIT 1",
+        (incident_id, milestone),
+    ).fetchone()
+    if ob is None:
+        return []
+    deadline = _t(ob, "deadline")
+    in_time = happened_at <= deadline
+    recorded_late = in_time and now > deadline
+    if not in_time:
+        breach(tx, cfg, ob["id"], now)
+    status = "met" if in_time else "breached"
+    tx.execute(
+        "UPDATE obligations SET status = ?, met_at = ?, met_recorded_at = ?, recorded_late = ?"
+        " WHERE id = ?",
+        (status, to_db(happened_at), to_db(now), int(recorded_late), ob["id"]),
+    )
+    _settle(tx, ob["id"], happened_at, recorded_late)
+    _cancel_steps(tx, ob["id"], now)
+    _cancel_queued(tx, ob["id"])
+    return [
+        {
+            "obligation": ob["kind"],
+            "seq": ob["seq"],
+            "status": status,
+            "recorded_late": recorded_late,
+            "overrun_s": max(0, int((happened_at - deadline).total_seconds())),
+        }
+    ]
+
+
+# -- follow-up releases --------------------------------------------------------------------
+
+
+def last_release(tx: sqlite3.Connection, incident_id: str) -> datetime | None:
+    """When the incident's latest release went out: the next follow-up's clock start."""
+    (last,) = tx.execute(
+        "SELECT MAX(published_at) FROM releases WHERE incident_id = ?", (incident_id,)
+    ).fetchone()
+    return from_db(last)
+
+
+def start_follow_up(
+    tx: sqlite3.Connection, cfg: Config, incident: Any, released_at: datetime, now: datetime
+) -> list[PlannedObligation]:
+    """Start the next follow-up release clock (if the level has one); return what it added."""
+    rules = rules_of(cfg, incident)
+    if rules is None:
+        return []
+    (last_seq,) = tx.execute(
+        "SELECT COALESCE(MAX(seq), 0) FROM obligations"
+        " WHERE incident_id = ? AND milestone = 'follow_up_release'",
+        (incident["id"],),
+    ).fetchone()
+    plan = plan_follow_up(rules, incident["level"], released_at, last_seq + 1, now)
+    add(tx, cfg, incident["id"], rules.id, plan, now)
+    return list(plan.obligations)
+
+
+def _needs_follow_up(tx: sqlite3.Connection, incident_id: str) -> bool:
+    """Released before, and no release obligation is live (open, or breached and unmet):
+    neither a follow-up nor an authoritative release whose recording will start one."""
+    row = tx.execute(
+        "SELECT EXISTS (SELECT 1 FROM releases WHERE incident_id = ?),"
+        " EXISTS (SELECT 1 FROM obligations WHERE incident_id = ? AND milestone IN"
+        f" ('follow_up_release', 'authoritative_release') AND {LIVE})",
+        (incident_id, incident_id),
+    ).fetchone()
+    return bool(row[0]) and not row[1]
+
+
+# -- waived, raised back, and the level changes that do it -----------------------------------
+
+
+def waive(tx: sqlite3.Connection, obligation_id: int, reason: str, now: datetime) -> bool:
+    """Waive an open obligation (the level was lowered, the incident closed): its steps and
+    queued messages stop.  Returns whether it was open."""
+    cur = tx.execute(
+        "UPDATE obligations SET status = 'waived', waived_at = ?, waived_reason = ?"
+        " WHERE id = ? AND status = 'open'",
+        (to_db(now), reason, obligation_id),
+    )
+    _cancel_steps(tx, obligation_id, now)
+    _cancel_queued(tx, obligation_id)
+    return cur.rowcount == 1
+
+
+def _latest(tx: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
+    """Each kind's latest obligation (the highest seq)."""
+    latest: dict[str, Any] = {}
+    for r in tx.execute(
+        "SELECT * FROM obligations WHERE incident_id = ? ORDER BY kind, seq, id", (incident_id,)
+    ):
+        latest[r["kind"]] = r
+    return latest
+
+
+def change_level(
+    tx: sqlite3.Connection,
+    cfg: Config,
+    incident: Any,
+    to_level: str,
+    reason: str,
+    now: datetime,
+) -> dict[str, list[str]]:
+    """The obligations' side of a level change: returns the kinds ``added``, ``waived`` and
+    ``breached``.
+
+    1. An open duty already past its deadline is breached first, whether or not the
+       scheduler has fired its deadline step yet: a lowering must not waive a breach.
+    2. The planner says what the new level adds and waives; a duty a lowering had waived
+       comes back on the clock it had (lowering and raising again moves no deadline).
+    3. Waived duties stop alerting; so do the repeats of a breach the new level no longer
+       asks for (the breach itself stays on record).
+    4. Raised into continuous release after an earlier release, the next follow-up counts
+       from the raise — or, when a lowering had waived it, from the last release.
+    """
+    added: list[str] = []
+    waived: list[str] = []
+    breached: list[str] = []
+    rules = rules_of(cfg, incident)
+    if rules is None:
+        return {"added": added, "waived": waived, "breached": breached}
+    old = incident["level"]
+    latest = _latest(tx, incident["id"])
+    existing = {}
+    for kind, r in latest.items():  # 1.
+        existing[kind] = r["status"]
+        if r["status"] == "open" and _t(r, "deadline") <= now:
+            breach(tx, cfg, r["id"], now)
+            existing[kind] = "breached"
+            breached.append(kind)
+    earlier = {
+        kind: Waived(r["clock_start_kind"], _t(r, "clock_start_at"), r["seq"])
+        for kind, r in latest.items()
+        if r["status"] == "waived"
+    }
+    facts = Facts(
+        old,
+        _t(incident, "occurred_at"),
+        _t(incident, "declared_at"),
+        from_db(incident["learned_at"]),
+    )
+    change = plan_level_change(facts, to_level, rules, existing, now, now, earlier)  # 2.
+    for kind in change.waive:  # 3.
+        waive(tx, latest[kind]["id"], f"级别由 {old} 调整为 {to_level}:{reason}", now)
+        waived.append(kind)
+    for kind, r in latest.items():
+        rule = rules.obligation(kind)
+        if existing[kind] == "breached" and rule and to_level not in rule.levels:
+            _cancel_steps(tx, r["id"], now)
+    breached += add(tx, cfg, incident["id"], rules.id, change.add, now)
+    added += [ob.kind for ob in change.add.obligations]
+    if change.direction == "raised" and _needs_follow_up(tx, incident["id"]):  # 4.
+        follow_up_waived = any(
+            r["milestone"] == "follow_up_release" and r["status"] == "waived"
+            for r in latest.values()
+        )
+        since = (last_release(tx, incident["id"]) if follow_up_waived else None) or now
+        raised = {**dict(incident), "level": to_level}
+        for ob in start_follow_up(tx, cfg, raised, since, now):
+            added.append(ob.kind)
+            if ob.status == "breached":
+                breached.append(ob.kind)
+    return {"added": added, "waived": waived, "breached": breached}
+
+
+# -- settled when the incident closes ---------------------------------------------------------
+
+
+def close(
+    tx: sqlite3.Connection, cfg: Config, incident_id: str, reason: str, now: datetime
+) -> dict[str, list[str]]:
+    """The incident closes: what is overdue is breached, the rest waived; every pending step
+    and queued message of the incident stops (a breach's repeats too).  Returns the kinds
+    ``breached`` and ``waived``."""
+    open_obs = tx.execute(
+        "SELECT id, kind, deadline FROM obligations WHERE incident_id = ? AND status = 'open'",
+        (incident_id,),
+    ).fetchall()
+    tx.execute(
+        "UPDATE steps SET status = 'cancelled', cancelled_at = ?"
+        " WHERE incident_id = ? AND status = 'pending'",
+        (to_db(now), incident_id),
+    )
+    tx.execute(
+        "UPDATE notifications SET status = 'cancelled', last_error = 'incident closed'"
+        " WHERE incident_id = ? AND status = 'queued' AND kind != 'watchdog'",
+        (incident_id,),
+    )
+    kinds = {ob["id"]: ob["kind"] for ob in open_obs}
+    to_breach, to_waive = plan_close({ob["id"]: _t(ob, "deadline") for ob in open_obs}, now)
+    for ob_id in to_breach:
+        breach(tx, cfg, ob_id, now)
+    for ob_id in to_waive:
+        waive(tx, ob_id, f"事件已关闭:{reason}", now)
+    return {"breached": [kinds[i] for i in to_breach], "waived": [kinds[i] for i in to_waive]}
