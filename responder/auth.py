@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from responder.errors import BadInput, Conflict, NotFound
+from responder.secret import token_hash
 from responder.store import Database, audit
 from responder.timeutil import from_db, to_db
 
@@ -65,10 +66,6 @@ def verify_password(password: str, stored: str | None) -> bool:
         maxmem=64 * 1024 * 1024,
     )
     return hmac.compare_digest(got, base64.b64decode(key))
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_token() -> str:
@@ -293,3 +290,44 @@ async def set_disabled(
         audit.append(tx, now, actor, action, username, {})
 
     await db.transact(change)
+
+
+# -- page sessions (the cookie itself is signed and read in responder.web.security) ----------
+
+
+async def login_user(db: Database, username: str) -> Any:
+    """The enabled user of that name with their password hash, or None."""
+    return await db.fetchone(
+        "SELECT id, password_hash FROM users WHERE username = ? AND disabled = 0", (username,)
+    )
+
+
+async def start_session(
+    db: Database, session_id: str, user_id: int, now: datetime, lasts: timedelta
+) -> None:
+    """Record a signed-in page session (and forget the ones that have ended)."""
+
+    def start(tx: sqlite3.Connection) -> None:
+        tx.execute("DELETE FROM sessions WHERE expires_at <= ?", (to_db(now),))
+        tx.execute(
+            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?,?,?,?)",
+            (session_id, user_id, to_db(now), to_db(now + lasts)),
+        )
+
+    await db.transact(start)
+
+
+async def end_session(db: Database, session_id: str) -> None:
+    await db.transact(lambda tx: tx.execute("DELETE FROM sessions WHERE id = ?", (session_id,)))
+
+
+async def user_for_session(
+    db: Database, session_id: str, user_id: object, now: datetime
+) -> dict[str, Any] | None:
+    """The user of a live session (None: ended, signed out, or the user disabled)."""
+    row = await db.fetchone(
+        "SELECT u.id, u.username, u.role FROM sessions s JOIN users u ON u.id = s.user_id"
+        " WHERE s.id = ? AND s.user_id = ? AND s.expires_at > ? AND u.disabled = 0",
+        (session_id, user_id, to_db(now)),
+    )
+    return dict(row) if row is not None else None

@@ -14,10 +14,14 @@ from datetime import datetime, timedelta
 from typing import NoReturn
 
 from responder import __version__, auth, config
+from responder.checks import (
+    channels_not_understood,
+    check_templates,
+    describe_not_understood,
+    production_notes,
+)
 from responder.clock import SystemClock
-from responder.engine.send import channels_not_understood, describe_not_understood
 from responder.errors import BadInput, ConfigError, ResponderError
-from responder.paths import check_templates
 from responder.policy.planner import Facts, plan_declaration
 from responder.store import Database
 from responder.store.audit import verify
@@ -231,7 +235,7 @@ async def _run(args: argparse.Namespace, cfg: config.Config, lang: str) -> int:
         bad = channels_not_understood(cfg)
         if bad:
             raise ResponderError("channel_not_understood", *describe_not_understood(bad))
-        for zh, en in config.production_notes(cfg):  # valid, but not what production wants
+        for zh, en in production_notes(cfg):  # valid, but not what production wants
             print(f"responder: 注意 note: {en if lang == 'en' else zh}", file=sys.stderr)
         ids = ", ".join(f"{r.id} (from {r.effective_from.date()})" for r in cfg.rule_sets)
         print(

@@ -6,17 +6,14 @@ Secrets belong in the environment (``${SMTP_PASS}``), never in the file.
 
 from __future__ import annotations
 
-import ipaddress
-import itertools
 import os
 import re
 import string
 import tomllib
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -31,7 +28,7 @@ from pydantic import (
 )
 
 from responder.errors import ConfigError
-from responder.policy.rules import RuleSet, rule_set_in_force
+from responder.policy.rules import RuleSet
 from responder.timeutil import config_duration, within_bounds, zone
 
 DEFAULT_CONFIG = "config/responder.toml"
@@ -206,107 +203,6 @@ def _twice(ids: Iterable[str]) -> str:
             return i
         seen.add(i)
     return ""
-
-
-def _inbox_elsewhere(cfg: Config) -> list[tuple[str, str]]:
-    """Channels that post to a development inbox on another port than this service's: served
-    on another port, the example's messages would go nowhere, every one of them failing."""
-    ports = set()
-    for url in cfg.channels.values():
-        parts = urlsplit(url)
-        if "/dev/inbox/" in parts.path:
-            try:
-                ports.add(parts.port or 80)
-            except ValueError:  # a template field where the port goes: not ours to judge
-                continue
-    ports.discard(cfg.service.port)
-    if not ports:
-        return []
-    where = "、".join(str(p) for p in sorted(ports))
-    return [(
-        f"渠道发往端口 {where} 上的开发收件箱,但本服务使用端口 {cfg.service.port}:消息将发送失败。"
-        f"请设置 RESPONDER_DEV_INBOX=127.0.0.1:{cfg.service.port}",
-        f"channels post to a development inbox on port {where.replace('、', ', ')}, but this"
-        f" service uses port {cfg.service.port}: the messages will fail; set"
-        f" RESPONDER_DEV_INBOX=127.0.0.1:{cfg.service.port}",
-    )]  # fmt: skip
-
-
-def production_notes(cfg: Config) -> list[tuple[str, str]]:
-    """Settings that work but are almost certainly not meant for production, in Chinese and
-    English: ``serve`` logs them at start, ``check-config`` prints them."""
-    out = []
-    host = (urlsplit(cfg.service.public_url).hostname or "").lower()
-    if not cfg.service.dev_inbox and (host == "localhost" or _loopback(host)):
-        out.append((
-            f"service.public_url 是本机地址({cfg.service.public_url}):消息里的确认链接在"
-            "收件人的手机和电脑上打不开,请设为对外的网址",
-            f"service.public_url is this machine ({cfg.service.public_url}): the"
-            " acknowledgement links in messages will not open on the recipients' phones; set"
-            " the address people reach the service at",
-        ))  # fmt: skip
-    if cfg.service.dev_inbox:
-        out.append((
-            "开发收件箱已开启(service.dev_inbox):指向它的渠道不会通知到任何人,生产环境请关闭",
-            "the development inbox is on (service.dev_inbox): channels pointing at it reach"
-            " nobody; turn it off in production",
-        ))  # fmt: skip
-        out += _inbox_elsewhere(cfg)
-    if not cfg.alerts.admins:
-        out.append((
-            "alerts.admins 为空:消息在所有渠道都发送失败、提醒落后或 API 令牌即将到期时,不会通知任何人",
-            "alerts.admins is empty: nobody is told when a message fails on every channel, when"
-            " alerts fall behind, or when an API token is about to end",
-        ))  # fmt: skip
-    out += _rule_gaps(cfg.rule_sets, datetime.now(UTC))
-    from responder.audience import unreached  # it reads the config: imported here, not above
-
-    return out + unreached(cfg)
-
-
-# What the State Council's rule requires for especially major (I) and major (II) emergencies.
-_REQUIRED = {"authoritative_release": "发布权威信息", "press_conference": "举行新闻发布会"}
-
-
-def _rule_gaps(rule_sets: list[RuleSet], now: datetime) -> list[tuple[str, str]]:
-    """Rule sets that would leave a serious emergency without its deadlines: none in force
-    now, a stretch of time no rule set covers, or one that sets no release or press conference
-    for level I or II."""
-    out = []
-    if not rule_set_in_force(rule_sets, now):
-        out.append((
-            "当前没有生效的规则集:现在申报的事件不会有任何时限,请检查规则文件的生效日期",
-            "no rule set is in force now: incidents declared now get no deadlines; check the"
-            " rule files' effective dates",
-        ))  # fmt: skip
-    ordered = sorted(rule_sets, key=lambda r: r.effective_from)
-    for a, b in itertools.pairwise(ordered):
-        if a.effective_until is not None and a.effective_until < b.effective_from:
-            gap = f"{a.effective_until.isoformat()} — {b.effective_from.isoformat()}"
-            out.append((
-                f"规则集 {a.id} 与 {b.id} 之间({gap})没有生效的规则:其间发生的事件不会有时限",
-                f"between rule sets {a.id} and {b.id} ({gap}) no rule is in force: incidents"
-                " that occurred then get no deadlines",
-            ))  # fmt: skip
-    for rules in rule_sets:
-        for level in ("I", "II"):
-            set_ = {o.milestone for o in rules.obligations if level in o.levels}
-            missing = [k for k in _REQUIRED if k not in set_]
-            if missing:
-                out.append((
-                    f"规则集 {rules.id} 对 {level} 级事件没有设定:"
-                    f"{'、'.join(_REQUIRED[k] for k in missing)}",
-                    f"rule set {rules.id} sets no {' or '.join(missing)} for level {level}"
-                    " incidents",
-                ))  # fmt: skip
-    return out
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def template_fields(template: str) -> set[str]:

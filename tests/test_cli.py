@@ -19,7 +19,7 @@ import pytest
 import responder
 from responder.cli import main
 from responder.config import load as load_config
-from responder.engine.context import channel_url
+from responder.engine.compose import channel_url
 from responder.store.audit import _digest
 from tests.sinks import free_port
 
@@ -811,7 +811,7 @@ def test_check_config_notes_that_no_administrator_is_told(
 
 
 def test_the_example_config_reaches_everyone_but_two_units_that_would_lead() -> None:
-    from responder.audience import unreached
+    from responder.checks import unreached
 
     [(zh, en)] = unreached(load_config(CONFIG))
     assert "gov-office(无 head、spokesperson)、publicity(无 spokesperson)" in zh
@@ -888,24 +888,24 @@ def test_no_terminal_and_no_password_is_one_line(tmp_path: Path) -> None:
 
 
 def test_rule_sets_that_leave_a_serious_emergency_without_deadlines_are_noted() -> None:
-    from responder.config import _rule_gaps
+    from responder.checks import rule_gaps
 
     cfg = load_config(CONFIG)
     gbf, js = sorted(cfg.rule_sets, key=lambda r: r.id)
     now = datetime(2026, 11, 27, tzinfo=UTC)
-    assert _rule_gaps(cfg.rule_sets, now) == []  # the example: covered from 2016 on
+    assert rule_gaps(cfg.rule_sets, now) == []  # the example: covered from 2016 on
     # Before the first rule set: nothing in force.
-    [(zh, en)] = _rule_gaps(cfg.rule_sets, datetime(2015, 6, 1, tzinfo=UTC))
+    [(zh, en)] = rule_gaps(cfg.rule_sets, datetime(2015, 6, 1, tzinfo=UTC))
     assert zh.startswith("当前没有生效的规则集") and en.startswith("no rule set is in force now")
     # A month that no rule set covers.
     later = gbf.model_copy(update={"effective_from": datetime(2016, 12, 10, tzinfo=UTC)})
-    [(zh, en)] = _rule_gaps([js, later], now)
+    [(zh, en)] = rule_gaps([js, later], now)
     assert "js-2016-local" in zh and "gbf-2016-80" in zh and "no rule is in force" in en
     # A rule set that sets no press conference for serious emergencies.
     no_pc = gbf.model_copy(
         update={"obligations": tuple(o for o in gbf.obligations if o.kind != "press_conference")}
     )
-    notes = _rule_gaps([js, no_pc], now)
+    notes = rule_gaps([js, no_pc], now)
     assert [en for _, en in notes] == [
         "rule set gbf-2016-80 sets no press_conference for level I incidents",
         "rule set gbf-2016-80 sets no press_conference for level II incidents",
@@ -989,7 +989,7 @@ def test_plan_for_a_time_no_rule_set_covers_says_so(capsys: pytest.CaptureFixtur
 def test_a_note_when_the_example_inbox_is_on_another_port_than_the_service() -> None:
     """Following the README on another port, every example message failed without a word
     (the channels post to $RESPONDER_DEV_INBOX, by default 127.0.0.1:8080)."""
-    from responder.config import production_notes
+    from responder.checks import production_notes
 
     cfg = load_config(CONFIG)
     assert cfg.service.port == 8080

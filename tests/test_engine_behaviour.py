@@ -437,9 +437,9 @@ async def test_the_admins_hear_once_a_week_ahead_that_a_token_ends(
     _, revoked = await auth.create_token(db, "platform", "old", now, "t", now + 25 * D)
     await auth.revoke_token(db, revoked, now, "test")
     await auth.create_token(db, "platform", "forever", now, "t")
-    watchdog = Watchdog(db, cfg, clock, SECRET)
     woken: list[int] = []
-    task = asyncio.create_task(watchdog.run(lambda: woken.append(1)))
+    watchdog = Watchdog(db, cfg, clock, SECRET, on_queued=lambda: woken.append(1))
+    task = asyncio.create_task(watchdog.run())
 
     async def told() -> list[Any]:  # (nothing sends here, so the lag alerts come too: not these)
         return await db.fetchall(
@@ -478,9 +478,9 @@ async def test_running_watchdog_reports_a_stuck_scheduler_once_it_is_max_lag_lat
 ) -> None:
     """The watchdog's own loop (which counts only work already due at its previous look, see
     the restart test above) still reports steps nobody fires, as soon as they are max_lag late."""
-    watchdog = Watchdog(db, cfg, clock, SECRET)  # no scheduler: nothing will ever fire
-    woken: list[int] = []
-    task = asyncio.create_task(watchdog.run(lambda: woken.append(1)))
+    woken: list[int] = []  # no scheduler: nothing will ever fire
+    watchdog = Watchdog(db, cfg, clock, SECRET, on_queued=lambda: woken.append(1))
+    task = asyncio.create_task(watchdog.run())
     try:
         while task not in clock._asleep_at:  # noqa: ASYNC110 - until the watchdog first sleeps
             await asyncio.sleep(0.002)

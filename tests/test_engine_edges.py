@@ -83,10 +83,10 @@ async def test_an_interrupted_send_counts_as_a_try(
     claimed = await dispatcher.claim(1)  # … and the process dies here
     assert len(claimed) == 1
     assert await Dispatcher(db, cfg, clock, SECRET, Metrics()).recover() == 1
-    row = await db.fetchone("SELECT * FROM notifications WHERE id = ?", (claimed[0]["id"],))
+    row = await db.fetchone("SELECT * FROM notifications WHERE id = ?", (claimed[0].id,))
     assert row["status"] == "queued" and row["attempt"] == 1
     attempt = await db.fetchone(
-        "SELECT outcome FROM attempts WHERE notification_id = ?", (claimed[0]["id"],)
+        "SELECT outcome FROM attempts WHERE notification_id = ?", (claimed[0].id,)
     )
     assert attempt["outcome"] == "unknown"
     assert json.loads(row["channels"])  # still has its channels to walk
@@ -94,7 +94,7 @@ async def test_an_interrupted_send_counts_as_a_try(
 
 async def test_form_gateways_get_the_message_and_the_idempotency_key() -> None:
     """Most Chinese SMS and voice platforms take a form post: form:// reaches them as fields."""
-    from responder.engine.send import send, with_idempotency_key
+    from responder.engine.apprise_call import send, with_idempotency_key
     from tests.sinks import HttpSink
 
     async with HttpSink() as sink:
@@ -115,8 +115,8 @@ async def test_a_wecom_robot_gets_the_chat_message_as_plain_text(
     cannot run here: the plugin's address is pointed at the local sink, the rest is apprise's."""
     from apprise.plugins.wecombot import NotifyWeComBot
 
+    from responder.engine.apprise_call import send
     from responder.engine.messages import render
-    from responder.engine.send import send
     from tests.sinks import HttpSink
 
     ack_url = "https://yjxx.example.gov.cn/ack/" + "A" * 32
@@ -169,7 +169,7 @@ async def test_a_slow_gateway_is_waited_for_never_given_up_on_while_it_still_sen
     only after alerts.send_timeout, and then never retries on the same channel.)"""
     import apprise
 
-    from responder.engine.send import send
+    from responder.engine.apprise_call import send
     from tests.sinks import HttpSink
 
     monkeypatch.setattr(apprise.AppriseAsset, "_service_timeout", 0.3)

@@ -37,6 +37,7 @@ from responder.engine.messages import render
 from responder.engine.runner import Engine
 from responder.models import DeclareIncident
 from responder.ops import Ops
+from responder.rows import Notification
 from responder.store import Database
 from responder.timeutil import from_db
 from tests.engine_helpers import (
@@ -648,8 +649,19 @@ async def test_the_every_channel_failed_alert_fits_a_two_part_sms(
     """Counted on what the administrator's SMS says, with a production link."""
     said: dict[str, Any] = {}
     monkeypatch.setattr(outbox, "tell_admins", lambda tx, cfg, secret, **kw: said.update(kw))
-    row = {"person_id": "wang-fang", "incident_id": "INC-20261126-0001"}
-    engine.dispatcher.tell_admins(sqlite3.connect(":memory:"), row, clock.now())
+    n = Notification(
+        id=1,
+        incident_id="INC-20261126-0001",
+        obligation_id=None,
+        person_id="wang-fang",
+        channels=["sms"],
+        channel_index=0,
+        attempt=0,
+        kind="deadline",
+        context={},
+        ack_nonce="",
+    )
+    engine.dispatcher.tell_admins(sqlite3.connect(":memory:"), n, clock.now())
     assert said["zh"] == "区应急管理局王芳所有渠道均未收到提醒,请致电+8613800000001并检查渠道配置"
     ctx = {
         "step_kind": "watchdog",

@@ -1,7 +1,7 @@
 """What a failed send means (:mod:`responder.engine.failures`), from apprise's real words.
 
 Each failure is provoked for real — an HTTP sink answering a status, a port nobody listens on,
-an SMTP server refusing or gone — sent through :func:`responder.engine.send.send` (apprise), and
+an SMTP server refusing or gone — sent through :func:`responder.engine.apprise_call.send` (apprise), and
 the recorded error is explained.  Only the chat gateways' own error answers (DingTalk's
 ``errcode`` behind HTTP 200, Feishu's ``code``) cannot be provoked here: their plugins post to
 fixed public hosts; those are checked on the plugins' wording.
@@ -14,7 +14,7 @@ import asyncio
 import pytest
 
 from responder.engine import failures
-from responder.engine.send import Outcome, send
+from responder.engine.apprise_call import Outcome, send
 from tests.sinks import HttpSink, SmtpSink, free_port
 
 THEN = "按设定重试或改用此人的下一渠道"

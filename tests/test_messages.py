@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,8 +9,9 @@ from typing import Any
 import pytest
 
 from responder import config
-from responder.engine import context
+from responder.engine import compose
 from responder.engine.messages import CHANNEL_KINDS, Rendered, channel_kind, render
+from responder.rows import Notification
 from responder.timeutil import to_db
 
 ACK_URL = "http://127.0.0.1:8080/ack/" + "AbCdEfGhIjKlMnOpQrSt_-"  # 22 url-safe chars
@@ -288,7 +288,7 @@ def test_free_text_cannot_add_links_or_html_to_a_chat_message(
     assert "[确认收到]" not in r.title
 
 
-# -- what context.build gives the templates, with the example config ------------------------
+# -- what compose.build gives the templates, with the example config ------------------------
 
 CFG = config.load(Path(__file__).resolve().parent.parent / "config" / "responder.toml")
 OCCURRED = datetime(2026, 11, 26, 19, 40, tzinfo=UTC)  # 03:40 on the 27th in Asia/Shanghai
@@ -309,7 +309,18 @@ def built(
 ) -> dict[str, Any]:
     """The context the dispatcher would render: a notification of ``kind`` about the 5-hour
     release (or, with ``obligation=None`` / ``incident=None``, a watchdog message)."""
-    row = {"kind": kind, "context": json.dumps(saved or {}, ensure_ascii=False)}
+    row = Notification(
+        id=1,
+        incident_id=None,
+        obligation_id=None,
+        person_id="",
+        channels=["sms"],
+        channel_index=0,
+        attempt=0,
+        kind=kind,
+        context=saved or {},
+        ack_nonce="",
+    )
     incident = obligation.pop("incident", INCIDENT)
     ob = None
     if obligation.pop("obligation", True) is not None:
@@ -324,7 +335,7 @@ def built(
         }
     person = CFG.person("wang-fang" if lang == "zh" else "admin-liu")
     assert person is not None
-    return context.build(row, incident, ob, CFG, person, ACK_URL, now)
+    return compose.build(row, incident, ob, CFG, person, ACK_URL, now)
 
 
 LAG = {

@@ -1,4 +1,4 @@
-"""The sending process (:mod:`responder.engine.sender`) and requests-first
+"""The sending process (:mod:`responder.engine.sending_process`) and requests-first
 (:mod:`responder.engine.foreground`).
 
 apprise runs in a child process.  What must hold: a child that dies mid-send turns that send
@@ -23,10 +23,10 @@ import pytest
 
 from responder.clock import FakeClock
 from responder.config import Config
+from responder.engine.apprise_call import with_read_timeout
 from responder.engine.failures import SENDER_DIED, explain
 from responder.engine.foreground import Foreground
 from responder.engine.runner import Engine
-from responder.engine.send import with_read_timeout
 from responder.store import Database
 from tests.engine_helpers import SECRET, attempts, drive, notification, queue, settle, wire
 from tests.sinks import HttpSink
@@ -137,9 +137,9 @@ def test_a_service_killed_with_requests_still_in_the_pipe_has_none_of_them_sent(
         tmp_path / "child_after_the_service_died.py",
         "import os, threading\n"
         "from multiprocessing import Pipe\n"
-        "from responder.engine import sender\n"
+        "from responder.engine import sending_process\n"
         "started = []\n"
-        "sender.send = lambda url, title, body, kind: started.append(url)\n"
+        "sending_process.send = lambda url, title, body, kind: started.append(url)\n"
         "class Exited(Exception): pass\n"
         "def _exit(code): raise Exited(code)\n"
         "os._exit = _exit\n"
@@ -148,7 +148,7 @@ def test_a_service_killed_with_requests_still_in_the_pipe_has_none_of_them_sent(
         "    parent.send((key, 'json://127.0.0.1:9/sms', 'title', 'body', 'sms'))\n"
         "parent.close()  # the service is killed: the kernel closes its end\n"
         "try:\n"
-        "    sender._child(child)\n"
+        "    sending_process._child(child)\n"
         "except Exited as e:\n"
         "    code = e.args[0]\n"
         "for t in threading.enumerate():\n"
@@ -240,7 +240,7 @@ def test_a_process_exits_even_if_its_sender_was_never_closed(tmp_path: Path) -> 
     done = run_script(
         tmp_path / "leave_it_open.py",
         "import asyncio\n"
-        "from responder.engine.sender import Sender\n"
+        "from responder.engine.sending_process import Sender\n"
         "async def main():\n"
         "    sender = Sender(timeout=5)\n"
         "    await sender.start()\n"

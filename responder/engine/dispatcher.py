@@ -6,7 +6,7 @@ One round:
    50 ms); then claim due notifications (``queued`` → ``sending``) with one
    conditional UPDATE, as many as there are free sending slots, and record an attempt for
    each in the same transaction.
-2. Render each message here, and send it in the sending process (:mod:`.sender`: apprise in
+2. Render each message here, and send it in the sending process (:mod:`.sending_process`: apprise in
    a child process, bounded concurrency).  A send is awaited until it has finished, and
    never retried beside itself: a send that outlives a timeout may still complete, and a
    retry on the same channel would deliver the message twice.  Only a send still running
@@ -29,23 +29,22 @@ drop it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import sqlite3
 from datetime import datetime, timedelta
-from typing import Any
 
 from responder.clock import Clock
 from responder.config import Config
-from responder.engine import context, outbox
-from responder.engine.failures import CHANNEL_GONE, INTERRUPTED, NOT_BUILT, PERSON_GONE
+from responder.engine import compose, outbox
+from responder.engine.apprise_call import Outcome
+from responder.engine.failures import INTERRUPTED, NOT_BUILT
 from responder.engine.foreground import Foreground
-from responder.engine.messages import channel_kind, render
+from responder.engine.loop import Loop
+from responder.engine.messages import channel_kind
 from responder.engine.metrics import Metrics
-from responder.engine.send import Outcome, with_idempotency_key, with_read_timeout
-from responder.engine.sender import Sender
-from responder.secret import ack_token
+from responder.engine.sending_process import Sender
+from responder.rows import Notification
 from responder.store import Database, audit
 from responder.timeutil import from_db, to_db
 
@@ -54,12 +53,11 @@ LEASE = timedelta(minutes=10)
 # Pauses (real seconds) between tries to record an outcome the database refused (locked, busy):
 # a notification whose outcome is not recorded stays 'sending' until the next restart.
 RECORD_RETRY = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-# apprise waits this much longer than alerts.send_timeout for a gateway's answer: the send
-# timeout decides (next channel), not apprise's read timeout (same channel again).
-READ_MARGIN = 5.0
 
 
-class Dispatcher:
+class Dispatcher(Loop):
+    name = "dispatcher"
+
     def __init__(
         self,
         db: Database,
@@ -69,27 +67,17 @@ class Dispatcher:
         metrics: Metrics,
         foreground: Foreground | None = None,
     ) -> None:
+        super().__init__(clock)
         self.db = db
         self.cfg = cfg
-        self.clock = clock
         self.secret = secret
         self.metrics = metrics
-        self.wakeup = asyncio.Event()
         self.slots = cfg.alerts.concurrency
         self.sender = Sender(timeout=cfg.alerts.send_timeout.total_seconds())
         self.foreground = foreground or Foreground()
         self.in_flight: set[asyncio.Task[None]] = set()
-        self._outcomes: list[tuple[Any, str, Outcome, asyncio.Future[None]]] = []
+        self._outcomes: list[tuple[Notification, Outcome, asyncio.Future[None]]] = []
         self._recording = asyncio.Lock()
-        self.stopping = False
-
-    def wake(self) -> None:
-        self.wakeup.set()
-
-    def stop(self) -> None:
-        """Claim nothing more; ``run`` then waits for the sends in flight and returns."""
-        self.stopping = True
-        self.wakeup.set()
 
     # -- 0. after a crash --------------------------------------------------------------
 
@@ -118,12 +106,12 @@ class Dispatcher:
 
     # -- 1. claim ----------------------------------------------------------------------
 
-    async def claim(self, limit: int) -> list[Any]:
+    async def claim(self, limit: int) -> list[Notification]:
         if limit <= 0:
             return []
         now = self.clock.now()
 
-        def take(tx: sqlite3.Connection) -> list[Any]:
+        def take(tx: sqlite3.Connection) -> list[Notification]:
             rows = tx.execute(
                 "UPDATE notifications SET status = 'sending', lease_until = ?"
                 " WHERE id IN (SELECT id FROM notifications WHERE status = 'queued'"
@@ -131,14 +119,12 @@ class Dispatcher:
                 " AND status = 'queued' RETURNING *",
                 (to_db(now + LEASE), to_db(now), limit),
             ).fetchall()
+            claimed = [Notification.of(r) for r in rows]
             tx.executemany(
                 "INSERT INTO attempts (notification_id, channel, started_at) VALUES (?,?,?)",
-                [
-                    (r["id"], json.loads(r["channels"])[r["channel_index"]], to_db(now))
-                    for r in rows
-                ],
+                [(n.id, n.channel, to_db(now)) for n in claimed],
             )
-            return rows
+            return claimed
 
         return await self.db.transact(take)
 
@@ -150,47 +136,10 @@ class Dispatcher:
 
     # -- 2. send -----------------------------------------------------------------------
 
-    async def facts(self, rows: list[Any]) -> dict[tuple[str, object], Any]:
-        """The incidents and obligations a batch of notifications speaks of: two queries for
-        the batch instead of two per message."""
-        out: dict[tuple[str, object], Any] = {}
-        for table, key in (("incidents", "incident_id"), ("obligations", "obligation_id")):
-            ids = sorted({r[key] for r in rows if r[key] is not None})
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                for row in await self.db.fetchall(
-                    f"SELECT * FROM {table} WHERE id IN ({marks})", chunk
-                ):
-                    out[(table, row["id"])] = row
-        return out
-
-    async def _message(
-        self, n: Any, channel: str, facts: dict[tuple[str, object], Any] | None = None
-    ) -> tuple[str, str, str]:
-        """(url, title, body) for one notification on one channel."""
-        person = self.cfg.person(n["person_id"])
-        if person is None:
-            raise LookupError(f"{PERSON_GONE}: {n['person_id']}")
-        template = self.cfg.channels.get(channel)
-        if template is None:
-            raise LookupError(f"{CHANNEL_GONE}: {channel}")
-        if facts is None:
-            facts = await self.facts([n])
-        incident = facts.get(("incidents", n["incident_id"]))
-        obligation = facts.get(("obligations", n["obligation_id"]))
-        token = ack_token(self.secret, n["ack_nonce"])
-        ack_url = f"{self.cfg.service.public_url}/ack/{token}"
-        ctx = context.build(n, incident, obligation, self.cfg, person, ack_url, self.clock.now())
-        rendered = render(channel_kind(channel), person.language, ctx)
-        url = with_idempotency_key(context.channel_url(template, person), f"{n['id']}-{channel}")
-        url = with_read_timeout(url, self.cfg.alerts.send_timeout.total_seconds() + READ_MARGIN)
-        return url, rendered.title, rendered.body
-
-    async def deliver(self, n: Any, facts: dict[tuple[str, object], Any] | None = None) -> None:
-        channel = json.loads(n["channels"])[n["channel_index"]]
+    async def deliver(self, n: Notification, facts: compose.Facts) -> None:
+        channel = n.channel
         try:
-            url, title, body = await self._message(n, channel, facts)
+            url, title, body = compose.message(self.cfg, self.secret, n, facts, self.clock.now())
         except Exception as e:  # the message cannot even be built: count it as a failed try
             outcome = Outcome(False, f"{NOT_BUILT}{type(e).__name__}: {e}")
         else:
@@ -202,26 +151,26 @@ class Dispatcher:
         self.metrics.inc(
             "send_attempts_total", channel=channel, outcome="sent" if outcome.ok else "error"
         )
-        await self._record(n, channel, outcome)
+        await self._record(n, outcome)
         if outcome.ok:
             log.info(
                 "sent notification %s to %s via %s in %.0f ms",
-                n["id"], n["person_id"], channel, outcome.seconds * 1000,
+                n.id, n.person_id, channel, outcome.seconds * 1000,
             )  # fmt: skip
         else:  # the error is already scrubbed of credentials and contacts
             log.warning(
                 "notification %s to %s via %s failed: %s",
-                n["id"], n["person_id"], channel, outcome.error,
+                n.id, n.person_id, channel, outcome.error,
             )  # fmt: skip
 
-    async def _record(self, n: Any, channel: str, outcome: Outcome) -> None:
+    async def _record(self, n: Notification, outcome: Outcome) -> None:
         """Record an outcome, group-committed with the others that finished meanwhile.
 
         One transaction (one fsync) records every outcome that is waiting, so a burst of
         sends is not throttled by a commit per message; a lone message is recorded at once.
         """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outcomes.append((n, channel, outcome, done))
+        self._outcomes.append((n, outcome, done))
         async with self._recording:  # one group transaction at a time
             if self._outcomes:  # else a previous group already took ours
                 batch, self._outcomes = self._outcomes, []
@@ -229,14 +178,14 @@ class Dispatcher:
         await done
 
     async def _record_batch(
-        self, batch: list[tuple[Any, str, Outcome, asyncio.Future[None]]]
+        self, batch: list[tuple[Notification, Outcome, asyncio.Future[None]]]
     ) -> None:
         for pause in (*RECORD_RETRY, None):
             try:
                 now = self.clock.now()
 
                 def record(tx: sqlite3.Connection, now: datetime = now) -> list[str]:
-                    return [self.record_in(tx, n, c, outcome, now) for n, c, outcome, _ in batch]
+                    return [self.record_in(tx, n, outcome, now) for n, outcome, _ in batch]
 
                 statuses = await self.db.transact(record)
             except Exception as e:
@@ -252,22 +201,22 @@ class Dispatcher:
                 )
                 await asyncio.sleep(pause)
             else:
-                for (n, channel, outcome, _), status in zip(batch, statuses, strict=True):
+                for (n, outcome, _), status in zip(batch, statuses, strict=True):
                     if status == "failed":
-                        self.metrics.inc("notifications_failed_total", channel=channel)
+                        self.metrics.inc("notifications_failed_total", channel=n.channel)
                         self._log_failed(n, outcome)
                 for *_, done in batch:
                     done.set_result(None)
                 return
 
-    def _log_failed(self, n: Any, outcome: Outcome) -> None:
+    def _log_failed(self, n: Notification, outcome: Outcome) -> None:
         """A person not reached on any channel is an ERROR in the log, not only a count."""
-        person = self.cfg.person(n["person_id"])
-        who = person.name if person else n["person_id"]
-        told = "" if n["kind"] == "watchdog" else "; the administrators are told"
+        person = self.cfg.person(n.person_id)
+        who = person.name if person else n.person_id
+        told = "" if n.kind == "watchdog" else "; the administrators are told"
         log.error(
             "notification %s to %s (%s) failed on every channel (last: %s)%s",
-            n["id"], n["person_id"], who, outcome.error, told,
+            n.id, n.person_id, who, outcome.error, told,
         )  # fmt: skip
 
     # -- 3. record -----------------------------------------------------------------------
@@ -277,29 +226,28 @@ class Dispatcher:
         return min(self.cfg.alerts.retry_max, base) * random.uniform(0.75, 1.25)
 
     def record_in(
-        self, tx: sqlite3.Connection, n: Any, channel: str, outcome: Outcome, now: datetime
+        self, tx: sqlite3.Connection, n: Notification, outcome: Outcome, now: datetime
     ) -> str:
         """Record one outcome inside the caller's transaction: sent; or again later on the
         same channel (back-off with jitter); or the next channel; or failed.  Returns the
         notification's new status."""
-        channels = json.loads(n["channels"])
         tx.execute(
             "UPDATE attempts SET outcome = ?, finished_at = ?, error = ?"
             " WHERE notification_id = ? AND outcome = 'started'",
-            ("sent" if outcome.ok else "error", to_db(now), outcome.error or None, n["id"]),
+            ("sent" if outcome.ok else "error", to_db(now), outcome.error or None, n.id),
         )
         if outcome.ok:
             tx.execute(
                 "UPDATE notifications SET status = 'sent', sent_at = ?, sent_channel = ?,"
                 " lease_until = NULL WHERE id = ? AND status = 'sending'",
-                (to_db(now), channel, n["id"]),
+                (to_db(now), n.channel, n.id),
             )
             return "sent"
-        attempt = n["attempt"] + 1
-        index = n["channel_index"]
+        attempt = n.attempt + 1
+        index = n.channel_index
         if outcome.same_channel_again and attempt < self.cfg.alerts.attempts_per_channel:
             status, next_at = "queued", now + self.backoff(attempt)
-        elif index + 1 < len(channels):
+        elif index + 1 < len(n.channels):
             status, next_at, index, attempt = "queued", now, index + 1, 0
         else:
             status, next_at = "failed", now
@@ -307,7 +255,7 @@ class Dispatcher:
             "UPDATE notifications SET status = ?, attempt = ?, channel_index = ?,"
             " next_attempt_at = ?, last_error = ?, lease_until = NULL"
             " WHERE id = ? AND status = 'sending'",
-            (status, attempt, index, to_db(next_at), outcome.error, n["id"]),
+            (status, attempt, index, to_db(next_at), outcome.error, n.id),
         )
         if status == "failed":
             audit.append(
@@ -315,17 +263,17 @@ class Dispatcher:
                 now,
                 "dispatcher",
                 "notification.failed",
-                n["incident_id"] or "-",  # a watchdog message has no incident
-                {"notification": n["id"], "person": n["person_id"], "error": outcome.error},
+                n.incident_id or "-",  # a watchdog message has no incident
+                {"notification": n.id, "person": n.person_id, "error": outcome.error},
             )
-            if n["kind"] != "watchdog":
+            if n.kind != "watchdog":
                 self.tell_admins(tx, n, now)
         return status
 
-    def tell_admins(self, tx: sqlite3.Connection, n: Any, now: datetime) -> None:
+    def tell_admins(self, tx: sqlite3.Connection, n: Notification, now: datetime) -> None:
         """A message that failed on every channel is itself news for the administrators."""
-        person = self.cfg.person(n["person_id"])
-        who = person.name if person else n["person_id"]
+        person = self.cfg.person(n.person_id)
+        who = person.name if person else n.person_id
         # Who, of which unit, at which number: the administrator is asked to phone them.
         unit = self.cfg.unit(person.unit) if person else None
         zh_who = f"{unit.name if unit else ''}{who}"
@@ -336,7 +284,7 @@ class Dispatcher:
             tx,
             self.cfg,
             self.secret,
-            incident_id=n["incident_id"],
+            incident_id=n.incident_id,
             # Short: it goes by SMS after the incident's title (see templates/messages/sms.zh.j2).
             zh=f"{zh_who}所有渠道均未收到提醒,请致电{phone}并检查渠道配置",
             en=f"The alert to {en_who} failed on every channel: phone them{en_phone} and check"
@@ -347,40 +295,35 @@ class Dispatcher:
     # -- 4. the loop ----------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Queue again what a previous process left half-sent, start the sending process, run
+        the rounds; on stop, claim nothing more and wait for the sends in flight."""
         await self.recover()
         try:
             await self.sender.start()  # now, rather than delay the first message by it
         except Exception:
             log.exception("the sending process did not start; the first send tries again")
         try:
-            while not self.stopping:
-                self.wakeup.clear()
-                try:
-                    await self.foreground.idle()  # requests first (see .foreground)
-                    claimed = await self.claim(self.slots - len(self.in_flight))
-                    facts = await self.facts(claimed) if claimed else {}
-                    for n in claimed:
-                        task = asyncio.create_task(self._deliver_and_wake(n, facts))
-                        self.in_flight.add(task)
-                        task.add_done_callback(self.in_flight.discard)
-                    nxt = await self.next_due()
-                except Exception:
-                    log.exception("dispatcher round failed; retrying")
-                    nxt = None
-                    await asyncio.sleep(1)
-                if len(self.in_flight) >= self.slots:
-                    nxt = None  # full: wait for a send to finish (it wakes us)
-                await self.clock.sleep_until(nxt, self.wakeup)
+            await super().run()
         finally:
             await self.drain()
 
-    async def _deliver_and_wake(self, n: Any, facts: dict[tuple[str, object], Any]) -> None:
+    async def round(self) -> datetime | None:
+        await self.foreground.idle()  # requests first (see .foreground)
+        claimed = await self.claim(self.slots - len(self.in_flight))
+        facts = await compose.facts(self.db, claimed) if claimed else {}
+        for n in claimed:
+            task = asyncio.create_task(self._deliver_and_wake(n, facts))
+            self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
+        if len(self.in_flight) >= self.slots:
+            return None  # full: wait for a send to finish (it wakes us)
+        return await self.next_due()
+
+    async def _deliver_and_wake(self, n: Notification, facts: compose.Facts) -> None:
         try:
             await self.deliver(n, facts)
         except Exception:
-            log.exception(
-                "recording notification %s failed; it is retried after a restart", n["id"]
-            )
+            log.exception("recording notification %s failed; it is retried after a restart", n.id)
         finally:
             self.wakeup.set()
 

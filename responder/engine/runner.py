@@ -32,14 +32,14 @@ class Engine:
         self.foreground = Foreground()  # the web app counts the requests it is answering
         self.dispatcher = Dispatcher(db, cfg, clock, secret, self.metrics, self.foreground)
         self.scheduler = Scheduler(db, cfg, clock, secret, self.metrics, self.dispatcher.wake)
-        self.watchdog = Watchdog(db, cfg, clock, secret)
+        self.watchdog = Watchdog(db, cfg, clock, secret, on_queued=self.dispatcher.wake)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
-            asyncio.create_task(self.watchdog.run(self.dispatcher.wake), name="watchdog"),
+            asyncio.create_task(self.watchdog.run(), name="watchdog"),
         ]
 
     async def stop(self, grace: float = STOP_GRACE) -> None:

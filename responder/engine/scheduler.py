@@ -4,19 +4,15 @@ The database is the truth: nothing is held in memory between rounds, so a restar
 resumes, and what fell due while the service was down fires at once, collapsed per person and
 obligation (see :mod:`responder.engine.fire`).
 
-One round:
+One round (the loop around it is :mod:`.loop`'s):
 
-1. Clear the wake-up flag *before* looking at the database, so a declaration committed while
-   this round runs wakes the next sleep at once instead of being missed.
-2. Fire every due step, a batch of obligations per transaction.
-3. Wake the dispatcher if anything was queued.
-4. Sleep until the next pending step's due time, or until woken.
+1. Fire every due step, a batch of obligations per transaction.
+2. Wake the dispatcher if anything was queued.
+3. Sleep until the next pending step's due time, or until woken by a change.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime
@@ -25,11 +21,10 @@ from typing import Any
 from responder.clock import Clock
 from responder.config import Config
 from responder.engine.fire import Fired, by_obligation, due_steps, fire_obligation
+from responder.engine.loop import Loop
 from responder.engine.metrics import Metrics
 from responder.store import Database
 from responder.timeutil import from_db
-
-log = logging.getLogger("responder.scheduler")
 
 BATCH = 500  # steps read per round
 # Obligations fired per transaction: enough to share a commit, few enough (a few ms) that a
@@ -37,7 +32,9 @@ BATCH = 500  # steps read per round
 OBLIGATIONS_PER_TX = 20
 
 
-class Scheduler:
+class Scheduler(Loop):
+    name = "scheduler"
+
     def __init__(
         self,
         db: Database,
@@ -47,22 +44,12 @@ class Scheduler:
         metrics: Metrics,
         wake_dispatcher: Callable[[], None],
     ) -> None:
+        super().__init__(clock)
         self.db = db
         self.cfg = cfg
-        self.clock = clock
         self.secret = secret
         self.metrics = metrics
         self.wake_dispatcher = wake_dispatcher
-        self.wakeup = asyncio.Event()
-        self.stopping = False
-
-    def wake(self) -> None:
-        self.wakeup.set()
-
-    def stop(self) -> None:
-        """Finish the round in progress (its transaction commits whole), then return."""
-        self.stopping = True
-        self.wakeup.set()
 
     async def next_due(self) -> datetime | None:
         row = await self.db.fetchone("SELECT MIN(due_at) FROM steps WHERE status = 'pending'")
@@ -94,17 +81,6 @@ class Scheduler:
             if len(steps) < BATCH:
                 return queued_total
 
-    async def run(self) -> None:
-        while not self.stopping:
-            self.wakeup.clear()
-            try:
-                await self.fire_due()
-                nxt = await self.next_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # A bug or a locked database must not stop the clock: log, wait, try again.
-                log.exception("scheduler round failed; retrying")
-                nxt = None
-                await asyncio.sleep(1)
-            await self.clock.sleep_until(nxt, self.wakeup)
+    async def round(self) -> datetime | None:
+        await self.fire_due()
+        return await self.next_due()

@@ -16,7 +16,6 @@ Each round also warns of API tokens that end within a week (:mod:`.token_ends`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from datetime import datetime, timedelta
 from responder.clock import Clock
 from responder.config import Config
 from responder.engine import outbox
+from responder.engine.loop import Loop
 from responder.engine.token_ends import warn_token_ends
 from responder.store import Database, audit
 from responder.timeutil import format_duration, from_db, to_db
@@ -63,15 +63,24 @@ async def measure(db: Database, now: datetime, due_before: datetime | None = Non
     return Lag(lag(row[0]), lag(row[1]))
 
 
-class Watchdog:
-    def __init__(self, db: Database, cfg: Config, clock: Clock, secret: bytes) -> None:
+class Watchdog(Loop):
+    name = "watchdog"
+
+    def __init__(
+        self,
+        db: Database,
+        cfg: Config,
+        clock: Clock,
+        secret: bytes,
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> None:
+        super().__init__(clock)
         self.db = db
         self.cfg = cfg
-        self.clock = clock
         self.secret = secret
+        self.on_queued = on_queued  # wakes the dispatcher for what a check queued
         self.last_alert: datetime | None = None
-        self.wakeup = asyncio.Event()
-        self.stopping = False
+        self.previous: datetime | None = None  # when the previous check looked
 
     async def check(self, due_before: datetime | None = None) -> Lag:
         """Measure the lag (of work due by ``due_before``, default now); tell the admins when
@@ -111,22 +120,15 @@ class Watchdog:
         log.warning("alerts are %.0f s late; administrators told", lag.worst)
         return lag
 
-    async def run(self, on_queued: Callable[[], None]) -> None:
-        previous: datetime | None = None  # when the previous check looked
-        while not self.stopping:
-            now = self.clock.now()
-            if previous is not None:
-                try:
-                    before = self.last_alert
-                    await self.check(due_before=previous)
-                    told = await warn_token_ends(self.db, self.cfg, self.secret, now)
-                    if told or (self.last_alert is not None and self.last_alert != before):
-                        on_queued()
-                except Exception:
-                    log.exception("watchdog check failed")
-            previous = now
-            await self.clock.sleep_until(now + CHECK_EVERY, self.wakeup)
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.wakeup.set()
+    async def round(self) -> datetime | None:
+        """Check the lag of what was due at the previous check (the first round only notes
+        the time), and the tokens about to end; then sleep for ``CHECK_EVERY``."""
+        now = self.clock.now()
+        previous, self.previous = self.previous, now
+        if previous is not None:
+            before = self.last_alert
+            await self.check(due_before=previous)
+            told = await warn_token_ends(self.db, self.cfg, self.secret, now)
+            if told or (self.last_alert is not None and self.last_alert != before):
+                self.on_queued()
+        return now + CHECK_EVERY

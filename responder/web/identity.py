@@ -13,7 +13,7 @@ from aiohttp import web
 
 from responder import auth
 from responder.errors import ResponderError
-from responder.timeutil import iso_local, show, to_db
+from responder.timeutil import iso_local, show
 from responder.web.keys import CFG, CLOCK, DB, SECRET, request_key
 from responder.web.security import COOKIE, read_session
 
@@ -67,13 +67,11 @@ async def identify(request: web.Request) -> dict[str, Any] | None:
     elif not request.path.startswith("/api/"):
         session = read_session(request.app[SECRET], request.cookies.get(COOKIE))
         if session is not None:
-            row = await request.app[DB].fetchone(
-                "SELECT u.id, u.username, u.role FROM sessions s JOIN users u ON u.id = s.user_id"
-                " WHERE s.id = ? AND s.user_id = ? AND s.expires_at > ? AND u.disabled = 0",
-                (str(session.get("sid")), session.get("u"), to_db(request.app[CLOCK].now())),
+            row = await auth.user_for_session(
+                request.app[DB], str(session.get("sid")), session.get("u"), request.app[CLOCK].now()
             )
             if row is not None:
-                user = {**dict(row), "csrf": session.get("csrf"), "sid": session.get("sid")}
+                user = {**row, "csrf": session.get("csrf"), "sid": session.get("sid")}
     request[IDENTITY] = user
     return user
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import sqlite3
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,7 +23,7 @@ from responder.config import Config
 from responder.errors import ResponderError
 from responder.paths import templates_dir
 from responder.policy.rules import LEVEL_NAMES
-from responder.timeutil import format_duration, from_db, show, to_db
+from responder.timeutil import format_duration, from_db, show
 from responder.web.identity import identify
 from responder.web.keys import CFG, CLOCK, DB, SECRET
 from responder.web.security import (
@@ -174,9 +173,7 @@ async def login_post(request: web.Request) -> web.Response:
         )
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
-    row = await request.app[DB].fetchone(
-        "SELECT id, password_hash FROM users WHERE username = ? AND disabled = 0", (username,)
-    )
+    row = await auth.login_user(request.app[DB], username)
     # scrypt takes ~0.1 s of CPU: off the event loop, so logins never stall the engine.
     ok = await asyncio.to_thread(
         auth.verify_password, password, row["password_hash"] if row else None
@@ -185,16 +182,8 @@ async def login_post(request: web.Request) -> web.Response:
         limiter.fail(client, username)
         return login_form(request, "用户名或密码不正确 / wrong username or password", status=401)
     value, _csrf, sid = make_session(request.app[SECRET], row["id"], time.time())
-    now = request.app[CLOCK].now()
-
-    def start_session(tx: sqlite3.Connection) -> None:
-        tx.execute("DELETE FROM sessions WHERE expires_at <= ?", (to_db(now),))
-        tx.execute(
-            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?,?,?,?)",
-            (sid, row["id"], to_db(now), to_db(now + timedelta(seconds=SESSION_SECONDS))),
-        )
-
-    await request.app[DB].transact(start_session)
+    lasts = timedelta(seconds=SESSION_SECONDS)
+    await auth.start_session(request.app[DB], sid, row["id"], request.app[CLOCK].now(), lasts)
     response = web.HTTPSeeOther("/")
     set_session_cookie(response, value, request.app[CFG].service.public_url.startswith("https"))
     raise response
@@ -212,9 +201,7 @@ async def logout_post(request: web.Request) -> web.Response:
             "this page is out of date: reload it and sign out again",
         )
     sid = user["sid"]  # the cookie, even if kept, no longer works
-    await request.app[DB].transact(
-        lambda tx: tx.execute("DELETE FROM sessions WHERE id = ?", (sid,))
-    )
+    await auth.end_session(request.app[DB], sid)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
     raise response

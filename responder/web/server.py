@@ -14,10 +14,14 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from responder import __version__
-from responder.config import Config, production_notes
-from responder.engine.send import channels_not_understood, describe_not_understood
+from responder.checks import (
+    channels_not_understood,
+    check_templates,
+    describe_not_understood,
+    production_notes,
+)
+from responder.config import Config
 from responder.errors import ResponderError
-from responder.paths import check_templates
 from responder.store.db import make_parent
 from responder.store.lock import instance_lock
 from responder.web.access import MalformedRequestFilter, RequestIdFilter

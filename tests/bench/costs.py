@@ -26,9 +26,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from responder.clock import SystemClock
+from responder.engine.apprise_call import send
 from responder.engine.metrics import Metrics
 from responder.engine.scheduler import Scheduler
-from responder.engine.send import send
 from responder.store import Database
 from tests.bench.common import (
     SECRET,

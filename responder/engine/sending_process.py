@@ -51,12 +51,12 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from responder.engine.apprise_call import Outcome, send
 from responder.engine.failures import SEND_TIMED_OUT, SENDER_DIED, SENDER_STOPPED
-from responder.engine.send import Outcome, send
 
 log = logging.getLogger("responder.dispatcher")
 _CONTEXT = multiprocessing.get_context("forkserver")  # no fork() of a threaded process
-_CONTEXT.set_forkserver_preload(["responder.engine.send"])  # apprise is imported once
+_CONTEXT.set_forkserver_preload(["responder.engine.apprise_call"])  # apprise is imported once
 
 
 CLOSE_GRACE = 5.0  # seconds the child waits on a graceful close for sends still running

@@ -3,7 +3,7 @@
 apprise plugins are synchronous; the sending process runs :func:`send` in a thread of its
 own, and the dispatcher waits for it to *finish* (it never retries beside a running send: a
 timed-out send may still complete in its thread, and a retry on the same channel would deliver
-the message twice; see :mod:`.sender` for the one send that is given up on).
+the message twice; see :mod:`.sending_process` for the one send that is given up on).
 
 Errors and URLs are scrubbed before they leave this module: passwords, tokens and query values
 of the channel URL are replaced by ``****``, so nothing secret reaches the database, the logs,
@@ -20,8 +20,6 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import apprise
 
-from responder.config import Config
-from responder.engine.context import channel_url
 from responder.engine.failures import URL_NOT_UNDERSTOOD
 
 # apprise's log records are captured per call into AppriseResult (which needs them created at
@@ -132,35 +130,3 @@ def send(url: str, title: str, body: str, channel_kind: str) -> Outcome:
     messages = [e.message for e in result.logs() if e.level in ("WARNING", "ERROR", "CRITICAL")]
     error = "; ".join(dict.fromkeys(messages)) or f"apprise status {result.status.name}"
     return Outcome(False, scrub(error, url)[:500], elapsed)
-
-
-def understood(url: str) -> bool:
-    """Whether apprise knows what to do with ``url`` (nothing is sent)."""
-    try:
-        return bool(apprise.Apprise(asset=ASSET).add(url))
-    except Exception:  # a plugin that chokes on the URL: not understood either
-        return False
-
-
-def channels_not_understood(cfg: Config) -> dict[str, list[str]]:
-    """Channel → the people whose filled-in URL apprise does not understand (a typo in the
-    scheme, a contact that makes the URL invalid).  Checked before the first alert needs it."""
-    out: dict[str, list[str]] = {}
-    for person in cfg.people:
-        for channel in person.channels:
-            template = cfg.channels.get(channel)
-            if template is not None and not understood(channel_url(template, person)):
-                out.setdefault(channel, []).append(person.id)
-    return out
-
-
-def describe_not_understood(bad: dict[str, list[str]]) -> tuple[str, str]:
-    """One sentence per language naming each channel and its people (never a URL: it may hold
-    a password)."""
-    zh = ";".join(f"渠道 {c}(用于 {'、'.join(people)})" for c, people in bad.items())
-    en = "; ".join(f"channel {c} (for {', '.join(people)})" for c, people in bad.items())
-    return (
-        f"apprise 无法识别以下渠道的地址,请检查 [channels] 中的写法与联系人信息:{zh}",
-        f"apprise does not understand the address of: {en}; check the [channels] entries and"
-        " the contacts",
-    )

@@ -1,21 +1,36 @@
-"""What a message says: the facts of one notification, formatted for its recipient.
+"""Composing one message: the facts of a notification, formatted for its recipient, and the
+channel address it goes to.
 
-Times in the configured zone, durations as people say them, and the action asked of the
-recipient.  Time left / overdue is computed when the message is *sent*, so a message that
-waited for a retry still tells the truth.
+1. :func:`facts` reads the incidents and obligations a batch of notifications speaks of.
+2. :func:`build` turns one notification and its facts into the template context: times in
+   the configured zone, durations as people say them, the action asked of the recipient.
+   Time left / overdue is computed when the message is *sent*, so a message that waited for a
+   retry still tells the truth.
+3. :func:`message` renders it for the channel (:mod:`.messages`) and fills the channel's
+   apprise URL from the person's contacts: ``(url, title, body)``, ready to send.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from responder.config import Config, Person
+from responder.engine.apprise_call import with_idempotency_key, with_read_timeout
+from responder.engine.failures import CHANNEL_GONE, PERSON_GONE
+from responder.engine.messages import channel_kind, render
 from responder.models import CATEGORIES
 from responder.policy.rules import LEVEL_NAMES, LEVEL_NAMES_EN
+from responder.rows import Notification
+from responder.secret import ack_token
+from responder.store import Database
 from responder.timeutil import format_duration, from_db, local, show
+
+Facts = dict[tuple[str, object], Any]  # ("incidents", id) / ("obligations", id) -> row
+# apprise waits this much longer than alerts.send_timeout for a gateway's answer: the send
+# timeout decides (next channel), not apprise's read timeout (same channel again).
+READ_MARGIN = 5.0
 
 ACTIONS = {
     "authoritative_release": (
@@ -69,7 +84,7 @@ def spoken(dt: datetime, cfg: Config, lang: str) -> str:
 
 
 def build(
-    row: Any,
+    n: Notification,
     incident: Any,
     obligation: Any | None,
     cfg: Config,
@@ -80,11 +95,11 @@ def build(
     """The template context for one notification (see templates/messages/)."""
     lang = person.language
     en = lang == "en"
-    saved = json.loads(row["context"])
+    saved = n.context
     if incident is None:  # the watchdog speaking about the service itself
         return {
             "title": "",  # no incident: never shown as if the service were one
-            "step_kind": row["kind"],
+            "step_kind": n.kind,
             "ack_url": ack_url,
             "recipient_name": person.name,
             "action": saved.get("action_en" if en else "action", ""),
@@ -101,7 +116,7 @@ def build(
         "location": incident["location"],
         "occurred_at": show(from_db(incident["occurred_at"]), cfg.tz),
         "lead_unit": (unit.name_en or unit.name) if unit and en else unit.name if unit else "",
-        "step_kind": row["kind"],
+        "step_kind": n.kind,
         "collapsed": saved.get("collapsed", []),
         "ack_url": ack_url,
         "recipient_name": person.name,
@@ -119,7 +134,7 @@ def build(
         state = "due_now"
     else:
         state = "overdue"
-    breached = state == "overdue" or row["kind"] in ("deadline", "repeat")
+    breached = state == "overdue" or n.kind in ("deadline", "repeat")
     breached = breached or obligation["status"] == "breached"
     actions = OVERDUE_ACTIONS if breached else ACTIONS
     ctx.update(
@@ -134,3 +149,42 @@ def build(
         action=actions.get(kind, ("请尽快处理", "Act now"))[1 if en else 0],
     )
     return ctx
+
+
+async def facts(db: Database, notifications: list[Notification]) -> Facts:
+    """The incidents and obligations a batch of notifications speaks of: two queries for
+    the batch instead of two per message."""
+    out: Facts = {}
+    for table, ids in (
+        ("incidents", {n.incident_id for n in notifications}),
+        ("obligations", {n.obligation_id for n in notifications}),
+    ):
+        known = sorted(i for i in ids if i is not None)
+        for i in range(0, len(known), 500):
+            chunk = known[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in await db.fetchall(f"SELECT * FROM {table} WHERE id IN ({marks})", chunk):
+                out[(table, row["id"])] = row
+    return out
+
+
+def message(
+    cfg: Config, secret: bytes, n: Notification, facts: Facts, now: datetime
+) -> tuple[str, str, str]:
+    """``(url, title, body)`` for one notification on its current channel.  A person or a
+    channel since removed from the config is a LookupError: the message cannot be built."""
+    channel = n.channel
+    person = cfg.person(n.person_id)
+    if person is None:
+        raise LookupError(f"{PERSON_GONE}: {n.person_id}")
+    template = cfg.channels.get(channel)
+    if template is None:
+        raise LookupError(f"{CHANNEL_GONE}: {channel}")
+    incident = facts.get(("incidents", n.incident_id))
+    obligation = facts.get(("obligations", n.obligation_id))
+    ack_url = f"{cfg.service.public_url}/ack/{ack_token(secret, n.ack_nonce)}"
+    ctx = build(n, incident, obligation, cfg, person, ack_url, now)
+    rendered = render(channel_kind(channel), person.language, ctx)
+    url = with_idempotency_key(channel_url(template, person), f"{n.id}-{channel}")
+    url = with_read_timeout(url, cfg.alerts.send_timeout.total_seconds() + READ_MARGIN)
+    return url, rendered.title, rendered.body

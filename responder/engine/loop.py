@@ -1,0 +1,58 @@
+"""What the scheduler, the dispatcher and the watchdog share: a loop of rounds that sleeps on
+the injected clock until its next piece of work is due, or until it is woken.
+
+One round, for each of them:
+
+1. Clear the wake-up flag *before* looking at the database, so a change committed while the
+   round runs wakes the next sleep at once instead of being missed.
+2. Do the round's work (:meth:`Loop.round`); it answers when the next work falls due.
+3. A round that failed (a bug, a database locked by another process) is logged and tried
+   again after a short real pause: it must never stop the clock.
+4. Sleep until the next work is due, or until woken; :meth:`Loop.stop` wakes it for the last
+   time, and the round in progress finishes first (its transaction commits whole).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from responder.clock import Clock
+
+RETRY_PAUSE = 1.0  # real seconds between failed rounds: no busy loop, no log flood
+
+
+class Loop:
+    name = "loop"
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.wakeup = asyncio.Event()
+        self.stopping = False
+        self.log = logging.getLogger(f"responder.{self.name}")
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    def stop(self) -> None:
+        """Finish the round in progress, then return from :meth:`run`."""
+        self.stopping = True
+        self.wakeup.set()
+
+    async def round(self) -> datetime | None:
+        """Do what is due; return when the next work falls due (None: only when woken)."""
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        while not self.stopping:
+            self.wakeup.clear()  # 1.
+            try:
+                nxt = await self.round()  # 2.
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # 3.
+                self.log.exception("%s round failed; trying again", self.name)
+                await asyncio.sleep(RETRY_PAUSE)
+                continue
+            await self.clock.sleep_until(nxt, self.wakeup)  # 4.
