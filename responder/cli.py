@@ -22,11 +22,10 @@ from responder.checks import (
 )
 from responder.clock import SystemClock
 from responder.errors import BadInput, ConfigError, ResponderError
-from responder.policy.planner import Facts, plan_declaration
 from responder.store import Database
 from responder.store.audit import verify
 from responder.timeutil import at_most_now, from_db, next_whole_second, parse_time, show
-from responder.views import plan_text, plan_view
+from responder.views import plan_text, preview
 
 
 def cli_actor() -> str:
@@ -432,8 +431,6 @@ def _table(header: list[str], rows: list[list[str]]) -> None:
 
 
 def _plan(args: argparse.Namespace, cfg: config.Config, lang: str, clock: SystemClock) -> int:
-    from responder.policy.rules import rule_set_in_force
-
     occurred = parse_time(args.occurred_at, "--occurred-at")
     if args.declared_at:
         now = parse_time(args.declared_at, "--declared-at")
@@ -443,12 +440,7 @@ def _plan(args: argparse.Namespace, cfg: config.Config, lang: str, clock: System
         occurred = at_most_now(occurred, real)  # as a declaration now takes it (see the API)
     if occurred > now:
         return _fail("--occurred-at 不能晚于申报时间 / cannot be after the declaration time")
-    rules = rule_set_in_force(cfg.rule_sets, occurred)
-    facts = Facts(args.level, occurred, now)
-    plan = plan_declaration(facts, rules, now) if rules else None
-    from responder.policy.planner import Plan
-
-    view = plan_view(plan or Plan(), rules, args.level, occurred, now, cfg.tz)
+    view = preview(cfg, args.level, occurred, now)
     if args.json:
         print(json.dumps(view, ensure_ascii=False, indent=2))
     else:

@@ -1,82 +1,21 @@
-"""Read-only questions the API, the pages and the reports ask.  Every answer is JSON-ready,
-with times in the configured zone and contacts masked."""
+"""Read-only questions the API, the pages and the reports ask: only the SQL.  Every answer is
+JSON-ready, shaped by :mod:`responder.views` (times in the configured zone, contacts masked)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from responder.config import Config
-from responder.engine.failures import explain
 from responder.errors import NotFound
-from responder.models import CATEGORIES
-from responder.policy.rules import LEVEL_NAMES, LEVEL_NAMES_EN
 from responder.store import Database
-from responder.timeutil import from_db, iso_local
-
-
-def _t(value: str | None, cfg: Config) -> str | None:
-    return iso_local(from_db(value), cfg.tz)
-
-
-def mask(value: str | None) -> str | None:
-    """'+8613800000001' → '+86138****0001'; 'wangfang@example.gov.cn' → 'wa****@example.gov.cn'."""
-    if not value:
-        return value
-    if "@" in value:
-        name, _, domain = value.partition("@")
-        return name[:2] + "****@" + domain
-    if len(value) <= 6:
-        return "****"
-    return value[:-8] + "****" + value[-4:] if len(value) > 8 else value[:2] + "****"
-
-
-def obligation_view(r: Any, cfg: Config) -> dict[str, Any]:
-    return {
-        "id": r["id"],
-        "kind": r["kind"],
-        "seq": r["seq"],
-        "name": r["name"],
-        "name_en": r["name_en"],
-        "level": r["level"],
-        "rule_set": r["rule_set_id"],
-        "clock_start": r["clock_start_kind"],
-        "clock_start_at": _t(r["clock_start_at"], cfg),
-        "within_s": r["within_s"],
-        "deadline": _t(r["deadline"], cfg),
-        "status": r["status"],
-        "met_at": _t(r["met_at"], cfg),
-        "recorded_late": bool(r["recorded_late"]),
-        "breached_at": _t(r["breached_at"], cfg),
-        "waived_reason": r["waived_reason"],
-    }
-
-
-def incident_view(r: Any, obligations: list[Any], cfg: Config) -> dict[str, Any]:
-    category = CATEGORIES.get(r["category"], (r["category"], r["category"]))
-    return {
-        "id": r["id"],
-        "title": r["title"],
-        "category": r["category"],
-        "category_name": category[0],
-        "level": r["level"],
-        "level_name": LEVEL_NAMES[r["level"]],
-        "level_name_en": LEVEL_NAMES_EN[r["level"]],
-        "occurred_at": _t(r["occurred_at"], cfg),
-        "declared_at": _t(r["declared_at"], cfg),
-        "learned_at": _t(r["learned_at"], cfg),
-        "location": r["location"],
-        "summary": r["summary"],
-        "lead_unit": r["lead_unit"],
-        "co_units": json.loads(r["co_units"]),
-        "drill": bool(r["drill"]),
-        "status": r["status"],
-        "rule_set": r["rule_set_id"],
-        "declared_by": r["declared_by"],
-        "closed_at": _t(r["closed_at"], cfg),
-        "close_reason": r["close_reason"],
-        "obligations": [obligation_view(o, cfg) for o in obligations],
-    }
+from responder.views import (
+    attempt_view,
+    incident_view,
+    notification_view,
+    record_view,
+    timeline_entry,
+    told_view,
+)
 
 
 async def incident(db: Database, cfg: Config, incident_id: str) -> dict[str, Any]:
@@ -161,12 +100,6 @@ async def most_urgent(db: Database, cfg: Config, limit: int) -> dict[str, Any]:
     return {"total": total[0] if total else 0, "items": await _with_obligations(db, cfg, rows)}
 
 
-def _explained(field: str, error: str | None) -> dict[str, str | None]:
-    """The error in words for people, beside the technical text (see engine.failures)."""
-    zh, en = explain(error)
-    return {f"{field}_message": zh, f"{field}_message_en": en}
-
-
 async def notifications(db: Database, cfg: Config, incident_id: str) -> list[dict[str, Any]]:
     await incident(db, cfg, incident_id)  # 404 for an unknown incident
     rows = await db.scan(
@@ -182,40 +115,8 @@ async def notifications(db: Database, cfg: Config, incident_id: str) -> list[dic
             " WHERE n.incident_id = ? ORDER BY a.id",
             (incident_id,),
         ):
-            attempts[a["notification_id"]].append(
-                {
-                    "channel": a["channel"],
-                    "started_at": _t(a["started_at"], cfg),
-                    "finished_at": _t(a["finished_at"], cfg),
-                    "outcome": a["outcome"],
-                    "error": a["error"],
-                    **_explained("error", a["error"]),
-                }
-            )
-    out = []
-    for r in rows:
-        person = cfg.person(r["person_id"])
-        out.append(
-            {
-                "id": r["id"],
-                "obligation": r["obligation_kind"],
-                "kind": r["kind"],
-                "person": r["person_id"],
-                "person_name": person.name if person else r["person_id"],
-                "phone": mask(person.phone) if person else None,
-                "email": mask(person.email) if person else None,
-                "channels": json.loads(r["channels"]),
-                "status": r["status"],
-                "sent_channel": r["sent_channel"],
-                "created_at": _t(r["created_at"], cfg),
-                "sent_at": _t(r["sent_at"], cfg),
-                "acknowledged_at": _t(r["acked_at"], cfg),
-                "last_error": r["last_error"],
-                **_explained("last_error", r["last_error"]),
-                "attempts": attempts[r["id"]],
-            }
-        )
-    return out
+            attempts[a["notification_id"]].append(attempt_view(a, cfg))
+    return [notification_view(r, attempts[r["id"]], cfg) for r in rows]
 
 
 async def timeline(db: Database, cfg: Config, incident_id: str) -> list[dict[str, Any]]:
@@ -225,37 +126,7 @@ async def timeline(db: Database, cfg: Config, incident_id: str) -> list[dict[str
         "SELECT seq, at, actor, action, data FROM audit_log WHERE subject = ? ORDER BY seq",
         (incident_id,),
     )
-    return [
-        {
-            "seq": r["seq"],
-            "at": _t(r["at"], cfg),
-            "actor": r["actor"],
-            "action": r["action"],
-            "data": json.loads(r["data"]),
-        }
-        for r in rows
-    ]
-
-
-def record_view(r: Any, cfg: Config) -> dict[str, Any]:
-    return {
-        "id": r["id"],
-        "incident_id": r["incident_id"],
-        "obligation_id": r["obligation_id"],
-        "unit": r["unit"],
-        "responsible_person": r["responsible_person"],
-        "deadline": _t(r["deadline"], cfg),
-        "breached_at": _t(r["breached_at"], cfg),
-        "met_at": _t(r["met_at"], cfg),
-        "overrun_s": r["overrun_s"],
-        "evidence": json.loads(r["evidence"]),
-        "proposed_measure": r["proposed_measure"],
-        "decided_measure": r["decided_measure"],
-        "decision_reason": r["decision_reason"],
-        "decided_by": r["decided_by"],
-        "decided_at": _t(r["decided_at"], cfg),
-        "status": r["status"],
-    }
+    return [timeline_entry(r, cfg) for r in rows]
 
 
 async def accountability_records(
@@ -290,15 +161,5 @@ async def accountability_record(db: Database, cfg: Config, record_id: int) -> di
         " WHERE obligation_id = ? ORDER BY id",
         (row["obligation_id"],),
     )
-    view["notifications"] = [
-        {
-            "person": n["person_id"],
-            "kind": n["kind"],
-            "status": n["status"],
-            "channel": n["sent_channel"],
-            "sent_at": _t(n["sent_at"], cfg),
-            "acknowledged_at": _t(n["acked_at"], cfg),
-        }
-        for n in told
-    ]
+    view["notifications"] = [told_view(n, cfg) for n in told]
     return view

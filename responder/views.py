@@ -1,6 +1,7 @@
-"""How things look from outside: plans and store rows as JSON-ready dicts, in the configured zone.
+"""How things look from outside: plans and store rows as JSON-ready dicts, in the configured zone,
+contacts masked.
 
-The API, the pages and the CLI all show the same facts the same way.
+The API, the pages, the CLI and the reports all show the same facts the same way.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from responder.policy.planner import Plan
-from responder.policy.rules import LEVEL_NAMES, LEVEL_NAMES_EN, RuleSet
+from responder.config import Config
+from responder.engine.failures import explain
+from responder.models import CATEGORIES
+from responder.policy.planner import Facts, Plan, plan_declaration
+from responder.policy.rules import LEVEL_NAMES, LEVEL_NAMES_EN, RuleSet, rule_set_in_force
 from responder.timeutil import format_duration, from_db, iso_local
 
 STEP_KIND_NAMES = {
@@ -143,9 +147,165 @@ def plan_text(view: dict[str, Any], lang: str = "zh") -> str:
     return "\n".join(lines) + "\n"
 
 
-def loads(text: str | None, default: Any) -> Any:
-    return json.loads(text) if text else default
+# -- a plan before declaring ---------------------------------------------------------------------
 
 
-def t(text: str | None, tz: ZoneInfo) -> str | None:
-    return iso_local(from_db(text), tz)
+def preview(
+    cfg: Config, level: str, occurred_at: datetime, declared_at: datetime
+) -> dict[str, Any]:
+    """What a declaration would plan (the API's ``GET /plan``, ``responder plan``, the
+    declare form): the rule set in force when it occurred, its deadlines and every step."""
+    rules = rule_set_in_force(cfg.rule_sets, occurred_at)
+    facts = Facts(level, occurred_at, declared_at)
+    plan = plan_declaration(facts, rules, declared_at) if rules else Plan()
+    return plan_view(plan, rules, level, occurred_at, declared_at, cfg.tz)
+
+
+# -- store rows ----------------------------------------------------------------------------------
+
+
+def _t(value: str | None, cfg: Config) -> str | None:
+    return iso_local(from_db(value), cfg.tz)
+
+
+def mask(value: str | None) -> str | None:
+    """'+8613800000001' → '+86138****0001'; 'wangfang@example.gov.cn' → 'wa****@example.gov.cn'."""
+    if not value:
+        return value
+    if "@" in value:
+        name, _, domain = value.partition("@")
+        return name[:2] + "****@" + domain
+    if len(value) <= 6:
+        return "****"
+    return value[:-8] + "****" + value[-4:] if len(value) > 8 else value[:2] + "****"
+
+
+def obligation_view(r: Any, cfg: Config) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "kind": r["kind"],
+        "seq": r["seq"],
+        "name": r["name"],
+        "name_en": r["name_en"],
+        "level": r["level"],
+        "rule_set": r["rule_set_id"],
+        "clock_start": r["clock_start_kind"],
+        "clock_start_at": _t(r["clock_start_at"], cfg),
+        "within_s": r["within_s"],
+        "deadline": _t(r["deadline"], cfg),
+        "status": r["status"],
+        "met_at": _t(r["met_at"], cfg),
+        "recorded_late": bool(r["recorded_late"]),
+        "breached_at": _t(r["breached_at"], cfg),
+        "waived_reason": r["waived_reason"],
+    }
+
+
+def incident_view(r: Any, obligations: list[Any], cfg: Config) -> dict[str, Any]:
+    category = CATEGORIES.get(r["category"], (r["category"], r["category"]))
+    return {
+        "id": r["id"],
+        "title": r["title"],
+        "category": r["category"],
+        "category_name": category[0],
+        "level": r["level"],
+        "level_name": LEVEL_NAMES[r["level"]],
+        "level_name_en": LEVEL_NAMES_EN[r["level"]],
+        "occurred_at": _t(r["occurred_at"], cfg),
+        "declared_at": _t(r["declared_at"], cfg),
+        "learned_at": _t(r["learned_at"], cfg),
+        "location": r["location"],
+        "summary": r["summary"],
+        "lead_unit": r["lead_unit"],
+        "co_units": json.loads(r["co_units"]),
+        "drill": bool(r["drill"]),
+        "status": r["status"],
+        "rule_set": r["rule_set_id"],
+        "declared_by": r["declared_by"],
+        "closed_at": _t(r["closed_at"], cfg),
+        "close_reason": r["close_reason"],
+        "obligations": [obligation_view(o, cfg) for o in obligations],
+    }
+
+
+def _explained(field: str, error: str | None) -> dict[str, str | None]:
+    """The error in words for people, beside the technical text (see engine.failures)."""
+    zh, en = explain(error)
+    return {f"{field}_message": zh, f"{field}_message_en": en}
+
+
+def attempt_view(a: Any, cfg: Config) -> dict[str, Any]:
+    return {
+        "channel": a["channel"],
+        "started_at": _t(a["started_at"], cfg),
+        "finished_at": _t(a["finished_at"], cfg),
+        "outcome": a["outcome"],
+        "error": a["error"],
+        **_explained("error", a["error"]),
+    }
+
+
+def notification_view(r: Any, attempts: list[dict[str, Any]], cfg: Config) -> dict[str, Any]:
+    person = cfg.person(r["person_id"])
+    return {
+        "id": r["id"],
+        "obligation": r["obligation_kind"],
+        "kind": r["kind"],
+        "person": r["person_id"],
+        "person_name": person.name if person else r["person_id"],
+        "phone": mask(person.phone) if person else None,
+        "email": mask(person.email) if person else None,
+        "channels": json.loads(r["channels"]),
+        "status": r["status"],
+        "sent_channel": r["sent_channel"],
+        "created_at": _t(r["created_at"], cfg),
+        "sent_at": _t(r["sent_at"], cfg),
+        "acknowledged_at": _t(r["acked_at"], cfg),
+        "last_error": r["last_error"],
+        **_explained("last_error", r["last_error"]),
+        "attempts": attempts,
+    }
+
+
+def timeline_entry(r: Any, cfg: Config) -> dict[str, Any]:
+    return {
+        "seq": r["seq"],
+        "at": _t(r["at"], cfg),
+        "actor": r["actor"],
+        "action": r["action"],
+        "data": json.loads(r["data"]),
+    }
+
+
+def record_view(r: Any, cfg: Config) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "incident_id": r["incident_id"],
+        "obligation_id": r["obligation_id"],
+        "unit": r["unit"],
+        "responsible_person": r["responsible_person"],
+        "deadline": _t(r["deadline"], cfg),
+        "breached_at": _t(r["breached_at"], cfg),
+        "met_at": _t(r["met_at"], cfg),
+        "overrun_s": r["overrun_s"],
+        "evidence": json.loads(r["evidence"]),
+        "proposed_measure": r["proposed_measure"],
+        "decided_measure": r["decided_measure"],
+        "decision_reason": r["decision_reason"],
+        "decided_by": r["decided_by"],
+        "decided_at": _t(r["decided_at"], cfg),
+        "status": r["status"],
+    }
+
+
+def told_view(n: Any, cfg: Config) -> dict[str, Any]:
+    """Who was told about a breached obligation, on which channel, and whether they
+    acknowledged (an accountability record's evidence)."""
+    return {
+        "person": n["person_id"],
+        "kind": n["kind"],
+        "status": n["status"],
+        "channel": n["sent_channel"],
+        "sent_at": _t(n["sent_at"], cfg),
+        "acknowledged_at": _t(n["acked_at"], cfg),
+    }

@@ -25,10 +25,8 @@ from responder.models import (
     SchedulePressConference,
 )
 from responder.ops import Ops
-from responder.policy.planner import Facts, Plan, plan_declaration
-from responder.policy.rules import rule_set_in_force
 from responder.timeutil import at_most_now, next_whole_second, parse_time
-from responder.views import plan_view
+from responder.views import preview
 from responder.web import schemas
 from responder.web.identity import actor, require
 from responder.web.keys import CFG, CLOCK, DB, OPS, request_key
@@ -386,9 +384,7 @@ async def get_plan(request: web.Request) -> web.Response:
             "occurred_at 不能晚于申报时间",
             "occurred_at cannot be after the declaration time",
         )
-    rules = rule_set_in_force(cfg.rule_sets, occurred)
-    plan = plan_declaration(Facts(q.level, occurred, now), rules, now) if rules else Plan()
-    return answer(request, plan_view(plan, rules, q.level, occurred, now, cfg.tz))
+    return answer(request, preview(cfg, q.level, occurred, now))
 
 
 async def openapi_document(request: web.Request) -> web.Response:
