@@ -4,7 +4,7 @@
 apprise runs in a child process.  What must hold: a child that dies mid-send turns that send
 into a failed try that is retried (never lost, never left 'sending'); Ctrl-C reaching the child
 does not cut a send short; a stopped engine leaves no child behind.  The kill -9 of the whole
-service is in ``test_engine_faults.py``.
+service is in ``test_failing_channels_crashes_and_stops.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.engine_helpers import SECRET, attempts, drive, notification, queue, s
 from tests.sinks import HttpSink
 
 pytest_plugins = ["tests.engine_fixtures"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ from tests.sinks import HttpSink, SmtpSink
 
 pytest_plugins = ["tests.engine_fixtures"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "tests" / "engine_driver.py"
 
 

@@ -290,7 +290,7 @@ def test_free_text_cannot_add_links_or_html_to_a_chat_message(
 
 # -- what compose.build gives the templates, with the example config ------------------------
 
-CFG = config.load(Path(__file__).resolve().parent.parent / "config" / "responder.toml")
+CFG = config.load(Path(__file__).resolve().parents[2] / "config" / "responder.toml")
 OCCURRED = datetime(2026, 11, 26, 19, 40, tzinfo=UTC)  # 03:40 on the 27th in Asia/Shanghai
 INCIDENT = {
     "id": "INC-20261127-0001",
