@@ -67,10 +67,7 @@ class Dispatcher(Loop):
         metrics: Metrics,
         foreground: Foreground | None = None,
     ) -> None:
-        super().__init__(clock)
-        self.db = db
-        self.cfg = cfg
-        self.secret = secret
+        super().__init__(db, cfg, clock, secret)
         self.metrics = metrics
         self.slots = cfg.alerts.concurrency
         self.sender = Sender(timeout=cfg.alerts.send_timeout.total_seconds())

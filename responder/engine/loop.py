@@ -19,6 +19,8 @@ import logging
 from datetime import datetime
 
 from responder.clock import Clock
+from responder.config import Config
+from responder.store import Database
 
 RETRY_PAUSE = 1.0  # real seconds between failed rounds: no busy loop, no log flood
 
@@ -26,8 +28,11 @@ RETRY_PAUSE = 1.0  # real seconds between failed rounds: no busy loop, no log fl
 class Loop:
     name = "loop"
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, db: Database, cfg: Config, clock: Clock, secret: bytes) -> None:
+        self.db = db
+        self.cfg = cfg
         self.clock = clock
+        self.secret = secret  # keys the acknowledgement links of what it queues
         self.wakeup = asyncio.Event()
         self.stopping = False
         self.log = logging.getLogger(f"responder.{self.name}")

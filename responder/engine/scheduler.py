@@ -44,10 +44,7 @@ class Scheduler(Loop):
         metrics: Metrics,
         wake_dispatcher: Callable[[], None],
     ) -> None:
-        super().__init__(clock)
-        self.db = db
-        self.cfg = cfg
-        self.secret = secret
+        super().__init__(db, cfg, clock, secret)
         self.metrics = metrics
         self.wake_dispatcher = wake_dispatcher
 

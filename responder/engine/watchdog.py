@@ -74,10 +74,7 @@ class Watchdog(Loop):
         secret: bytes,
         on_queued: Callable[[], None] = lambda: None,
     ) -> None:
-        super().__init__(clock)
-        self.db = db
-        self.cfg = cfg
-        self.secret = secret
+        super().__init__(db, cfg, clock, secret)
         self.on_queued = on_queued  # wakes the dispatcher for what a check queued
         self.last_alert: datetime | None = None
         self.previous: datetime | None = None  # when the previous check looked
