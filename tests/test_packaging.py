@@ -181,3 +181,39 @@ def test_started_away_from_its_templates_it_says_so(image: Path, tmp_path: Path)
         )
         assert "RESPONDER_TEMPLATES" in line
     assert not (tmp_path / "r.sqlite3").exists()
+
+
+def test_the_image_installs_exact_versions_that_satisfy_the_project() -> None:
+    """requirements.lock pins every dependency the package declares, each to one version
+    that its range in pyproject.toml admits: two builds of one commit install the same program."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pinned: dict[str, str] = {}
+    for line in (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep, f"not pinned to one version: {line}"
+            pinned[canonicalize_name(name)] = version.strip()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for dependency in project["dependencies"]:
+        req = Requirement(dependency)
+        version = pinned.get(canonicalize_name(req.name))
+        assert version is not None, f"{req.name} is not in requirements.lock"
+        assert req.specifier.contains(version), f"{req.name}=={version} is outside {req.specifier}"
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "-r requirements.lock" in dockerfile and "--no-deps ." in dockerfile
+
+
+def test_the_image_takes_its_port_from_the_environment_and_keeps_the_secret_apart() -> None:
+    """The command fixes neither host nor port ($RESPONDER_HOST / $RESPONDER_PORT, which the
+    health check follows), and the secret has a volume of its own, out of the database's."""
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    cmd = next(line for line in dockerfile.splitlines() if line.startswith("CMD "))
+    assert "--port" not in cmd and "--host" not in cmd
+    health = dockerfile[dockerfile.index("HEALTHCHECK") :]
+    assert "RESPONDER_PORT" in health.split("CMD", 1)[1].splitlines()[0]
+    assert "RESPONDER_SECRET_FILE=/app/secret/" in dockerfile
+    assert '"/app/var", "/app/secret"' in dockerfile
