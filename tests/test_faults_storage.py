@@ -28,18 +28,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from responder.engine.scheduler import STORAGE_RETRY
 from responder.errors import Unavailable
 from responder.store import Database
 from responder.store.db import BUSY_TIMEOUT_MS, RETRY_AFTER
+from responder.timeutil import to_db
+from responder.web.keys import ENGINE
+from tests.engine_helpers import quiet, settle
 from tests.web_helpers import PASSWORD, Web, assert_error_body
 
 pytest_plugins = ["tests.web_fixtures"]
@@ -97,8 +103,10 @@ async def health_problems(web: Web) -> list[str]:
     return [p for p in body["problems"] if p != "engine not running"]
 
 
-def lines(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if text in r.getMessage()]
+def lines(
+    caplog: pytest.LogCaptureFixture, text: str, logger: str = "responder.store"
+) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == logger and text in r.getMessage()]
 
 
 # -- finding 3: locked by another process -------------------------------------------------------
@@ -134,7 +142,7 @@ async def test_a_database_locked_by_another_process_is_a_503_within_a_bound(
         ]
     await web.declare()
     assert await health_problems(web) == []
-    assert not lines(caplog, "unhandled error")
+    assert not lines(caplog, "unhandled error", "responder.web")
     assert len(lines(caplog, "cannot be written")) == 1  # once for the episode, not per request
     assert len(lines(caplog, "can be written again")) == 1
 
@@ -171,3 +179,99 @@ async def test_signing_in_while_locked_shows_a_503_page_not_the_500_page(web: We
     assert resp.status == 503, page[:300]
     assert resp.headers["Retry-After"] == str(RETRY_AFTER)
     assert "正被其他程序锁定" in page and "holds the database locked" in page
+
+
+# -- finding 4: a full disk, a read-only database -------------------------------------------
+
+
+def limit_growth(tx: sqlite3.Connection) -> None:
+    """The disk is full: the database file may not grow by a single page."""
+    pages = tx.execute("PRAGMA page_count").fetchone()[0]
+    tx.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def allow_growth(tx: sqlite3.Connection) -> None:
+    """Space is freed."""
+    tx.execute("PRAGMA max_page_count = 4294967294")
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Lines logged with a traceback by the request handling or the engine's loops."""
+    return [
+        f"{r.name}: {r.getMessage()}"
+        for r in caplog.records
+        if r.exc_info and r.name in ("responder.web", "responder.scheduler", "responder.dispatcher")
+    ]
+
+
+async def test_a_full_disk_is_a_503_storage_unavailable_and_healthz_says_so(
+    web: Web, dump_tables: Dump, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The disk fills up under use: the first declaration that needs the database to grow, and
+    every one after it, is answered 503 ``storage_unavailable`` with Retry-After, leaving
+    nothing behind; ``/healthz`` answers 503 saying the disk is full.  Space freed, the next
+    declaration goes through and health is green.  One log line each way, no traceback."""
+    caplog.set_level(logging.INFO, "responder.store")
+    await web.get(INCIDENTS)  # the token's use is noted before the disk fills
+    await web.db.transact(limit_growth)
+    for _ in range(300):  # the pages not yet full take a few more, then none
+        resp = await web.post(INCIDENTS, web.declaration())
+        if resp.status != 201:
+            break
+    data = await refused_with(resp, "storage_unavailable")
+    assert "磁盘已满" in data["message"] and "its disk is full" in data["message_en"]
+    before = await dump_tables(web.db)
+    for _ in range(10):
+        await refused_with(await web.post(INCIDENTS, web.declaration()), "storage_unavailable")
+    assert await dump_tables(web.db) == before  # nothing half-written
+    assert await health_problems(web) == [
+        "the database cannot be written: its disk is full; changes are refused and alerts wait"
+    ]
+    body = await (await web.get("/healthz")).json()
+    assert body["problems_zh"][0].startswith("数据库无法写入:数据库所在磁盘已满")
+
+    await web.db.transact(allow_growth)
+    await web.declare()
+    assert await health_problems(web) == []
+    assert len(lines(caplog, "cannot be written")) == 1
+    assert len(lines(caplog, "can be written again")) == 1
+    assert tracebacks(caplog) == []
+
+
+@pytest.mark.parametrize("run_engine", [True])
+async def test_a_read_only_database_pauses_the_engine_and_it_resumes_by_itself(
+    web: Web, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An alert falls due while the database is read-only: the scheduler cannot record firing
+    it, so it waits — one log line, no traceback every round — and ``/healthz`` says why.
+    Writable again, the scheduler finds it out by itself at its next try (no request, no
+    restart): the alert fires and its messages go out."""
+    caplog.set_level(logging.INFO, "responder.store")
+    engine = web.app[ENGINE]
+    await web.declare()  # level II, occurred an hour ago: its release is due in 4 h
+    await settle(engine, limit=20)  # the messages of the declaration are out
+    await web.db.transact(lambda tx: tx.execute("PRAGMA query_only = ON"))
+
+    web.clock.advance(timedelta(hours=2))  # the "2 h before the deadline" alerts fall due
+    engine.scheduler.wake()
+    engine.dispatcher.wake()  # as a send finishing would: its claim cannot be recorded either
+    await quiet(web.clock)
+    now = (to_db(web.clock.now()),)
+    assert await web.count("steps", "status = 'pending' AND due_at <= ?", now) > 0  # waiting
+    assert await health_problems(web) == [
+        "the database cannot be written: it is read-only; changes are refused and alerts wait"
+    ]
+    await refused_with(await web.post(INCIDENTS, web.declaration()), "storage_unavailable")
+    web.clock.advance(STORAGE_RETRY)  # it tries again, and again finds it read-only
+    await quiet(web.clock)
+    assert len(lines(caplog, "cannot be written")) == 1
+    assert tracebacks(caplog) == []
+
+    # Writable again (the writer connection is the only one that can lift query_only: a
+    # transaction cannot even begin under it).
+    await web.db._on_writer(web.db._writer.execute, "PRAGMA query_only = OFF")  # type: ignore[union-attr]
+    web.clock.advance(STORAGE_RETRY)
+    await settle(engine, limit=20)  # fired, and its messages sent, without being woken
+    assert await health_problems(web) == []
+    assert len(lines(caplog, "can be written again")) == 1
+    assert tracebacks(caplog) == []

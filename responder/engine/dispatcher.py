@@ -43,8 +43,10 @@ from responder.engine.failures import CHANNEL_GONE, INTERRUPTED, NOT_BUILT, PERS
 from responder.engine.foreground import Foreground
 from responder.engine.messages import channel_kind, render
 from responder.engine.metrics import Metrics
+from responder.engine.scheduler import STORAGE_RETRY
 from responder.engine.send import Outcome, with_idempotency_key, with_read_timeout
 from responder.engine.sender import Sender
+from responder.errors import Unavailable
 from responder.secret import ack_token
 from responder.store import Database, audit
 from responder.timeutil import from_db, to_db
@@ -231,7 +233,8 @@ class Dispatcher:
     async def _record_batch(
         self, batch: list[tuple[Any, str, Outcome, asyncio.Future[None]]]
     ) -> None:
-        for pause in (*RECORD_RETRY, None):
+        tries = 0
+        while True:
             try:
                 now = self.clock.now()
 
@@ -240,16 +243,22 @@ class Dispatcher:
 
                 statuses = await self.db.transact(record)
             except Exception as e:
-                if pause is None or self.stopping:
+                # While the database cannot be written (full, read-only, locked) keep trying:
+                # the sends happened, and an outcome given up on goes out again after a restart.
+                refused = isinstance(e, Unavailable)
+                if (tries >= len(RECORD_RETRY) and not refused) or self.stopping:
                     for *_, done in batch:
                         done.set_exception(e)
                     return
-                log.warning(
-                    "recording %d outcomes failed (%s); trying again in %.1f s",
-                    len(batch),
-                    e,
-                    pause,
-                )
+                pause = RECORD_RETRY[min(tries, len(RECORD_RETRY) - 1)]
+                tries += 1
+                if not refused:  # a refusal is logged by the store, once
+                    log.warning(
+                        "recording %d outcomes failed (%s); trying again in %.1f s",
+                        len(batch),
+                        e,
+                        pause,
+                    )
                 await asyncio.sleep(pause)
             else:
                 for (n, channel, outcome, _), status in zip(batch, statuses, strict=True):
@@ -347,15 +356,18 @@ class Dispatcher:
     # -- 4. the loop ----------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self.recover()
         try:
             await self.sender.start()  # now, rather than delay the first message by it
         except Exception:
             log.exception("the sending process did not start; the first send tries again")
+        recovered = False
         try:
             while not self.stopping:
                 self.wakeup.clear()
                 try:
+                    if not recovered:  # before any claim; again later if the disk is full
+                        await self.recover()
+                        recovered = True
                     await self.foreground.idle()  # requests first (see .foreground)
                     claimed = await self.claim(self.slots - len(self.in_flight))
                     facts = await self.facts(claimed) if claimed else {}
@@ -364,6 +376,8 @@ class Dispatcher:
                         self.in_flight.add(task)
                         task.add_done_callback(self.in_flight.discard)
                     nxt = await self.next_due()
+                except Unavailable:  # the store logged why, once: no traceback every round
+                    nxt = self.clock.now() + STORAGE_RETRY
                 except Exception:
                     log.exception("dispatcher round failed; retrying")
                     nxt = None
@@ -377,6 +391,9 @@ class Dispatcher:
     async def _deliver_and_wake(self, n: Any, facts: dict[tuple[str, object], Any]) -> None:
         try:
             await self.deliver(n, facts)
+        except Unavailable as e:  # only when stopping: the store refused even to the end
+            log.warning("notification %s could not be recorded (%s); it is sent again after a"
+                        " restart", n["id"], e.en)  # fmt: skip
         except Exception:
             log.exception(
                 "recording notification %s failed; it is retried after a restart", n["id"]

@@ -19,13 +19,14 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from responder.clock import Clock
 from responder.config import Config
 from responder.engine.fire import Fired, by_obligation, due_steps, fire_obligation
 from responder.engine.metrics import Metrics
+from responder.errors import Unavailable
 from responder.store import Database
 from responder.timeutil import from_db
 
@@ -35,6 +36,9 @@ BATCH = 500  # steps read per round
 # Obligations fired per transaction: enough to share a commit, few enough (a few ms) that a
 # declaration or a milestone arriving meanwhile does not wait long for the writer.
 OBLIGATIONS_PER_TX = 20
+# While the database cannot be written (disk full, read-only, locked), try again this often
+# (or at once when woken): what is due stays due and fires as soon as it can be recorded.
+STORAGE_RETRY = timedelta(seconds=10)
 
 
 class Scheduler:
@@ -102,6 +106,8 @@ class Scheduler:
                 nxt = await self.next_due()
             except asyncio.CancelledError:
                 raise
+            except Unavailable:  # the store logged why, once: no traceback every round
+                nxt = self.clock.now() + STORAGE_RETRY
             except Exception:
                 # A bug or a locked database must not stop the clock: log, wait, try again.
                 log.exception("scheduler round failed; retrying")
