@@ -166,7 +166,6 @@ class WriteState:
     def __init__(self, path: str) -> None:
         self.path = path
         self.fault: tuple[str, str, str] | None = None  # storage_fault() of the last failure
-        self.detail = ""  # SQLite's own words for it
         # Counted before the callers hear of their jobs, so a caller sees its own commit.
         self.commits = 0
 
@@ -181,7 +180,7 @@ class WriteState:
                 " and alerts wait until it can",
                 self.path, fault[2], error, self.path, fault[1], error,
             )  # fmt: skip
-        self.fault, self.detail = fault, str(error)
+        self.fault = fault
 
     def wrote(self, changed: bool) -> None:
         """A transaction committed; ``changed``: it changed rows.  Only that proves a full or
@@ -487,8 +486,8 @@ class Database:
     def _refuse_waiting_if_locked(self, batch: list[_Pending]) -> None:
         """After a batch waited the whole busy_timeout for another process's lock in vain,
         the jobs that queued up meanwhile are refused with it too, at once.  Otherwise each
-        would wait its own busy_timeout in turn behind the others: a request queued behind
-        two batches waited two timeouts (seen: a declaration answered after 8 s)."""
+        would wait its own busy_timeout in turn behind the others: of six declarations sent
+        together under a lock, the last was answered after two timeouts (10 s)."""
         locked = next((item.error for item in batch if _locked(item.error)), None)
         if locked is None or not any(item.wait for item in batch):  # nobody waited for it
             return
