@@ -16,7 +16,7 @@ import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
-from responder.errors import BadInput, Conflict, NotFound
+from responder.errors import BadInput, Conflict, NotFound, Unavailable
 from responder.secret import token_hash
 from responder.store import Database, audit
 from responder.timeutil import from_db, to_db
@@ -211,9 +211,11 @@ async def user_for_token(db: Database, token: str, now: datetime) -> dict[str, A
                 (to_db(now), row["token_id"], stale),
             )
 
-        try:
-            await db.transact(note)
-        except Exception as e:  # bookkeeping: a full disk must not also refuse every read
+        try:  # bookkeeping: never wait for a lock, nor refuse a read, for it
+            await db.transact(note, wait=False)
+        except Unavailable:
+            pass  # the store has logged the fault, once
+        except Exception as e:
             log.warning("could not note the use of token %s: %s", row["token_id"], e)
     return {k: row[k] for k in ("id", "username", "role", "token_id")}
 

@@ -38,6 +38,18 @@ class Conflict(ResponderError):
     status = 409
 
 
+class Unavailable(ResponderError):
+    """Not the request's fault: the database cannot take it now (another program holds it
+    locked, the disk is full, the database is read-only).  Nothing was changed, and the same
+    request may succeed later: the API answers 503 with ``Retry-After``."""
+
+    status = 503
+
+    def __init__(self, code: str, zh: str, en: str, retry_after: int, detail: Any = None) -> None:
+        super().__init__(code, zh, en, detail)
+        self.retry_after = retry_after
+
+
 class ConfigError(Exception):
     """A configuration problem: names the file, the key and what is wrong."""
 
@@ -92,6 +104,17 @@ API_CODES: dict[str, tuple[int, str]] = {
     "already_scheduled": (409, "a press conference is already scheduled; reschedule it"),
     "not_scheduled": (409, "only a scheduled press conference can be rescheduled"),
     "already_held": (409, "that press conference is already recorded as held"),
+    # the service
+    "database_busy": (
+        503,
+        "another program held the database locked for longer than the service waits; nothing"
+        " was changed: send the same request again after Retry-After seconds",
+    ),
+    "storage_unavailable": (
+        503,
+        "the database cannot be written (its disk is full, or it is read-only or failing);"
+        " nothing was changed: send the same request again after Retry-After seconds",
+    ),
     "internal": (500, "a fault of the service (the message gives its reference)"),
 }
 # Raised elsewhere: the command line (one line on stderr, exit 1) and the pages.

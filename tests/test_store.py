@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from responder.errors import ResponderError
+from responder.errors import ResponderError, Unavailable
 from responder.store import Database
 
 
@@ -175,8 +175,8 @@ async def test_when_the_whole_transaction_is_lost_no_job_of_it_is_reported_done(
 
 
 async def test_a_failed_begin_fails_the_batch_and_runs_none_of_it(db: Database) -> None:
-    """Another process holding the write lock past busy_timeout: every job gets the error and
-    none of them ran."""
+    """Another process holding the write lock past busy_timeout: every job is refused with
+    ``database_busy`` (503 in the API) and none of them ran."""
     ran: list[str] = []
 
     def job(name: str) -> Callable[[sqlite3.Connection], None]:
@@ -189,7 +189,8 @@ async def test_a_failed_begin_fails_the_batch_and_runs_none_of_it(db: Database) 
         results = await asyncio.gather(
             db.transact(job("a")), db.transact(job("b")), return_exceptions=True
         )
-        assert all(isinstance(r, sqlite3.OperationalError) for r in results), results
+        assert all(isinstance(r, Unavailable) for r in results), results
+        assert {r.code for r in results} == {"database_busy"}  # type: ignore[union-attr]
         assert ran == []
         other.execute("ROLLBACK")
         await db.transact(job("c"))

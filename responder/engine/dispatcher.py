@@ -44,6 +44,7 @@ from responder.engine.loop import Loop
 from responder.engine.messages import channel_kind
 from responder.engine.metrics import Metrics
 from responder.engine.sending_process import Sender
+from responder.errors import Unavailable
 from responder.rows import Notification
 from responder.store import Database, audit
 from responder.timeutil import from_db, to_db
@@ -75,6 +76,7 @@ class Dispatcher(Loop):
         self.in_flight: set[asyncio.Task[None]] = set()
         self._outcomes: list[tuple[Notification, Outcome, asyncio.Future[None]]] = []
         self._recording = asyncio.Lock()
+        self.recovered = False  # what a previous process left half-sent is queued again
 
     # -- 0. after a crash --------------------------------------------------------------
 
@@ -177,7 +179,8 @@ class Dispatcher(Loop):
     async def _record_batch(
         self, batch: list[tuple[Notification, Outcome, asyncio.Future[None]]]
     ) -> None:
-        for pause in (*RECORD_RETRY, None):
+        tries = 0
+        while True:
             try:
                 now = self.clock.now()
 
@@ -186,16 +189,22 @@ class Dispatcher(Loop):
 
                 statuses = await self.db.transact(record)
             except Exception as e:
-                if pause is None or self.stopping:
+                # While the database cannot be written (full, read-only, locked) keep trying:
+                # the sends happened, and an outcome given up on goes out again after a restart.
+                refused = isinstance(e, Unavailable)
+                if (tries >= len(RECORD_RETRY) and not refused) or self.stopping:
                     for *_, done in batch:
                         done.set_exception(e)
                     return
-                log.warning(
-                    "recording %d outcomes failed (%s); trying again in %.1f s",
-                    len(batch),
-                    e,
-                    pause,
-                )
+                pause = RECORD_RETRY[min(tries, len(RECORD_RETRY) - 1)]
+                tries += 1
+                if not refused:  # a refusal is logged by the store, once
+                    log.warning(
+                        "recording %d outcomes failed (%s); trying again in %.1f s",
+                        len(batch),
+                        e,
+                        pause,
+                    )
                 await asyncio.sleep(pause)
             else:
                 for (n, outcome, _), status in zip(batch, statuses, strict=True):
@@ -292,9 +301,8 @@ class Dispatcher(Loop):
     # -- 4. the loop ----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Queue again what a previous process left half-sent, start the sending process, run
-        the rounds; on stop, claim nothing more and wait for the sends in flight."""
-        await self.recover()
+        """Start the sending process and run the rounds; on stop, claim nothing more and wait
+        for the sends in flight."""
         try:
             await self.sender.start()  # now, rather than delay the first message by it
         except Exception:
@@ -305,6 +313,9 @@ class Dispatcher(Loop):
             await self.drain()
 
     async def round(self) -> datetime | None:
+        if not self.recovered:  # before any claim; again next round if the disk is full
+            await self.recover()
+            self.recovered = True
         await self.foreground.idle()  # requests first (see .foreground)
         claimed = await self.claim(self.slots - len(self.in_flight))
         facts = await compose.facts(self.db, claimed) if claimed else {}
@@ -319,6 +330,9 @@ class Dispatcher(Loop):
     async def _deliver_and_wake(self, n: Notification, facts: compose.Facts) -> None:
         try:
             await self.deliver(n, facts)
+        except Unavailable as e:  # only when stopping: the store refused even to the end
+            log.warning("notification %s could not be recorded (%s); it is sent again after a"
+                        " restart", n.id, e.en)  # fmt: skip
         except Exception:
             log.exception("recording notification %s failed; it is retried after a restart", n.id)
         finally:

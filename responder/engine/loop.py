@@ -6,8 +6,10 @@ One round, for each of them:
 1. Clear the wake-up flag *before* looking at the database, so a change committed while the
    round runs wakes the next sleep at once instead of being missed.
 2. Do the round's work (:meth:`Loop.round`); it answers when the next work falls due.
-3. A round that failed (a bug, a database locked by another process) is logged and tried
-   again after a short real pause: it must never stop the clock.
+3. A round the database refused (disk full, read-only, locked: the store logs why, once) is
+   tried again after ``STORAGE_RETRY`` on the clock, or at once when woken; what is due stays
+   due.  A round that failed otherwise (a bug) is logged and tried again after a short real
+   pause.  Neither stops the clock.
 4. Sleep until the next work is due, or until woken; :meth:`Loop.stop` wakes it for the last
    time, and the round in progress finishes first (its transaction commits whole).
 """
@@ -16,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from responder.clock import Clock
 from responder.config import Config
+from responder.errors import Unavailable
 from responder.store import Database
 
 RETRY_PAUSE = 1.0  # real seconds between failed rounds: no busy loop, no log flood
+STORAGE_RETRY = timedelta(seconds=10)  # while the database cannot be written
 
 
 class Loop:
@@ -56,7 +60,9 @@ class Loop:
                 nxt = await self.round()  # 2.
             except asyncio.CancelledError:
                 raise
-            except Exception:  # 3.
+            except Unavailable:  # 3.
+                nxt = self.clock.now() + STORAGE_RETRY
+            except Exception:
                 self.log.exception("%s round failed; trying again", self.name)
                 await asyncio.sleep(RETRY_PAUSE)
                 continue

@@ -22,6 +22,11 @@
   load is more than the read itself.  A read whose size grows with the data — lists, counts,
   metrics, the start page — goes to aiosqlite's reader thread (:meth:`Database.scan`), so that
   the loop keeps answering requests and firing alerts while it runs.
+* When the storage refuses (another process holds the lock past the wait, the disk is full,
+  the database is read-only or failing), the caller gets :class:`~responder.errors.Unavailable`
+  — 503 with Retry-After in the API, never a 500 — and nothing of its job is kept.  Whether
+  writes go through is tracked (:attr:`Database.write_fault`, for ``/healthz`` and the engine)
+  and logged once per change, not once per request.
 """
 
 from __future__ import annotations
@@ -40,11 +45,15 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
-from responder.errors import ResponderError
+from responder.errors import ResponderError, Unavailable
 
 log = logging.getLogger("responder.store")
 
+# How long a write waits for another process's lock (SQLite's busy_timeout) before it is
+# refused with 503 database_busy.  Jobs queued meanwhile are refused with it: each request
+# waits about this long at most, not this long for every batch queued ahead of it.
 BUSY_TIMEOUT_MS = 5000
+RETRY_AFTER = 5  # seconds, said in Retry-After: about what a write waits for a lock
 # At most this many jobs share one COMMIT: bounds the time the write lock is held (another
 # process waits on busy_timeout) and the work lost with a batch if its COMMIT fails.
 MAX_JOBS_PER_COMMIT = 64
@@ -95,6 +104,99 @@ def _connect_writer(path: str) -> sqlite3.Connection:
     return conn
 
 
+# SQLite's primary result codes that mean the storage, not the request or our code, refused:
+# why, in English and Chinese.
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+_STORAGE_FAULTS = {
+    sqlite3.SQLITE_FULL: ("its disk is full", "数据库所在磁盘已满"),
+    sqlite3.SQLITE_READONLY: ("it is read-only", "数据库为只读"),
+    sqlite3.SQLITE_IOERR: ("its disk fails to read or write (I/O error)", "磁盘读写出错"),
+    sqlite3.SQLITE_CANTOPEN: ("its files cannot be opened", "数据库文件无法打开"),
+}
+
+
+def storage_fault(e: BaseException, writing: bool = True) -> tuple[str, str, str] | None:
+    """``(code, why in English, why in Chinese)`` when ``e`` is the storage refusing; None for
+    anything else (a constraint, a bug).  A read-only error on a read means a read that tried
+    to write: a bug, not the storage."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if not isinstance(e, sqlite3.Error) or not isinstance(code, int):
+        return None
+    primary = code & 0xFF  # the extended code's low byte
+    if primary in _BUSY:
+        return "database_busy", "another program holds it locked", "正被其他程序锁定"
+    why = _STORAGE_FAULTS.get(primary)
+    if why is None or (primary == sqlite3.SQLITE_READONLY and not writing):
+        return None
+    return "storage_unavailable", *why
+
+
+def _locked(e: BaseException | None) -> bool:
+    fault = storage_fault(e) if e is not None else None
+    return fault is not None and fault[0] == "database_busy"
+
+
+def refusal(e: BaseException, writing: bool = True) -> Unavailable | None:
+    """The answer a client gets when the storage refused (503, Retry-After), or None."""
+    fault = storage_fault(e, writing)
+    if fault is None:
+        return None
+    code, en, zh = fault
+    if code == "database_busy":
+        return Unavailable(
+            "database_busy",
+            "数据库正被其他程序锁定,本次操作未执行(未作任何更改),请稍后重试",
+            "another program holds the database locked: nothing was changed; try again shortly",
+            RETRY_AFTER,
+        )
+    return Unavailable(
+        "storage_unavailable",
+        f"数据库暂时无法写入({zh}),本次操作未执行(未作任何更改)。请稍后重试,并请管理员处理",
+        f"the database cannot be written now ({en}): nothing was changed; try again later,"
+        " and tell the administrator",
+        RETRY_AFTER,
+    )
+
+
+class WriteState:
+    """Whether the database takes writes, as the last write found: read by ``/healthz`` and
+    the engine on the loop, changed on the writer thread.  Logged once per change: a full disk
+    under load is one warning, not a traceback per request."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fault: tuple[str, str, str] | None = None  # storage_fault() of the last failure
+        # Counted before the callers hear of their jobs, so a caller sees its own commit.
+        self.commits = 0
+
+    def failed(self, error: BaseException) -> None:
+        fault = storage_fault(error)
+        if fault is None:
+            return
+        if fault != self.fault:
+            log.warning(
+                "数据库 %s 无法写入:%s(%s);更改将以 503 拒绝,提醒暂停,恢复后自动继续"
+                " / the database %s cannot be written: %s (%s); changes are refused with 503"
+                " and alerts wait until it can",
+                self.path, fault[2], error, self.path, fault[1], error,
+            )  # fmt: skip
+        self.fault = fault
+
+    def wrote(self, changed: bool) -> None:
+        """A transaction committed; ``changed``: it changed rows.  Only that proves a full or
+        read-only database writable again (a transaction that changes nothing writes nothing);
+        for a lock, getting it is proof enough."""
+        self.commits += 1
+        if self.fault is None or (not changed and self.fault[0] != "database_busy"):
+            return
+        log.info(
+            "数据库 %s 恢复可写,提醒继续 / the database %s can be written again; alerts resume",
+            self.path,
+            self.path,
+        )
+        self.fault = None
+
+
 def _in_transaction(conn: sqlite3.Connection, job: Job[T]) -> T:
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -110,11 +212,12 @@ def _in_transaction(conn: sqlite3.Connection, job: Job[T]) -> T:
 class _Pending:
     """A job waiting for the writer, and where its outcome goes (the caller's event loop)."""
 
-    __slots__ = ("error", "future", "job", "loop", "result")
+    __slots__ = ("error", "future", "job", "loop", "result", "wait")
 
-    def __init__(self, job: Job[Any], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, job: Job[Any], loop: asyncio.AbstractEventLoop, wait: bool = True) -> None:
         self.job = job
         self.loop = loop
+        self.wait = wait  # for another process's lock (busy_timeout), or refused at once
         self.future: asyncio.Future[Any] = loop.create_future()
         self.result: Any = None
         self.error: BaseException | None = None
@@ -135,7 +238,7 @@ class _Pending:
             self.future.set_result(self.result)
 
 
-def _commit_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> int:
+def _commit_batch(conn: sqlite3.Connection, batch: list[_Pending], state: WriteState) -> None:
     """Run a batch of jobs in one transaction, then settle each of them (writer thread).
 
     1. BEGIN IMMEDIATE.  If that fails (another process held the lock past busy_timeout), every
@@ -147,14 +250,12 @@ def _commit_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> int:
     3. COMMIT.  If it fails, every job of the transaction fails with that error.
     4. Only then settle the callers: nobody hears "done" before the change is durable.
 
-    Returns the number of COMMITs.
+    ``state`` hears (and counts) each COMMIT, and hears each refusal by the storage.
     """
     todo = collections.deque(batch)
-    commits = 0
     try:
         while todo:
-            commits += _commit_some(conn, todo)
-        return commits
+            _commit_some(conn, todo, state)
     finally:
         for item in todo:  # left over only if the writer itself is stopping
             item.error = RuntimeError("the database writer stopped before this change")
@@ -162,31 +263,40 @@ def _commit_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> int:
             item.settle()
 
 
-def _commit_some(conn: sqlite3.Connection, todo: collections.deque[_Pending]) -> bool:
+def _commit_some(
+    conn: sqlite3.Connection, todo: collections.deque[_Pending], state: WriteState
+) -> bool:
     """One transaction over the jobs at the front of ``todo`` (removed as they are taken).
     Whether it committed."""
     group: list[_Pending] = []
+    changed = False
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        _begin(conn, wait=any(item.wait for item in todo))
         while todo:
             item = todo[0]
             conn.execute("SAVEPOINT job")
             group.append(todo.popleft())
+            before = conn.total_changes
             try:
                 item.result = item.job(conn)
             except Exception as exc:  # this job's caller gets it; the other jobs go on
                 item.error = exc
-                if not conn.in_transaction:  # SQLite rolled back everything
+                state.failed(exc)
+                if not conn.in_transaction:  # SQLite rolled back everything (disk full…)
                     for earlier in group:
                         earlier.error = exc
                     return False
                 conn.execute("ROLLBACK TO job")
+            else:
+                changed = changed or conn.total_changes > before
             conn.execute("RELEASE job")
         conn.execute("COMMIT")
+        state.wrote(changed)
         return True
     except BaseException as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        state.failed(exc)
         error = exc if isinstance(exc, Exception) else RuntimeError("the database writer stopped")
         for item in group or list(todo):
             item.error = error
@@ -195,6 +305,19 @@ def _commit_some(conn: sqlite3.Connection, todo: collections.deque[_Pending]) ->
         if error is not exc:
             raise
         return False
+
+
+def _begin(conn: sqlite3.Connection, wait: bool) -> None:
+    """BEGIN IMMEDIATE; without ``wait``, refused at once if another process holds the lock."""
+    if wait:
+        conn.execute("BEGIN IMMEDIATE")
+        return
+    patience = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(patience)}")
 
 
 def unavailable(path: str, e: BaseException) -> ResponderError:
@@ -245,7 +368,7 @@ class Database:
         self._quick: sqlite3.Connection | None = None  # used on the event loop's thread only
         self._pending: collections.deque[_Pending] = collections.deque()
         self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
-        self.commits = 0  # write transactions committed (jobs share them under load)
+        self.writes = WriteState(path)
         self.jobs = 0  # write jobs run
         self.busy_seconds = 0.0  # writer thread time spent running jobs and committing
 
@@ -314,8 +437,13 @@ class Database:
         assert self._thread is not None, "database not open"
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
-    async def transact(self, job: Job[T]) -> T:
+    async def transact(self, job: Job[T], *, wait: bool = True) -> T:
         """Run ``job(conn)`` as one write transaction on the writer thread; return its result.
+
+        If another process holds the database locked, the job waits for it up to the busy
+        timeout, then is refused with :class:`~responder.errors.Unavailable` (so is a full or
+        read-only database).  ``wait=False`` is for bookkeeping that may be skipped (noting a
+        token's use): refused at once rather than make its request wait twice.
 
         Jobs run one at a time, in the order they were submitted; jobs queued together share
         one COMMIT (see the module docstring) but each commits or rolls back whole.  A job is
@@ -325,11 +453,17 @@ class Database:
         never left half-done.
         """
         assert self._writer is not None and self._thread is not None, "database not open"
-        item = _Pending(job, asyncio.get_running_loop())
+        item = _Pending(job, asyncio.get_running_loop(), wait)
         # deque.append and popleft are atomic: no lock needed between the loop and the writer.
         self._pending.append(item)
         self._thread.submit(self._drain)
-        return await item.future
+        try:
+            return await item.future
+        except sqlite3.Error as e:
+            refused = refusal(e)
+            if refused is None:
+                raise
+            raise refused from e
 
     def _drain(self) -> None:
         """Writer thread: take every job queued so far (up to a bound) and commit them together.
@@ -343,10 +477,36 @@ class Database:
             batch = []
             while self._pending and len(batch) < MAX_JOBS_PER_COMMIT:
                 batch.append(self._pending.popleft())
-            self.commits += _commit_batch(self._writer, batch)
             self.jobs += len(batch)
+            _commit_batch(self._writer, batch, self.writes)
+            self._refuse_waiting_if_locked(batch)
             # The writer's occupancy: near 100 % a declaration waits behind whole batches.
             self.busy_seconds += time.perf_counter() - started
+
+    def _refuse_waiting_if_locked(self, batch: list[_Pending]) -> None:
+        """After a batch waited the whole busy_timeout for another process's lock in vain,
+        the jobs that queued up meanwhile are refused with it too, at once.  Otherwise each
+        would wait its own busy_timeout in turn behind the others: of six declarations sent
+        together under a lock, the last was answered after two timeouts (10 s)."""
+        locked = next((item.error for item in batch if _locked(item.error)), None)
+        if locked is None or not any(item.wait for item in batch):  # nobody waited for it
+            return
+        while self._pending:
+            item = self._pending.popleft()
+            item.error = locked
+            item.settle()
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed (jobs share them under load)."""
+        return self.writes.commits
+
+    @property
+    def write_fault(self) -> tuple[str, str] | None:
+        """Why the last write failed, ``(English, 中文)``, until a write goes through again;
+        None while writes go through."""
+        fault = self.writes.fault
+        return (fault[1], fault[2]) if fault else None
 
     @property
     def reader(self) -> aiosqlite.Connection:
@@ -367,8 +527,14 @@ class Database:
         written either.
         """
         assert self._quick is not None, "database not open"
-        # Executed and fetched in one step: no statement stays open to pin an old snapshot.
-        return self._quick.execute(sql, tuple(params)).fetchall()
+        try:
+            # Executed and fetched in one step: no statement stays open to pin an old snapshot.
+            return self._quick.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as e:
+            refused = refusal(e, writing=False)
+            if refused is None:
+                raise
+            raise refused from e
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         rows = await self.fetchall(sql, params)
@@ -383,7 +549,13 @@ class Database:
         row committed a moment ago (an incident just declared answering 404).
         """
         assert self._reader is not None, "database not open"
-        return list(await self._reader.execute_fetchall(sql, tuple(params)))
+        try:
+            return list(await self._reader.execute_fetchall(sql, tuple(params)))
+        except sqlite3.Error as e:
+            refused = refusal(e, writing=False)
+            if refused is None:
+                raise
+            raise refused from e
 
 
 def _migrate(conn: sqlite3.Connection, path: str) -> None:

@@ -64,8 +64,10 @@ def create_app(
         try:
             yield
         finally:
-            await engine.stop()
-            await db.close()
+            try:
+                await engine.stop()
+            finally:  # even when the stop is cut short: aiosqlite's thread would hold the exit
+                await db.close()
 
     app.cleanup_ctx.append(lifecycle)
     api.setup(app)

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
-from responder.errors import ResponderError
+from responder.errors import ResponderError, Unavailable
 from responder.web.access import CLIENT_CLOSED, logged_path, request_id
 
 log = logging.getLogger("responder.web")
@@ -144,6 +144,13 @@ def _page(status: int, zh: str, en: str) -> web.Response:
     return render_page("error.html", {"status": status, "zh": zh, "en": en}, status=status)
 
 
+def _retry_after(resp: web.Response, e: ResponderError) -> web.Response:
+    """The database locked or unwritable (503, never a 500): say when to try again."""
+    if isinstance(e, Unavailable):
+        resp.headers["Retry-After"] = str(e.retry_after)
+    return resp
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     api = request.path.startswith("/api/") or request.path == "/metrics"  # machine clients
@@ -151,11 +158,11 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)
     except ResponderError as e:
         if not api:
-            return _page(e.status, e.zh, e.en)
+            return _retry_after(_page(e.status, e.zh, e.en), e)
         resp = json_error(e.status, e.code, e.zh, e.en, e.detail)
         if e.status == 401:  # RFC 6750: say which scheme, so a client library knows what to send
             resp.headers["WWW-Authenticate"] = BEARER
-        return resp
+        return _retry_after(resp, e)
     except ValidationError as e:
         detail = validation_detail(e)
         zh, en = validation_message(detail)

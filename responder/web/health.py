@@ -1,7 +1,8 @@
 """``/healthz`` and ``/metrics``.
 
 ``/healthz`` answers 503 when the database does not answer, its file was deleted or replaced
-under the running service, the engine is not running, or the scheduler or dispatcher lag exceeds
+under the running service, it cannot be written (locked by another process, its disk full,
+read-only: as the last write found), the engine is not running, or the scheduler or dispatcher lag exceeds
 ``alerts.max_lag``.  It needs no credentials (load balancers and probes call it) and says
 nothing about incidents.
 
@@ -51,6 +52,12 @@ async def healthz(request: web.Request) -> web.Response:
         problems.append(("database not reachable", "数据库无法访问"))
     if (state := db.file_state()) != "same":
         problems.append(_DATABASE_FILE[state])
+    if (fault := db.write_fault) is not None:  # as the last write found; the next one retells
+        en, zh = fault
+        problems.append((
+            f"the database cannot be written: {en}; changes are refused and alerts wait",
+            f"数据库无法写入:{zh};更改被拒绝,提醒暂停",
+        ))  # fmt: skip
     if not engine.running:
         problems.append(("engine not running", "提醒引擎未在运行,提醒不会发出"))
     bound = request.app[CFG].alerts.max_lag.total_seconds()

@@ -21,11 +21,17 @@ from responder.checks import (
     production_notes,
 )
 from responder.config import Config
+from responder.engine.runner import STOP_GRACE
 from responder.errors import ResponderError
 from responder.store.db import make_parent
 from responder.store.lock import instance_lock
 from responder.web.access import MalformedRequestFilter, RequestIdFilter
 from responder.web.app import create_app
+
+# The longest a graceful stop takes: requests being answered (run_app's shutdown_timeout), then
+# the engine's sends in flight (STOP_GRACE).  Usually well under a second.
+SHUTDOWN_TIMEOUT = 30.0
+STOP_BOUND = SHUTDOWN_TIMEOUT + STOP_GRACE
 
 
 class JsonFormatter(logging.Formatter):
@@ -85,7 +91,8 @@ def serve(cfg: Config, log_format: str = "text") -> int:
     make_parent(cfg.service.database)
     with instance_lock(cfg.service.database):
         app = create_app(cfg)
-        app.on_startup.append(_stop_on_hangup)
+        loop = asyncio.new_event_loop()
+        _stop_on_signals(loop, log)
 
         def serving(*_: object) -> None:
             # aiohttp calls this once the port is bound: "serving" means connections succeed.
@@ -104,8 +111,10 @@ def serve(cfg: Config, log_format: str = "text") -> int:
                 host=cfg.service.host,
                 port=cfg.service.port,
                 print=serving,
-                shutdown_timeout=30.0,
+                shutdown_timeout=SHUTDOWN_TIMEOUT,
                 access_log=None,
+                handle_signals=False,  # ours, installed on the loop: see _stop_on_signals
+                loop=loop,
             )
         except OSError as e:
             why = _UNRESOLVED if isinstance(e, socket.gaierror) else _CANNOT_LISTEN.get(e.errno)
@@ -116,20 +125,47 @@ def serve(cfg: Config, log_format: str = "text") -> int:
     return 0
 
 
-async def _stop_on_hangup(app: web.Application) -> None:
-    """SIGHUP (the terminal or SSH session that started the service closed) stops it as
-    SIGTERM does: sends in flight finish and are recorded.  By default it killed the process
-    at once, and the restart sent every message in flight a second time.  Under ``nohup``
-    (SIGHUP ignored) it is left ignored."""
+def _stop_on_signals(loop: asyncio.AbstractEventLoop, log: logging.Logger) -> None:
+    """SIGTERM, SIGINT (Ctrl-C) and SIGHUP stop the service gracefully, ONCE: sends in flight
+    finish and are recorded, then the database closes.  A repeat while it stops is logged and
+    otherwise ignored.
 
-    def stop() -> None:
-        raise web.GracefulExit()  # as aiohttp's own SIGINT and SIGTERM handlers do
+    Why not aiohttp's own handlers: each SIGTERM or SIGINT raised GracefulExit, and a second
+    one arriving while the service was stopping broke out of the clean-up: the engine's stop
+    was cancelled, the database never closed, and the process hung for ever on exit, waiting
+    for aiosqlite's thread.  A second signal is common: ``make run`` forwards the SIGTERM
+    that ``kill -TERM -- -PGID`` (or systemd, KillMode=control-group) also sends to the
+    service itself, and people press Ctrl-C twice.  Arriving together with the first, it cut
+    the sends in flight short instead (left ``sending`` until the next start).
 
-    if not hasattr(signal, "SIGHUP"):  # POSIX only
-        return
-    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
-        return  # started under nohup: asked to outlive the terminal, so it keeps running
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, stop)
+    SIGHUP (the terminal or SSH session that started the service closed) stops it as SIGTERM
+    does; by default it killed the process at once, and the restart sent every message in
+    flight a second time.  Under ``nohup`` (SIGHUP ignored) it is left ignored.
+
+    The handlers live as long as the loop: once it has closed, the stop is over and only the
+    exit remains, which a late signal may then cut short by its default action.
+    """
+    watched = [signal.SIGTERM, signal.SIGINT]
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        watched.append(signal.SIGHUP)  # not under nohup: asked to outlive the terminal
+    stopping = False
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal stopping
+        if stopping:
+            log.warning(
+                "已在停止中,忽略 %s:正在等待发送中的消息完成并记录(最多约 %.0f 秒)"
+                " / already stopping, %s ignored: waiting for the sends in flight to finish"
+                " and be recorded (at most about %.0f s)",
+                sig.name, STOP_BOUND, sig.name, STOP_BOUND,
+            )  # fmt: skip
+            return
+        stopping = True
+        log.info("收到 %s,正在停止 / %s received: stopping", sig.name, sig.name)
+        raise web.GracefulExit()  # as aiohttp's own handlers do: run_app then cleans up
+
+    for sig in watched:
+        loop.add_signal_handler(sig, on_signal, sig)
 
 
 _CANNOT_LISTEN = {
