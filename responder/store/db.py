@@ -145,7 +145,8 @@ def _commit_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> int:
        have rolled back the whole transaction itself (an I/O error, a full disk), the jobs run so
        far are lost with it: they fail with that error, and the rest start a new transaction.
     3. COMMIT.  If it fails, every job of the transaction fails with that error.
-    4. Only then settle the callers: nobody hears "done" before the change is durable.
+    4. Only then the caller (:meth:`Database._drain`) settles the callers: nobody hears "done"
+       before the change is durable.
 
     Returns the number of COMMITs.
     """
@@ -158,8 +159,6 @@ def _commit_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> int:
     finally:
         for item in todo:  # left over only if the writer itself is stopping
             item.error = RuntimeError("the database writer stopped before this change")
-        for item in batch:
-            item.settle()
 
 
 def _commit_some(conn: sqlite3.Connection, todo: collections.deque[_Pending]) -> bool:
@@ -343,10 +342,16 @@ class Database:
             batch = []
             while self._pending and len(batch) < MAX_JOBS_PER_COMMIT:
                 batch.append(self._pending.popleft())
-            self.commits += _commit_batch(self._writer, batch)
-            self.jobs += len(batch)
-            # The writer's occupancy: near 100 % a declaration waits behind whole batches.
-            self.busy_seconds += time.perf_counter() - started
+            try:
+                self.commits += _commit_batch(self._writer, batch)
+            finally:
+                self.jobs += len(batch)
+                # The writer's occupancy: near 100 % a declaration waits behind whole batches.
+                self.busy_seconds += time.perf_counter() - started
+                # Counted first, told after: a caller that hears "done" finds its own commit
+                # in the counts (told first, a test read them one commit short, now and then).
+                for item in batch:
+                    item.settle()
 
     @property
     def reader(self) -> aiosqlite.Connection:
