@@ -208,6 +208,15 @@ def unavailable(path: str, e: BaseException) -> ResponderError:
     )
 
 
+def _missing_or_empty(path: str) -> bool:
+    """Whether opening ``path`` makes a new database: no file, or an empty one (SQLite's empty
+    database; one in use always has its first page written, in WAL mode too)."""
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:  # missing (or its directory is): SQLite says why when it tries
+        return True
+
+
 def _identity(st: os.stat_result) -> tuple[int, int]:
     """What tells one file from another at the same path (not its name, not its contents)."""
     return st.st_dev, st.st_ino
@@ -253,8 +262,9 @@ class Database:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
         try:
             # SQLite creates a missing file: right on the first start, but a mistyped path
-            # would otherwise start the service on an empty database without a word.
-            created = not await self._on_writer(os.path.exists, self.path)
+            # would otherwise start the service on an empty database without a word.  An
+            # empty file is the same (``serve`` makes it, to hold its lock on it, see lock.py).
+            created = await self._on_writer(_missing_or_empty, self.path)
             self._writer = await self._on_writer(_connect_writer, self.path)
             self._file = _identity(await self._on_writer(os.stat, self.path))
             await self._on_writer(_migrate, self._writer, self.path)
