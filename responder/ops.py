@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from responder.clock import Clock
 from responder.config import Config
+from responder.engine import audit_head
 from responder.errors import BadInput, Conflict, NotFound
 from responder.idempotency import Once, remember, replay
 from responder.models import (
@@ -871,6 +872,7 @@ class Ops:
                 incident_id,
                 {"reason": data.reason, "waived": waived, "breached": breached},
             )
+            audit_head.at_close(tx, self.cfg, incident_id, now)  # the head, kept elsewhere
             return {"waived": waived, "breached": breached}
 
         result = await self._commit(change, once, incident_id)

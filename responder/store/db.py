@@ -41,6 +41,7 @@ from typing import Any, Literal, TypeVar
 import aiosqlite
 
 from responder.errors import ResponderError
+from responder.store.audit import Writer
 
 log = logging.getLogger("responder.store")
 
@@ -86,9 +87,9 @@ def _connect_quick(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _connect_writer(path: str) -> sqlite3.Connection:
+def _connect_writer(path: str) -> Writer:
     """Runs on the writer thread, which is the only thread that ever uses this connection."""
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite3.connect(path, isolation_level=None, factory=Writer)
     conn.row_factory = sqlite3.Row
     for pragma in _PRAGMAS:
         conn.execute(pragma)
@@ -248,7 +249,7 @@ class Database:
             raise ValueError("the database must be a file: the writer and readers share it")
         self.path = path
         self._thread: ThreadPoolExecutor | None = None
-        self._writer: sqlite3.Connection | None = None
+        self._writer: Writer | None = None
         self._reader: aiosqlite.Connection | None = None
         self._quick: sqlite3.Connection | None = None  # used on the event loop's thread only
         self._pending: collections.deque[_Pending] = collections.deque()
@@ -286,6 +287,14 @@ class Database:
                 self.path,
             )
         return self
+
+    def use_secret(self, secret: bytes) -> None:
+        """From now on, audit entries this database writes are keyed with the server secret,
+        and jobs that queue messages find it on their connection (see :mod:`.audit`).  Given
+        by whoever holds the secret (the service's engine; a command that found the key file);
+        never stored in the database."""
+        assert self._writer is not None, "database not open"
+        self._writer.server_secret = secret
 
     def file_state(self) -> FileState:
         """Whether the path still names the file this database opened: ``same``, ``gone`` (it
