@@ -312,6 +312,9 @@ async def _verify_audit(args: argparse.Namespace, cfg: config.Config) -> int:
                 f" / the database {path} is empty, not a responder database: nothing was"
                 " verified (check the path)"
             )
+        # One read snapshot for the tables, the mark and the chain: the service may be
+        # writing (its first keyed entry marks audit_keyed in the same transaction).
+        await conn.execute("BEGIN")
         verdict = await verify(conn, expect, secret)
     finally:
         await conn.close()
