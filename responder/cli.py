@@ -8,10 +8,15 @@ import getpass
 import json
 import logging
 import os
+import re
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import NoReturn
+from urllib.parse import quote
+
+import aiosqlite
 
 from responder import __version__, auth, config
 from responder.checks import (
@@ -22,8 +27,10 @@ from responder.checks import (
 )
 from responder.clock import SystemClock
 from responder.errors import BadInput, ConfigError, ResponderError
+from responder.secret import load_secret
 from responder.store import Database
-from responder.store.audit import verify
+from responder.store.audit import Verdict, verify
+from responder.store.db import BUSY_TIMEOUT_MS, unavailable
 from responder.timeutil import at_most_now, from_db, next_whole_second, parse_time, show
 from responder.views import plan_text, preview
 
@@ -244,9 +251,11 @@ async def _run(args: argparse.Namespace, cfg: config.Config, lang: str) -> int:
         return 0
     if args.command == "plan":
         return _plan(args, cfg, lang, clock)
+    if args.command == "verify-audit":
+        return await _verify_audit(args, cfg)
     async with Database(cfg.service.database) as db:
-        if args.command == "verify-audit":
-            return await _verify_audit(args, db)
+        if "list" not in (getattr(args, "user_cmd", None), getattr(args, "token_cmd", None)):
+            _key_audit(db, cfg)  # the command writes: its audit entry is keyed like the service's
         if args.command == "user":
             return await _user(args, db, cfg, clock)
         if args.command == "token":
@@ -254,22 +263,74 @@ async def _run(args: argparse.Namespace, cfg: config.Config, lang: str) -> int:
     return _fail(f"unknown command {args.command}")
 
 
-async def _verify_audit(args: argparse.Namespace, db: Database) -> int:
+_HEAD = re.compile(r"([1-9][0-9]{0,18}):([0-9a-fA-F]{64})", re.ASCII)
+
+
+def _existing_secret(cfg: config.Config) -> bytes | None:
+    """The server secret, if the service has one: ``$RESPONDER_SECRET`` or the key file.  A
+    command never makes the key file — run in another directory than the service, it would
+    make a key of its own, and sign with that."""
+    if os.environ.get("RESPONDER_SECRET") or os.path.exists(cfg.service.secret_file):
+        return load_secret(cfg.service.secret_file)
+    return None
+
+
+def _missing(path: str) -> bool:
+    """No such file in a directory that exists: a mistyped name.  (Anything else — a file
+    where a directory should be, no permission — SQLite names when it tries.)"""
+    return not os.path.exists(path) and os.path.isdir(os.path.dirname(path) or ".")
+
+
+def _key_audit(db: Database, cfg: config.Config) -> None:
+    secret = _existing_secret(cfg)
+    if secret is not None:
+        db.use_secret(secret)
+
+
+async def _verify_audit(args: argparse.Namespace, cfg: config.Config) -> int:
+    """Prove the audit log intact: read-only (it never creates or changes a database), and a
+    verdict in one line — exit 0 only when every entry was checked and fits."""
     expect = None
     if args.expect:
-        n, _, digest = args.expect.partition(":")
-        if not (n.isdigit() and int(n) > 0 and len(digest) == 64):
+        head = _HEAD.fullmatch(args.expect)
+        if head is None:
             return _fail(
                 "--expect 应为“条目号:哈希”,即上次校验输出的内容 / "
                 "--expect takes N:HASH as an earlier run printed it"
             )
-        expect = (int(n), digest.lower())
-    verdict = await verify(db.reader, expect)
+        expect = (int(head[1]), head[2].lower())
+    path = cfg.service.database
+    if _missing(path):
+        return _fail(
+            f"数据库 {path} 不存在,未作校验(请检查 --db、$RESPONDER_DB 或 service.database)"
+            f" / the database {path} does not exist: nothing was verified (check --db,"
+            " $RESPONDER_DB or service.database)"
+        )
+    secret = _existing_secret(cfg)
+    conn = await _open_read_only(path)
+    try:
+        if not await conn.execute_fetchall("SELECT 1 FROM sqlite_master LIMIT 1"):
+            return _fail(
+                f"数据库 {path} 是空的,不是 responder 的数据库,未作校验(请检查路径)"
+                f" / the database {path} is empty, not a responder database: nothing was"
+                " verified (check the path)"
+            )
+        # One read snapshot for the tables, the mark and the chain: the service may be
+        # writing (its first keyed entry marks audit_keyed in the same transaction).
+        await conn.execute("BEGIN")
+        verdict = await verify(conn, expect, secret)
+    finally:
+        await conn.close()
     if not verdict.ok:
-        return _fail(f"审计日志已被篡改 audit log tampered: {verdict.problem}")
+        return _fail(_verdict_line(verdict, cfg))
     # Keep the head somewhere else (a log, a ticket) and pass it back with --expect: the
-    # chain alone cannot show that its newest entries were cut off.
-    line = f"OK: audit log intact, {verdict.entries} entries"
+    # chain alone cannot show that its newest entries were cut off.  (The service sends one to
+    # the administrators daily and at every close.)
+    line = f"OK: 审计日志完好,共 {verdict.entries} 条 / audit log intact, {verdict.entries} entries"
+    if verdict.keyed_from is not None:
+        line += f" (keyed with the server secret from #{verdict.keyed_from})"
+    elif verdict.entries:
+        line += " (none keyed with the server secret)"
     if verdict.entries:
         line += (
             f"; head #{verdict.entries} {verdict.head};"
@@ -277,6 +338,47 @@ async def _verify_audit(args: argparse.Namespace, db: Database) -> int:
         )
     print(line)
     return 0
+
+
+def _verdict_line(verdict: Verdict, cfg: config.Config) -> str:
+    if not verdict.unauthenticated:
+        return (
+            f"审计日志已被篡改或损坏:{verdict.problem_zh}"
+            f" / audit log tampered or damaged: {verdict.problem}"
+        )
+    # Exit 1 all the same: a script must not take "could not check" for "intact".
+    where = cfg.service.secret_file
+    return (
+        f"审计日志未能完整校验:{verdict.problem_zh}。密钥文件 {where} 不存在,也未设置"
+        f" RESPONDER_SECRET:请在服务所在目录以相同配置运行 / audit log not fully verified:"
+        f" {verdict.problem}. The key file {where} does not exist and RESPONDER_SECRET is not"
+        " set: run this where the service runs, with the same config"
+    )
+
+
+async def _open_read_only(path: str) -> aiosqlite.Connection:
+    """The database, read-only: a mistyped path is never made into a new database, and
+    nothing is written (SQLite may leave a WAL database's -wal/-shm beside it, as any reader)."""
+    uri = f"file:{quote(path)}?mode=ro"
+    # Tried first on a plain connection: aiosqlite, failing to open, leaves its thread to
+    # report to an event loop that is gone by then.
+    await asyncio.to_thread(_can_read, uri, path)
+    conn = await aiosqlite.connect(uri, uri=True)
+    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def _can_read(uri: str, path: str) -> None:
+    """Open ``uri`` and read its schema, or raise :func:`unavailable` (no such file, not a
+    database, no permission)."""
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise unavailable(path, e) from e
 
 
 async def _user(

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from responder import obligations
 from responder.config import Config
+from responder.engine import audit_head
 from responder.errors import BadInput, Conflict, NotFound
 from responder.models import ChangeLevel, CloseIncident, DeclareIncident
 from responder.policy.planner import Facts, plan_declaration
@@ -220,4 +221,5 @@ def close(
         incident_id,
         {"reason": data.reason, "waived": settled["waived"], "breached": settled["breached"]},
     )
+    audit_head.at_close(tx, cfg, incident_id, now)  # the head, kept outside the database
     return {"waived": settled["waived"], "breached": settled["breached"]}

@@ -1,6 +1,6 @@
 """Plain helpers for the alert engine's tests (the fixtures are in :mod:`tests.engine_fixtures`).
 
-* :func:`ops_of` — the service layer beside an engine, waking its scheduler (as the app wires it).
+* :func:`ops_of` — the service layer beside an engine, waking it (as the app wires it).
 * :func:`wire` — point a config's channels at an HTTP sink and an SMTP sink.
 * :func:`settle` — wait (in real time, briefly) until the engine has done everything due now.
 * :func:`quiet` — wait until every task sleeping on the FakeClock has gone back to sleep.
@@ -28,8 +28,8 @@ SECRET = b"k" * 32
 
 
 def ops_of(engine: Engine) -> Ops:
-    """The service layer beside ``engine``, waking its scheduler as the application wires it."""
-    return Ops(engine.db, engine.cfg, engine.clock, wake=engine.scheduler.wake)
+    """The service layer beside ``engine``, waking it as the application wires it."""
+    return Ops(engine.db, engine.cfg, engine.clock, wake=engine.changed)
 
 
 def wire(cfg: Config, http_port: int, smtp_port: int) -> Config:

@@ -37,15 +37,19 @@ PLAN_II = [
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in (
         "RESPONDER_CONFIG",
         "RESPONDER_DB",
         "RESPONDER_PUBLIC_URL",
         "RESPONDER_DEV_INBOX",
         "RESPONDER_PASSWORD",
+        "RESPONDER_SECRET",
     ):
         monkeypatch.delenv(name, raising=False)
+    # No server secret unless a test makes one: the key file is var/secret.key under the
+    # working directory (commands key their audit entries with it when it exists).
+    monkeypatch.chdir(tmp_path)
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -584,18 +588,28 @@ def test_verify_audit_detects_a_deleted_entry(
     assert "tampered" in line and "entry 2" in line
 
 
-def test_verify_audit_on_an_empty_database(
+def test_verify_audit_of_a_database_that_does_not_exist_creates_none(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    code, out, _ = verify_audit(capsys, tmp_path)
-    assert code == 0 and "0 entries" in out
+    """A mistyped --db made an empty database and printed OK (exit 0)."""
+    code, out, err = verify_audit(capsys, tmp_path)
+    assert code == 1 and out == ""
+    assert "does not exist: nothing was verified" in one_error_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+GUARD = (
+    "CREATE TRIGGER {name} BEFORE {event} ON audit_log"
+    " BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
+)
 
 
 def test_verify_audit_with_an_earlier_head_catches_a_cut_tail_and_a_rewrite(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The chain alone cannot show that its newest entries were cut off, or that every entry
-    was re-hashed; the head an earlier run printed can."""
+    was re-hashed (written without the server secret, and the guards remade after); the head
+    an earlier run printed can."""
     monkeypatch.setenv("RESPONDER_PASSWORD", "correct horse battery")
     add_users(capsys, tmp_path)
     code, out, _ = verify_audit(capsys, tmp_path)
@@ -610,6 +624,10 @@ def test_verify_audit_with_an_earlier_head_catches_a_cut_tail_and_a_rewrite(
     with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:  # cut the newest two off
         conn.execute("DROP TRIGGER audit_log_no_delete")
         conn.execute("DELETE FROM audit_log WHERE seq >= 3")
+    code, _, err = verify_audit(capsys, tmp_path)
+    assert code == 1 and "guard audit_log_no_delete was removed" in one_error_line(err)
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as conn:  # a careful tamperer remakes it
+        conn.execute(GUARD.format(name="audit_log_no_delete", event="DELETE"))
     code, out, _ = verify_audit(capsys, tmp_path)
     assert code == 0  # without the recorded head, nothing shows
     head2 = out.split("--expect ")[1].strip()
@@ -631,6 +649,7 @@ def test_verify_audit_with_an_earlier_head_catches_a_cut_tail_and_a_rewrite(
                 (data, prev, digest, seq),
             )
             prev = digest
+        conn.execute(GUARD.format(name="audit_log_no_update", event="UPDATE"))
     code, _, _ = verify_audit(capsys, tmp_path)
     assert code == 0  # a consistent rewrite passes the chain check alone
     code, _, err = run(capsys, "verify-audit", "--expect", head2, *db_args(tmp_path))

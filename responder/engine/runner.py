@@ -1,7 +1,10 @@
-"""The engine as one object: start the scheduler, dispatcher and watchdog; stop them cleanly.
+"""The engine as one object: start the scheduler, dispatcher, watchdog and the daily audit
+head record; stop them cleanly.
 
 The service layer (:class:`responder.ops.Ops`) is built beside it by the application and
-wakes ``Engine.scheduler`` after each change.
+calls :meth:`Engine.changed` after each change, so a declaration or a milestone takes effect at
+once instead of at the next poll.  The database is given the server secret here: every audit
+entry the service writes is keyed.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 
 from responder.clock import Clock
 from responder.config import Config
+from responder.engine.audit_head import DailyHeads
 from responder.engine.dispatcher import Dispatcher
 from responder.engine.foreground import Foreground
 from responder.engine.metrics import Metrics
@@ -33,13 +37,24 @@ class Engine:
         self.dispatcher = Dispatcher(db, cfg, clock, secret, self.metrics, self.foreground)
         self.scheduler = Scheduler(db, cfg, clock, secret, self.metrics, self.dispatcher.wake)
         self.watchdog = Watchdog(db, cfg, clock, secret, on_queued=self.dispatcher.wake)
+        self.heads = DailyHeads(db, cfg, clock, secret, on_queued=self.dispatcher.wake)
         self._tasks: list[asyncio.Task[None]] = []
+        db.use_secret(secret)  # audit entries keyed from here on (see store.audit)
+
+    def changed(self) -> None:
+        """A change committed: its timers to the scheduler, and what it queued itself (a close:
+        the audit log's head to the administrators) to the dispatcher, which would otherwise
+        sleep until a step fires — and the watchdog would take the wait for lag.  Mostly the
+        dispatcher finds nothing to claim: one quick round, merged with any wake pending."""
+        self.scheduler.wake()
+        self.dispatcher.wake()
 
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
             asyncio.create_task(self.watchdog.run(), name="watchdog"),
+            asyncio.create_task(self.heads.run(), name="audit heads"),
         ]
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
@@ -54,7 +69,7 @@ class Engine:
                 "engine stopping: waiting for %d sends in flight to finish and be recorded",
                 len(self.dispatcher.in_flight),
             )
-        for part in (self.watchdog, self.scheduler, self.dispatcher):
+        for part in (self.heads, self.watchdog, self.scheduler, self.dispatcher):
             part.stop()
         if self._tasks:
             _, late = await asyncio.wait(self._tasks, timeout=grace)

@@ -46,6 +46,7 @@ from typing import Any, Literal, TypeVar
 import aiosqlite
 
 from responder.errors import ResponderError, Unavailable
+from responder.store.audit import Writer
 
 log = logging.getLogger("responder.store")
 
@@ -95,9 +96,9 @@ def _connect_quick(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _connect_writer(path: str) -> sqlite3.Connection:
+def _connect_writer(path: str) -> Writer:
     """Runs on the writer thread, which is the only thread that ever uses this connection."""
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite3.connect(path, isolation_level=None, factory=Writer)
     conn.row_factory = sqlite3.Row
     for pragma in _PRAGMAS:
         conn.execute(pragma)
@@ -248,7 +249,8 @@ def _commit_batch(conn: sqlite3.Connection, batch: list[_Pending], state: WriteS
        have rolled back the whole transaction itself (an I/O error, a full disk), the jobs run so
        far are lost with it: they fail with that error, and the rest start a new transaction.
     3. COMMIT.  If it fails, every job of the transaction fails with that error.
-    4. Only then settle the callers: nobody hears "done" before the change is durable.
+    4. Only then settle the callers: nobody hears "done" before the change is durable (nor
+       before ``state`` has counted its COMMIT).
 
     ``state`` hears (and counts) each COMMIT, and hears each refusal by the storage.
     """
@@ -332,6 +334,15 @@ def unavailable(path: str, e: BaseException) -> ResponderError:
     )
 
 
+def _missing_or_empty(path: str) -> bool:
+    """Whether opening ``path`` makes a new database: no file, or an empty one (SQLite's empty
+    database; one in use always has its first page written, in WAL mode too)."""
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:  # missing (or its directory is): SQLite says why when it tries
+        return True
+
+
 def _identity(st: os.stat_result) -> tuple[int, int]:
     """What tells one file from another at the same path (not its name, not its contents)."""
     return st.st_dev, st.st_ino
@@ -363,7 +374,7 @@ class Database:
             raise ValueError("the database must be a file: the writer and readers share it")
         self.path = path
         self._thread: ThreadPoolExecutor | None = None
-        self._writer: sqlite3.Connection | None = None
+        self._writer: Writer | None = None
         self._reader: aiosqlite.Connection | None = None
         self._quick: sqlite3.Connection | None = None  # used on the event loop's thread only
         self._pending: collections.deque[_Pending] = collections.deque()
@@ -377,8 +388,9 @@ class Database:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
         try:
             # SQLite creates a missing file: right on the first start, but a mistyped path
-            # would otherwise start the service on an empty database without a word.
-            created = not await self._on_writer(os.path.exists, self.path)
+            # would otherwise start the service on an empty database without a word.  An
+            # empty file is the same (``serve`` makes it, to hold its lock on it, see lock.py).
+            created = await self._on_writer(_missing_or_empty, self.path)
             self._writer = await self._on_writer(_connect_writer, self.path)
             self._file = _identity(await self._on_writer(os.stat, self.path))
             await self._on_writer(_migrate, self._writer, self.path)
@@ -400,6 +412,14 @@ class Database:
                 self.path,
             )
         return self
+
+    def use_secret(self, secret: bytes) -> None:
+        """From now on, audit entries this database writes are keyed with the server secret,
+        and jobs that queue messages find it on their connection (see :mod:`.audit`).  Given
+        by whoever holds the secret (the service's engine; a command that found the key file);
+        never stored in the database."""
+        assert self._writer is not None, "database not open"
+        self._writer.server_secret = secret
 
     def file_state(self) -> FileState:
         """Whether the path still names the file this database opened: ``same``, ``gone`` (it

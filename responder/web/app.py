@@ -57,8 +57,8 @@ def create_app(
         app[DB] = db
         engine = Engine(db, cfg, app[CLOCK], app[SECRET])
         app[ENGINE] = engine
-        # The service layer: a change wakes the scheduler, so its timers take effect at once.
-        app[OPS] = Ops(db, cfg, app[CLOCK], wake=engine.scheduler.wake)
+        # The service layer: a change wakes the engine, so its timers take effect at once.
+        app[OPS] = Ops(db, cfg, app[CLOCK], wake=engine.changed)
         if run_engine:
             await engine.start()
         try:

@@ -53,11 +53,18 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger: message``, and ``[id=…]`` for a line logged while answering a
+    """``time LEVEL logger: message`` (the time with its offset, e.g.
+    ``2026-11-27T14:03:01.234+08:00``), and ``[id=…]`` for a line logged while answering a
     request (its access line carries the id already)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """RFC 3339 in the host's zone, with its offset: a container's clock is often UTC, and
+        a bare "14:03" beside the +08:00 of every page and message was read as local time."""
+        at = datetime.fromtimestamp(record.created, UTC).astimezone()
+        return at.isoformat(timespec="milliseconds")
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # before any traceback
         line = super().formatMessage(record)
