@@ -1407,8 +1407,8 @@ async def test_a_token_put_in_the_address_is_not_logged(
 
 
 async def test_a_body_that_cannot_be_decoded_is_400_and_changes_nothing(web: Web) -> None:
-    """aiohttp decompresses a body sent with Content-Encoding; a broken one used to end in a
-    500 ("internal error") for what is the client's mistake."""
+    """A broken gzip body used to end in a 500 ("internal error") for what is the client's
+    mistake.  (The API inflates it itself now: responder.web.bodies.)"""
     before = await web.count("incidents")
     resp = await web.call(
         "POST",
@@ -1423,7 +1423,7 @@ async def test_a_body_that_cannot_be_decoded_is_400_and_changes_nothing(web: Web
     assert body["error"] == "bad_request"
     assert "无法读取" in body["message"] and "compression" in body["message_en"]
     assert await web.count("incidents") == before
-    # A page form the same way: a readable page, not the 500 page.
+    # A page form takes no compressed body at all: a readable page, not the 500 page.
     resp = await web.client.post(
         "/login",
         data=b"username=x&password=y",
@@ -1432,7 +1432,7 @@ async def test_a_body_that_cannot_be_decoded_is_400_and_changes_nothing(web: Web
             "Content-Encoding": "deflate",
         },
     )
-    assert resp.status == 400 and "无法读取" in await resp.text()
+    assert resp.status == 415 and "不接受压缩" in await resp.text()
 
 
 async def test_times_in_answers_are_documented_as_times(web: Web) -> None:

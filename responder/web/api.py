@@ -30,6 +30,7 @@ from responder.policy.rules import rule_set_in_force
 from responder.timeutil import at_most_now, next_whole_second, parse_time
 from responder.views import plan_view
 from responder.web import schemas
+from responder.web.bodies import read_body
 from responder.web.identity import actor, require
 from responder.web.keys import CFG, CLOCK, DB, ENGINE, request_key
 from responder.web.routing import OPERATE, READ, Route, openapi
@@ -67,10 +68,6 @@ class BadRequest(ResponderError):
     status = 400
 
 
-class UnsupportedEncoding(ResponderError):
-    status = 415
-
-
 class _Duplicate(ValueError):
     def __init__(self, key: str) -> None:
         self.key = key
@@ -92,22 +89,7 @@ async def body(request: web.Request) -> Any:
     assert route.body is not None
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType()
-    coding = [
-        c.strip().lower()
-        for v in request.headers.getall("Content-Encoding", [])
-        for c in v.split(",")
-    ]
-    if coding and (len(coding) > 1 or coding[0] not in ("identity", "gzip", "deflate")):
-        # aiohttp would read an unknown coding as plain bytes, and answer br in plain text.
-        raise UnsupportedEncoding(
-            "unsupported_encoding",
-            "请求内容的压缩方式不受支持;请不压缩,或用 gzip、deflate 之一",
-            "the body's Content-Encoding is not supported: send it uncompressed, or gzip or"
-            " deflate (one of them)",
-        )
-    if (request.content_length or 0) > request.client_max_size:  # refused before it is sent
-        raise web.HTTPRequestEntityTooLarge(request.client_max_size, request.content_length or 0)
-    raw = await request.read()  # bounded by client_max_size → 413
+    raw = await read_body(request)  # inflated here, after authentication; bounded → 413
     try:
         data = json.loads(raw, object_pairs_hook=_once_each)
     except _Duplicate as e:
