@@ -15,6 +15,7 @@ from responder import queries
 from responder.errors import BadInput, ResponderError
 from responder.idempotency import Once
 from responder.models import (
+    TIME_PATTERN,
     ChangeLevel,
     CloseIncident,
     DeclareIncident,
@@ -167,10 +168,15 @@ class PlanQuery(_Query):
     occurred_at: str = Field(
         max_length=64,
         description="RFC 3339 with an offset; in the URL write its + as %2B"
-        " (2026-11-26T08:00:00%2B08:00) or use Z",
+        " (2026-11-26T08:00:00%2B08:00) or use Z. Not after declared_at (422"
+        " `time_in_future`).",
+        json_schema_extra={"format": "date-time", "pattern": TIME_PATTERN},
     )
     declared_at: str | None = Field(
-        None, max_length=64, description="default: now; RFC 3339, + written as %2B"
+        None,
+        max_length=64,
+        description="default: now; RFC 3339, + written as %2B",
+        json_schema_extra={"format": "date-time", "pattern": TIME_PATTERN},
     )
 
 
@@ -453,4 +459,4 @@ def setup(app: web.Application) -> None:
     for route in ROUTES:
         app.router.add_route(route.method, "/api/v1" + route.path, _bind(route))
     app.router.add_get("/api/v1/openapi.json", openapi_document)
-    app[OPENAPI] = openapi(ROUTES)
+    app[OPENAPI] = schemas.for_deployment(openapi(ROUTES), [u.id for u in app[CFG].units])
