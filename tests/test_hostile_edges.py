@@ -9,6 +9,7 @@ tests/test_serve_limits.py.
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import json
 import re
 import unicodedata
@@ -180,7 +181,7 @@ async def test_the_dev_inbox_is_closed_to_a_client_a_proxy_forwards(web: Web) ->
 
 
 async def test_behind_a_trusted_proxy_the_inbox_goes_by_the_forwarded_client(web: Web) -> None:
-    web.cfg.service.trusted_proxies = [__import__("ipaddress").ip_network("127.0.0.1/32")]
+    web.cfg.service.trusted_proxies = [ipaddress.ip_network("127.0.0.1/32")]
     assert (await _inbox(web, **{"X-Forwarded-For": "203.0.113.9"})).status == 403
     assert (await _inbox(web, **{"X-Forwarded-For": "::1"})).status == 200  # this host's own
     # A proxy that names nobody: the inbox cannot know for whom.

@@ -232,7 +232,7 @@ async def guarded(cfg: Config, clock: FakeClock) -> AsyncIterator[tuple[int, lis
     cfg.service.max_connections = 8
     cfg.service.header_timeout = timedelta(seconds=1)
     lines: list[str] = []
-    report = Throttled(_Lines(lines))
+    report = Throttled(_logger(lines))
     runner = web.AppRunner(create_app(cfg, clock=clock, secret=SECRET, run_engine=False), **HANDLER)
     await runner.setup()
     server = await listen(runner, cfg, report)
@@ -243,15 +243,20 @@ async def guarded(cfg: Config, clock: FakeClock) -> AsyncIterator[tuple[int, lis
         await runner.cleanup()
 
 
-class _Lines(logging.Logger):
-    """A logger that keeps what it is given, formatted, in a list."""
-
+class _Kept(logging.Handler):
     def __init__(self, lines: list[str]) -> None:
-        super().__init__("guard")
+        super().__init__()
         self.lines = lines
 
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:  # type: ignore[override]
-        self.lines.append(str(msg) % args)
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _logger(lines: list[str]) -> logging.Logger:
+    """A logger of its own that keeps each message it is given in ``lines``."""
+    log = logging.Logger(f"guard-{id(lines)}")  # not in the logging tree: nothing else sees it
+    log.addHandler(_Kept(lines))
+    return log
 
 
 async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -330,7 +335,7 @@ def test_a_failed_accept_is_one_line_per_interval() -> None:
     time it retries: one line a minute instead, with how many there were."""
     now = [0.0]
     lines: list[str] = []
-    report = Throttled(_Lines(lines), interval=60.0, clock=lambda: now[0])
+    report = Throttled(_logger(lines), interval=60.0, clock=lambda: now[0])
     loop = asyncio.new_event_loop()
     try:
         loop.set_exception_handler(accept_failures(report))
