@@ -59,6 +59,24 @@ class Service(_Strict):
     # each person's wrong passwords, not everyone's behind the proxy.  Empty: the header is
     # ignored.
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+    # Connections open at once.  At the limit, the one waiting longest without having sent a
+    # request is closed to make room (a flood of idle connections cannot shut people out), and
+    # when every one is busy a new one is answered 503.  Kept below the process's limit on open
+    # files (ulimit -n), which `serve` raises towards its hard limit when it can.
+    max_connections: int = Field(1000, ge=8, le=100_000)
+    # A connection must send its first request line and headers within this long, or it is
+    # closed (a connection left half-open holds a file descriptor).
+    header_timeout: timedelta = timedelta(seconds=20)
+
+    @field_validator("header_timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> object:
+        return config_duration(v)
+
+    @field_validator("header_timeout")
+    @classmethod
+    def _header_timeout(cls, v: timedelta) -> timedelta:
+        return within_bounds(v, timedelta(seconds=1), timedelta(minutes=10))
 
     @field_validator("timezone")
     @classmethod

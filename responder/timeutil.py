@@ -148,10 +148,15 @@ def show(dt: datetime | None, tz: ZoneInfo) -> str:
 
 
 def iso_local(dt: datetime | None, tz: ZoneInfo) -> str | None:
-    """RFC 3339 in the configured zone, for API answers."""
+    """RFC 3339 in the configured zone, for API answers.  Before a zone kept standard time its
+    offset was local mean time (Asia/Shanghai until 1901: +08:05:43), which RFC 3339 cannot
+    write: such a time is given in UTC."""
     if dt is None:
         return None
-    return local(dt, tz).isoformat()
+    t = local(dt, tz)
+    if (t.utcoffset() or timedelta(0)).seconds % 60:
+        t = utc(dt)
+    return t.isoformat()
 
 
 def parse_duration(text: str | int) -> timedelta:

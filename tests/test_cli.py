@@ -853,7 +853,7 @@ def test_a_bad_port_or_log_format_is_named_not_a_traceback(
     def serving(*_: object, **__: object) -> None:
         raise AssertionError("served although a setting was refused")
 
-    monkeypatch.setattr("responder.web.server.web.run_app", serving)  # never hangs on a port
+    monkeypatch.setattr("responder.web.server.run", serving)  # never hangs on a port
     monkeypatch.setenv("RESPONDER_PORT", "abc")
     code, out, _ = run(capsys, "check-config")
     assert code == 0 and out.startswith("OK: ")

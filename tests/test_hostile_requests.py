@@ -114,14 +114,15 @@ async def test_a_flag_must_be_true_or_false(web: Web, drill: Any) -> None:
 
 
 async def test_an_id_must_be_a_number_not_true_or_text(web: Web) -> None:
-    """``true`` was taken as press conference 1 — and recorded it as held."""
+    """``true`` was taken as press conference 1 — and recorded it as held.  (1.0 is the number 1,
+    as JSON Schema counts it; 1.5 is no id.)"""
     iid = (await web.declare())["id"]
     resp = await web.post(
         f"/api/v1/incidents/{iid}/press-conferences",
         {"scheduled_at": web.at(hours=2), "venue": "市政府新闻发布厅"},
     )
     assert resp.status == 201, await resp.text()
-    for wrong in (True, "1", 1.0):
+    for wrong in (True, "1", 1.5):
         resp = await web.post(
             f"/api/v1/incidents/{iid}/press-conferences/held",
             {"press_conference_id": wrong, "held_at": web.at(minutes=-1),

@@ -126,7 +126,7 @@ def test_serve_with_an_empty_key_file_is_one_line_and_exit_1(
     def serving(*_: object, **__: object) -> None:
         raise AssertionError("served with a key that cannot be trusted")
 
-    monkeypatch.setattr("responder.web.server.web.run_app", serving)  # never hangs on a port
+    monkeypatch.setattr("responder.web.server.run", serving)  # never hangs on a port
     monkeypatch.chdir(tmp_path)  # the example config keeps the key in var/secret.key
     (tmp_path / "var").mkdir()
     (tmp_path / "var" / "secret.key").write_text("", encoding="ascii")

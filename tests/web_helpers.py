@@ -20,6 +20,7 @@ from responder import auth
 from responder.clock import FakeClock
 from responder.config import Config
 from responder.store import Database
+from responder.web.server import HANDLER
 
 SECRET = b"x" * 32
 ROLES = ("viewer", "reviewer", "duty_officer", "admin")
@@ -117,7 +118,11 @@ class Web:
 
 
 async def start(app: Application, port: int) -> TestClient:
-    client = TestClient(TestServer(app, host="127.0.0.1", port=port))
+    """The app on 127.0.0.1:``port``, its request handler set up as ``responder serve`` sets
+    it up (no inflating of bodies by aiohttp, no aiohttp access log)."""
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server(**HANDLER)
+    client = TestClient(server)
     await client.start_server()
     return client
 

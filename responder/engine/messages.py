@@ -76,6 +76,10 @@ _EN_DURATION = re.compile(r"\b(\d+)\s*(d|h|min|s)\b")
 _FOLD = re.compile(r"[ \t]*\n[ \t]*")
 _SPACES = re.compile(r"\s+")
 _BLANKS = re.compile(r"\n{3,}")
+# Every value is one line (a title, a location, a name).  What would start a new line in mail or
+# chat (U+2028 too) or turn the direction of the rest of an SMS (U+202E…) becomes a space, also
+# in what was stored before the API refused it: no value can forge a line of the message.
+_NOT_IN_A_LINE = re.compile(r"[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
@@ -183,8 +187,10 @@ def _context(ctx: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in list(values.items()):
         if value is None:
             values[key] = [] if key == "collapsed" else ""
+        elif isinstance(value, str):
+            values[key] = _NOT_IN_A_LINE.sub(" ", value)
     values["drill"] = bool(values["drill"])
-    values["collapsed"] = [str(s) for s in values["collapsed"]]
+    values["collapsed"] = [_NOT_IN_A_LINE.sub(" ", str(s)) for s in values["collapsed"]]
     return values
 
 

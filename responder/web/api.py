@@ -15,6 +15,7 @@ from responder import queries
 from responder.errors import BadInput, ResponderError
 from responder.idempotency import Once
 from responder.models import (
+    TIME_PATTERN,
     ChangeLevel,
     CloseIncident,
     DeclareIncident,
@@ -28,6 +29,7 @@ from responder.ops import Ops
 from responder.timeutil import at_most_now, next_whole_second, parse_time
 from responder.views import preview
 from responder.web import schemas
+from responder.web.bodies import read_body
 from responder.web.identity import actor, require
 from responder.web.keys import CFG, CLOCK, DB, OPS, request_key
 from responder.web.routing import OPERATE, READ, Route, openapi
@@ -65,10 +67,6 @@ class BadRequest(ResponderError):
     status = 400
 
 
-class UnsupportedEncoding(ResponderError):
-    status = 415
-
-
 class _Duplicate(ValueError):
     def __init__(self, key: str) -> None:
         self.key = key
@@ -90,22 +88,7 @@ async def body(request: web.Request) -> Any:
     assert route.body is not None
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType()
-    coding = [
-        c.strip().lower()
-        for v in request.headers.getall("Content-Encoding", [])
-        for c in v.split(",")
-    ]
-    if coding and (len(coding) > 1 or coding[0] not in ("identity", "gzip", "deflate")):
-        # aiohttp would read an unknown coding as plain bytes, and answer br in plain text.
-        raise UnsupportedEncoding(
-            "unsupported_encoding",
-            "请求内容的压缩方式不受支持;请不压缩,或用 gzip、deflate 之一",
-            "the body's Content-Encoding is not supported: send it uncompressed, or gzip or"
-            " deflate (one of them)",
-        )
-    if (request.content_length or 0) > request.client_max_size:  # refused before it is sent
-        raise web.HTTPRequestEntityTooLarge(request.client_max_size, request.content_length or 0)
-    raw = await request.read()  # bounded by client_max_size → 413
+    raw = await read_body(request)  # inflated here, after authentication; bounded → 413
     try:
         data = json.loads(raw, object_pairs_hook=_once_each)
     except _Duplicate as e:
@@ -183,10 +166,15 @@ class PlanQuery(_Query):
     occurred_at: str = Field(
         max_length=64,
         description="RFC 3339 with an offset; in the URL write its + as %2B"
-        " (2026-11-26T08:00:00%2B08:00) or use Z",
+        " (2026-11-26T08:00:00%2B08:00) or use Z. Not after declared_at (422"
+        " `time_in_future`).",
+        json_schema_extra={"format": "date-time", "pattern": TIME_PATTERN},
     )
     declared_at: str | None = Field(
-        None, max_length=64, description="default: now; RFC 3339, + written as %2B"
+        None,
+        max_length=64,
+        description="default: now; RFC 3339, + written as %2B",
+        json_schema_extra={"format": "date-time", "pattern": TIME_PATTERN},
     )
 
 
@@ -467,4 +455,4 @@ def setup(app: web.Application) -> None:
     for route in ROUTES:
         app.router.add_route(route.method, "/api/v1" + route.path, _bind(route))
     app.router.add_get("/api/v1/openapi.json", openapi_document)
-    app[OPENAPI] = openapi(ROUTES)
+    app[OPENAPI] = schemas.for_deployment(openapi(ROUTES), [u.id for u in app[CFG].units])

@@ -5,6 +5,10 @@ Only mounted when ``service.dev_inbox = true``; it keeps the last 500 messages i
 shows them at ``/dev/inbox`` — to this machine, or to anyone signed in: the messages carry
 contacts and live acknowledgement links, and a demo started with ``--host 0.0.0.0`` (the
 Docker image) must not show them to whoever reaches the port.  Never enable it in production.
+
+"This machine" is the client as the rest of the service sees it
+(:func:`~responder.web.security.client_address`), not the socket's peer: behind a reverse
+proxy on the same host every request comes from 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -20,17 +24,40 @@ from responder.errors import ResponderError
 from responder.web.identity import identify
 from responder.web.keys import CFG
 from responder.web.pages import render_page
+from responder.web.security import client_address, is_trusted_proxy
 
 INBOX = web.AppKey("dev_inbox", deque)
-LOOPBACK = ("127.0.0.1", "::1")
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+# Headers a reverse proxy adds to say for whom it forwards.
+FORWARDED = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
 class InboxClosed(ResponderError):
     status = 403
 
 
+def _loopback(address: str) -> bool:
+    return address in LOOPBACK
+
+
+def from_this_machine(request: web.Request) -> bool:
+    """Whether the request comes from this machine itself.
+
+    A forwarded request counts only when the proxy is one of ``service.trusted_proxies`` and
+    the client its X-Forwarded-For names is this machine: a proxy on this host that is not
+    listed connects from 127.0.0.1, yet forwards for anyone."""
+    proxies = request.app[CFG].service.trusted_proxies
+    if any(name in request.headers for name in FORWARDED):
+        if "X-Forwarded-For" not in request.headers:
+            return False  # forwarded, for a client that cannot be named
+        if not is_trusted_proxy(request.remote, proxies):
+            return False
+        return _loopback(client_address(request, proxies))
+    return _loopback(request.remote or "")
+
+
 async def receive(request: web.Request) -> web.Response:
-    if request.remote not in LOOPBACK:
+    if not from_this_machine(request):
         raise web.HTTPForbidden()
     raw = await request.read()
     try:
@@ -52,7 +79,7 @@ async def receive(request: web.Request) -> web.Response:
 
 
 async def show(request: web.Request) -> web.Response:
-    if request.remote not in LOOPBACK and await identify(request) is None:
+    if not from_this_machine(request) and await identify(request) is None:
         raise InboxClosed(
             "dev_inbox_closed",
             "开发收件箱只对本机开放;从其他电脑查看请先登录",

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from responder.errors import ResponderError, Unavailable
 from responder.web.access import CLIENT_CLOSED, logged_path, request_id
+from responder.web.bodies import refuse_compressed
 
 log = logging.getLogger("responder.web")
 
@@ -155,6 +156,8 @@ def _retry_after(resp: web.Response, e: ResponderError) -> web.Response:
 async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     api = request.path.startswith("/api/") or request.path == "/metrics"  # machine clients
     try:
+        if not request.path.startswith("/api/"):
+            refuse_compressed(request)  # only the API takes a compressed body (web.bodies)
         return await handler(request)
     except ResponderError as e:
         if not api:

@@ -258,3 +258,22 @@ class Plan(_Out):
     after_release: list[PlanAfterRelease]
     obligations: list[PlanObligation]
     steps: list[PlanStep]
+
+
+def for_deployment(document: dict[str, Any], unit_ids: list[str]) -> dict[str, Any]:
+    """The OpenAPI document with what this deployment's configuration decides: a field marked
+    ``x-unit`` (responder.models.UnitId) takes one of the configured units' ids, and says so
+    (``enum``), so that a client generated from the document sends a unit the service knows."""
+
+    def fill(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {key: fill(value) for key, value in node.items() if key != "x-unit"}
+            if node.get("x-unit"):
+                out["enum"] = list(unit_ids)
+                out["description"] = "a unit's id, as the configuration lists them"
+            return out
+        if isinstance(node, list):
+            return [fill(item) for item in node]
+        return node
+
+    return fill(document)  # type: ignore[no-any-return]

@@ -167,6 +167,12 @@ def _ip(address: str) -> Address | None:
         return None
 
 
+def is_trusted_proxy(address: str | None, trusted_proxies: Sequence[Network]) -> bool:
+    """Whether ``address`` (a socket's peer) is one of ``service.trusted_proxies``."""
+    ip = _ip(address or "")
+    return ip is not None and any(ip in net for net in trusted_proxies)
+
+
 def client_address(request: web.Request, trusted_proxies: Sequence[Network]) -> str:
     """Where a request came from, for the login limit.
 
@@ -177,16 +183,13 @@ def client_address(request: web.Request, trusted_proxies: Sequence[Network]) -> 
     ignored: a client cannot choose the address it is counted under.
     """
 
-    def trusted(ip: Address | None) -> bool:
-        return ip is not None and any(ip in net for net in trusted_proxies)
-
     peer = request.remote or "-"
-    if not trusted(_ip(peer)):
+    if not is_trusted_proxy(peer, trusted_proxies):
         return peer
     hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", []) for h in v.split(",")]
     for hop in reversed(hops):
-        ip = _ip(hop)
-        if not trusted(ip):
+        if not is_trusted_proxy(hop, trusted_proxies):
+            ip = _ip(hop)
             return str(ip) if ip is not None else peer  # not an address: count it as the proxy
     return peer
 
