@@ -8,11 +8,12 @@ from typing import Any
 
 from responder.config import Config
 from responder.engine.failures import explain
+from responder.engine.outbox import WHY_MOOT
 from responder.errors import NotFound
 from responder.models import CATEGORIES
 from responder.policy.rules import LEVEL_NAMES, LEVEL_NAMES_EN
 from responder.store import Database
-from responder.timeutil import from_db, iso_local
+from responder.timeutil import from_db, iso_local, show
 
 
 def _t(value: str | None, cfg: Config) -> str | None:
@@ -167,10 +168,54 @@ def _explained(field: str, error: str | None) -> dict[str, str | None]:
     return {f"{field}_message": zh, f"{field}_message_en": en}
 
 
+# Why a message that failed on every channel is tried no more (outbox.WHY_MOOT), in words.
+RETRY_ENDED = {
+    "acknowledged": ("已确认收到", "acknowledged"),
+    "obligation met": ("该项义务已完成", "the obligation was met"),
+    "obligation waived": ("该项义务已豁免", "the obligation was waived"),
+    "incident closed": ("事件已关闭", "the incident was closed"),
+    "a later alert was delivered": ("此人已收到之后的提醒", "a later alert reached the person"),
+    "delivered on another channel": ("已经由其他渠道送达", "delivered on another channel"),
+    "expired": ("已过24小时", "24 hours have passed"),
+}
+
+
+def delivery_state(
+    status: str, rounds: int, retry_at: str | None, ended: str | None, cfg: Config
+) -> dict[str, Any]:
+    """A message's delivery as the incident's notifications show it: a failed one says
+    whether and when it is tried again, or why no more ("failed on every channel, retrying
+    at T"), Chinese first."""
+    zh = en = None
+    if status == "failed" and retry_at:
+        at = show(from_db(retry_at), cfg.tz)
+        zh, en = f"所有渠道均未送达,将于 {at} 重试", f"failed on every channel, retrying at {at}"
+    elif status == "failed" and ended:
+        why_zh, why_en = RETRY_ENDED.get(ended, (ended, ended))
+        zh, en = (
+            f"所有渠道均未送达;不再重试:{why_zh}",
+            f"failed on every channel; no more tries: {why_en}",
+        )
+    elif status == "failed":
+        zh, en = "所有渠道均未送达", "failed on every channel"
+    elif rounds and status in ("queued", "sending"):
+        zh = f"所有渠道均未送达({rounds} 轮),正在重试"
+        en = f"failed on every channel ({rounds} round{'s' * (rounds > 1)}); being tried again"
+    return {
+        "rounds_failed": rounds,
+        "retry_at": iso_local(from_db(retry_at), cfg.tz) if status == "failed" else None,
+        "retry_ended": ended if status == "failed" and not retry_at else None,
+        "delivery_message": zh,
+        "delivery_message_en": en,
+    }
+
+
 async def notifications(db: Database, cfg: Config, incident_id: str) -> list[dict[str, Any]]:
     await incident(db, cfg, incident_id)  # 404 for an unknown incident
+    # A failed message that no longer matters is shown so at once, before the dispatcher
+    # settles it at its next round's time.
     rows = await db.scan(
-        "SELECT n.*, o.kind AS obligation_kind FROM notifications n"
+        f"SELECT n.*, o.kind AS obligation_kind, ({WHY_MOOT}) AS moot FROM notifications n"
         " LEFT JOIN obligations o ON o.id = n.obligation_id"
         " WHERE n.incident_id = ? ORDER BY n.id",
         (incident_id,),
@@ -212,6 +257,13 @@ async def notifications(db: Database, cfg: Config, incident_id: str) -> list[dic
                 "acknowledged_at": _t(r["acked_at"], cfg),
                 "last_error": r["last_error"],
                 **_explained("last_error", r["last_error"]),
+                **delivery_state(
+                    r["status"],
+                    r["rounds"],
+                    None if r["moot"] else r["retry_at"],
+                    r["retry_ended"] or (r["moot"] if r["retry_at"] else None),
+                    cfg,
+                ),
                 "attempts": attempts[r["id"]],
             }
         )
