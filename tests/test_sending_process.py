@@ -140,20 +140,24 @@ def test_started_beside_a_responder_folder_it_sends_with_the_installed_package(
         svc.stop()
 
 
-def test_a_sending_process_that_cannot_start_makes_healthz_say_so_and_spends_nothing(
+def test_a_sending_process_that_cannot_send_makes_healthz_say_so_and_spends_nothing(
     tmp_path: Path,
 ) -> None:
-    """A child that dies as it starts (here: the service's main module refuses to be re-run in
-    it, as the bogus package made it) is reported by /healthz — 503, in both languages — and
-    the dispatcher claims nothing meanwhile: the declaration's alerts wait queued instead of
-    being spent, try after try, on a process that cannot send them."""
-    script = tmp_path / "serve.py"
+    """The fork server already started the old way (by another part of the process) from a
+    directory holding a ``responder/`` folder: every child runs that folder's package.  The
+    child refuses (or dies, with an installation that finds no engine there); /healthz says so —
+    503, in both languages — and the dispatcher claims nothing meanwhile: the declaration's
+    alerts wait queued instead of being spent, try after try, on a process that cannot send."""
+    (tmp_path / "responder").mkdir()
+    (tmp_path / "responder" / "__init__.py").write_text(BOGUS, encoding="utf-8")
+    script = tmp_path.parent / f"{tmp_path.name}-serve.py"
     script.write_text(
-        "import sys\n"
-        "if __name__ == '__mp_main__':  # in the sending process only\n"
-        "    raise ImportError(\"cannot import name '__version__' from 'responder' (stand-in)\")\n"
+        "import multiprocessing.forkserver, sys\n"
         "from responder.cli import main\n"
-        "sys.exit(main())\n",
+        "from responder.engine import sending_process  # its preload set\n"
+        "if __name__ == '__main__':\n"
+        "    multiprocessing.forkserver.ensure_running()  # the old way: cwd first\n"
+        "    sys.exit(main())\n",
         encoding="utf-8",
     )
     svc = Served(tmp_path, [sys.executable, str(script)])
@@ -164,9 +168,9 @@ def test_a_sending_process_that_cannot_start_makes_healthz_say_so_and_spends_not
         status, body = svc.health()
         assert status == 503, body
         [en] = [p for p in body["problems"] if p.startswith("the sending process cannot send")]
-        assert "it exited as it started (exit code 1)" in en
+        assert "another 'responder' package" in en or "it exited as it started" in en, en
         [zh] = [p for p in body["problems_zh"] if p.startswith("发送进程无法发送提醒")]
-        assert "发送进程一启动即退出(退出码 1)" in zh
+        assert "另一个 responder 包" in zh or "发送进程一启动即退出" in zh, zh
         assert body["alerts"]["sending_process"] == "cannot send"
 
         svc.declare(token)

@@ -43,9 +43,11 @@ Starting (:meth:`Sender.start`), before the first message:
    ``responder/`` folder (the parent of a checkout), it imported that folder as ``responder``,
    and every child forked from it failed as it re-ran the service's main module
    (``cannot import name '__version__'``) — every send, while the API kept answering.
-2. The child checks that the ``responder`` it runs is the service's own, loads apprise's
-   plugins (apprise loads them on the first ``add()``: ~150–450 ms taken from the first
-   message after every start), and only then says it is ready.
+2. The fork server loads apprise with its plugins once (apprise loads them on the first
+   ``add()``: ~150–750 ms taken from the first message after every start), and its children
+   skip re-running the service's main module (:mod:`.sending_preload`).  The child checks that
+   the ``responder`` it runs is the service's own, makes sure the plugins are loaded, and only
+   then says it is ready.
 3. A child that cannot get ready (it exits, or runs another package) is stopped; the reason is
    :attr:`Sender.problem` (``/healthz`` shows it), and the next start is tried after
    :data:`RESTART_PAUSE` seconds.  Meanwhile the dispatcher claims nothing: messages wait
@@ -76,7 +78,8 @@ from responder.engine.failures import SEND_TIMED_OUT, SENDER_DIED, SENDER_NOT_RE
 
 log = logging.getLogger("responder.dispatcher")
 _CONTEXT = multiprocessing.get_context("forkserver")  # no fork() of a threaded process
-_CONTEXT.set_forkserver_preload(["responder.engine.apprise_call"])  # apprise is imported once
+# apprise, its plugins loaded, imported once; the children skip the main module (see there).
+_CONTEXT.set_forkserver_preload(["responder.engine.sending_preload"])
 _FORKSERVER_START = threading.Lock()  # one start at a time changes the environment
 
 CLOSE_GRACE = 5.0  # seconds the child waits on a graceful close for sends still running
