@@ -445,8 +445,12 @@ class Dispatcher(Loop):
         (ready before the first message: apprise's plugins loaded), run the rounds; on stop,
         claim nothing more and wait for the sends in flight."""
         starting = asyncio.create_task(self._sender_ready())  # meanwhile: ~1 s, a process
-        await self.recover()
-        await asyncio.to_thread(compile_templates)
+        try:
+            await self.recover()
+            await asyncio.to_thread(compile_templates)
+        except BaseException:
+            starting.cancel()  # leaves no child behind (see Sender.start)
+            raise
         await starting
         try:
             await super().run()

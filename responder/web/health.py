@@ -79,10 +79,12 @@ async def alert_delivery(app: web.Application) -> Delivery:
     )
     people: dict[str, dict[str, Any]] = {}
     for r in rows:
-        entry = people.setdefault(r["person_id"], {"channels": [], "alerts": 0, "next": None})
+        entry = people.setdefault(
+            r["person_id"], {"channels": [], "alerts": 0, "next": None, "admin": False}
+        )
         entry["alerts"] += 1
         entry["channels"] += [c for c in json.loads(r["channels"]) if c not in entry["channels"]]
-        entry["admin"] = r["kind"] == "watchdog"
+        entry["admin"] = entry["admin"] or r["kind"] == "watchdog"  # the service's alarms
         nxt = from_db(r["retry_at"] if r["status"] == "failed" else r["next_attempt_at"])
         if nxt is not None and (entry["next"] is None or nxt < entry["next"]):
             entry["next"] = nxt
