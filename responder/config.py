@@ -99,6 +99,7 @@ ALERT_BOUNDS = {
     "retry_max": (timedelta(seconds=1), timedelta(days=1)),
     "max_lag": (timedelta(seconds=10), timedelta(days=1)),
     "send_timeout": (timedelta(seconds=1), timedelta(hours=1)),
+    "failed_retry_max": (timedelta(seconds=10), timedelta(hours=1)),
 }
 
 
@@ -113,9 +114,15 @@ class Alerts(_Strict):
     # A send that has not finished after this long (a gateway answering a byte at a time) is
     # given up on: the person's next channel is tried, never the same one again.
     send_timeout: timedelta = timedelta(seconds=60)
+    # A message that failed on every channel is tried again, round after round over the
+    # person's channels, while it matters (not acknowledged, its obligation pending, no later
+    # alert delivered): the rounds start retry_base apart, doubling up to this.
+    failed_retry_max: timedelta = timedelta(minutes=5)
     admins: list[str] = Field(default_factory=list)
 
-    @field_validator("retry_base", "retry_max", "max_lag", "send_timeout", mode="before")
+    @field_validator(
+        "retry_base", "retry_max", "max_lag", "send_timeout", "failed_retry_max", mode="before"
+    )
     @classmethod
     def _d(cls, v: object) -> object:
         return config_duration(v)

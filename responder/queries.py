@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from responder.config import Config
+from responder.engine.outbox import WHY_MOOT
 from responder.errors import NotFound
 from responder.store import Database
 from responder.views import (
@@ -102,8 +103,10 @@ async def most_urgent(db: Database, cfg: Config, limit: int) -> dict[str, Any]:
 
 async def notifications(db: Database, cfg: Config, incident_id: str) -> list[dict[str, Any]]:
     await incident(db, cfg, incident_id)  # 404 for an unknown incident
+    # A failed message that no longer matters is shown so at once, before the dispatcher
+    # settles it at its next round's time.
     rows = await db.scan(
-        "SELECT n.*, o.kind AS obligation_kind FROM notifications n"
+        f"SELECT n.*, o.kind AS obligation_kind, ({WHY_MOOT}) AS moot FROM notifications n"
         " LEFT JOIN obligations o ON o.id = n.obligation_id"
         " WHERE n.incident_id = ? ORDER BY n.id",
         (incident_id,),

@@ -16,7 +16,7 @@ from responder.engine.failures import explain
 from responder.models import CATEGORIES
 from responder.policy.planner import Facts, Plan, plan_declaration
 from responder.policy.rules import LEVEL_NAMES, LEVEL_NAMES_EN, RuleSet, rule_set_in_force
-from responder.timeutil import format_duration, from_db, iso_local
+from responder.timeutil import format_duration, from_db, iso_local, show
 
 STEP_KIND_NAMES = {
     "notice": ("立案通知", "notice"),
@@ -245,7 +245,52 @@ def attempt_view(a: Any, cfg: Config) -> dict[str, Any]:
     }
 
 
+# Why a message that failed on every channel is tried no more (outbox.WHY_MOOT), in words.
+RETRY_ENDED = {
+    "acknowledged": ("已确认收到", "acknowledged"),
+    "obligation met": ("该项义务已完成", "the obligation was met"),
+    "obligation waived": ("该项义务已豁免", "the obligation was waived"),
+    "incident closed": ("事件已关闭", "the incident was closed"),
+    "a later alert was delivered": ("此人已收到之后的提醒", "a later alert reached the person"),
+    "delivered on another channel": ("已经由其他渠道送达", "delivered on another channel"),
+    "expired": ("已过24小时", "24 hours have passed"),
+}
+
+
+def delivery_state(
+    status: str, rounds: int, retry_at: str | None, ended: str | None, cfg: Config
+) -> dict[str, Any]:
+    """A message's delivery as the incident's notifications show it: a failed one says
+    whether and when it is tried again, or why no more ("failed on every channel, retrying
+    at T"), Chinese first."""
+    zh = en = None
+    if status == "failed" and retry_at:
+        at = show(from_db(retry_at), cfg.tz)
+        zh, en = f"所有渠道均未送达,将于 {at} 重试", f"failed on every channel, retrying at {at}"
+    elif status == "failed" and ended:
+        why_zh, why_en = RETRY_ENDED.get(ended, (ended, ended))
+        zh, en = (
+            f"所有渠道均未送达;不再重试:{why_zh}",
+            f"failed on every channel; no more tries: {why_en}",
+        )
+    elif status == "failed":
+        zh, en = "所有渠道均未送达", "failed on every channel"
+    elif rounds and status in ("queued", "sending"):
+        zh = f"所有渠道均未送达({rounds} 轮),正在重试"
+        en = f"failed on every channel ({rounds} round{'s' * (rounds > 1)}); being tried again"
+    return {
+        "rounds_failed": rounds,
+        "retry_at": iso_local(from_db(retry_at), cfg.tz) if status == "failed" else None,
+        "retry_ended": ended if status == "failed" and not retry_at else None,
+        "delivery_message": zh,
+        "delivery_message_en": en,
+    }
+
+
 def notification_view(r: Any, attempts: list[dict[str, Any]], cfg: Config) -> dict[str, Any]:
+    """One message as the incident shows it; ``r`` carries ``moot``: why a failed message that
+    is still to be tried again no longer matters (outbox.WHY_MOOT), shown at once, before the
+    dispatcher settles it at its next round's time."""
     person = cfg.person(r["person_id"])
     return {
         "id": r["id"],
@@ -263,6 +308,13 @@ def notification_view(r: Any, attempts: list[dict[str, Any]], cfg: Config) -> di
         "acknowledged_at": _t(r["acked_at"], cfg),
         "last_error": r["last_error"],
         **_explained("last_error", r["last_error"]),
+        **delivery_state(
+            r["status"],
+            r["rounds"],
+            None if r["moot"] else r["retry_at"],
+            r["retry_ended"] or (r["moot"] if r["retry_at"] else None),
+            cfg,
+        ),
         "attempts": attempts,
     }
 

@@ -47,12 +47,13 @@ def wire(cfg: Config, http_port: int, smtp_port: int) -> Config:
 
 
 async def unsettled(db: Database, now_db: str) -> int:
-    """Steps due and not fired, plus notifications due and not finished."""
+    """Steps due and not fired, plus notifications due and not finished (a failed one whose
+    next round is due included)."""
     row = await db.fetchone(
         "SELECT (SELECT COUNT(*) FROM notifications WHERE status = 'sending'"
-        "  OR (status = 'queued' AND next_attempt_at <= ?)),"
+        "  OR (status = 'queued' AND next_attempt_at <= ?) OR retry_at <= ?),"
         " (SELECT COUNT(*) FROM steps WHERE status = 'pending' AND due_at <= ?)",
-        (now_db, now_db),
+        (now_db, now_db, now_db),
     )
     assert row is not None
     return int(row[0]) + int(row[1])

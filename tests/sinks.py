@@ -129,6 +129,11 @@ class SmtpSink:
         with self._lock:
             self._fail_replies.extend([reply] * n)
 
+    def heal(self) -> None:
+        """Accept every message from now on (forget the refusals still to come)."""
+        with self._lock:
+            self._fail_replies.clear()
+
     def url_for(self, to: str, from_addr: str = DEFAULT_FROM, **params: str) -> str:
         """Apprise URL that mails ``to`` through this server: plain SMTP, no login.
 
@@ -259,6 +264,10 @@ class HttpSink:
     def fail_next(self, n: int = 1, status: int = 500) -> None:
         """Answer the next ``n`` requests with ``status``."""
         self._fail_statuses.extend([status] * n)
+
+    def heal(self) -> None:
+        """Answer every request from now on (forget the failures still to come)."""
+        self._fail_statuses.clear()
 
     def base_url(self, schema: str, path: str = "") -> str:
         """``{schema}://127.0.0.1:{port}/{path}`` without a query string."""

@@ -3,21 +3,34 @@
 One round:
 
 1. Clear the wake-up flag; let requests being answered go first (:mod:`.foreground`, at most
-   50 ms); then claim due notifications (``queued`` → ``sending``) with one
-   conditional UPDATE, as many as there are free sending slots, and record an attempt for
-   each in the same transaction.
-2. Render each message here, and send it in the sending process (:mod:`.sending_process`: apprise in
+   50 ms).  If the sending process is not ready (it could not start: see
+   :mod:`.sending_process`), claim nothing and try to start it again a little later: messages
+   wait queued instead of being spent on a process that cannot send.
+2. Start the next round of messages that failed on every channel and are due to be tried
+   again (``failed`` → ``queued``) — unless they no longer matter (acknowledged, obligation met
+   or waived, incident closed, a later alert delivered: :data:`.outbox.WHY_MOOT`), which are
+   tried no more and say why.
+3. Claim due notifications (``queued`` → ``sending``) with one conditional UPDATE, the most
+   urgent first (the service's own alarms, then breach alerts, then reminders: see
+   :func:`.outbox.priority_of`), as many as there are free sending slots, and record an
+   attempt for each in the same transaction.
+4. Render each message here, and send it in the sending process (:mod:`.sending_process`: apprise in
    a child process, bounded concurrency).  A send is awaited until it has finished, and
    never retried beside itself: a send that outlives a timeout may still complete, and a
    retry on the same channel would deliver the message twice.  Only a send still running
    after ``alerts.send_timeout`` is given up on, and then the next channel is tried.
-3. Record the outcome (group-committed with the outcomes that finished meanwhile, one
+5. Record the outcome (group-committed with the outcomes that finished meanwhile, one
    transaction for all): ``sent``; or retry the same channel with exponential
    back-off and jitter (not after a send given up on: the gateway may still be taking it);
    or fail over to the person's next channel; or, with every channel
-   spent, ``failed`` — and the administrators are told (the watchdog message).  A record the
-   database refuses (locked by another process) is tried again, not dropped.
-4. Sleep until the next queued notification is due, a send finishes, or a wake-up.
+   spent, ``failed`` with the time of its next round (``retry_at``: ``retry_base`` doubling up
+   to ``alerts.failed_retry_max``; a later round tries each channel once).  The first time a
+   message fails on every channel, the administrators are told, on every channel they have;
+   never again for the same message.  A send that succeeds on a channel brings forward what
+   waits on that channel (a retry after a failure there, a next round that can use it): a
+   channel that works again is used at once.  A record the database refuses (locked by another
+   process) is tried again, not dropped.
+6. Sleep until the next queued notification or round is due, a send finishes, or a wake-up.
 
 After a crash, notifications left ``sending`` are queued again on the same channel (their
 attempt is recorded as ``unknown``): nothing is lost.  If the crash fell in the milliseconds
@@ -32,6 +45,7 @@ import asyncio
 import logging
 import random
 import sqlite3
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from responder.clock import Clock
@@ -41,9 +55,10 @@ from responder.engine.apprise_call import Outcome
 from responder.engine.failures import INTERRUPTED, NOT_BUILT
 from responder.engine.foreground import Foreground
 from responder.engine.loop import Loop
-from responder.engine.messages import channel_kind
+from responder.engine.messages import CHANNEL_KINDS, ENV, LANGS, channel_kind
 from responder.engine.metrics import Metrics
-from responder.engine.sending_process import Sender
+from responder.engine.outbox import STILL_MATTERS, WHY_MOOT
+from responder.engine.sending_process import RESTART_PAUSE, Sender, SenderUnavailable
 from responder.errors import Unavailable
 from responder.rows import Notification
 from responder.store import Database, audit
@@ -54,6 +69,23 @@ LEASE = timedelta(minutes=10)
 # Pauses (real seconds) between tries to record an outcome the database refused (locked, busy):
 # a notification whose outcome is not recorded stays 'sending' until the next restart.
 RECORD_RETRY = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def compile_templates() -> None:
+    """Compile every message template now, not in the first message's way (~10–20 ms each on
+    first use)."""
+    for kind in CHANNEL_KINDS:
+        for lang in LANGS:
+            ENV.get_template(f"{kind}.{lang}.j2")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A notification's state after an outcome was recorded."""
+
+    status: str  # 'sent', 'queued' (again, or on the next channel) or 'failed'
+    rounds: int  # rounds over every channel that failed so far
+    retry_at: datetime | None = None  # failed: when its next round starts
 
 
 class Dispatcher(Loop):
@@ -75,10 +107,12 @@ class Dispatcher(Loop):
         self.foreground = foreground or Foreground()
         self.in_flight: set[asyncio.Task[None]] = set()
         self._outcomes: list[tuple[Notification, Outcome, asyncio.Future[None]]] = []
+        # When a message that had failed on every channel last reached its person (/healthz).
+        self.recovered_at: datetime | None = None
         self._recording = asyncio.Lock()
         self.recovered = False  # what a previous process left half-sent is queued again
 
-    # -- 0. after a crash --------------------------------------------------------------
+    # -- after a crash --------------------------------------------------------------
 
     async def recover(self) -> int:
         """Queue again what a previous process left half-sent."""
@@ -103,7 +137,50 @@ class Dispatcher(Loop):
 
         return await self.db.transact(requeue)
 
-    # -- 1. claim ----------------------------------------------------------------------
+    # -- 2. the next round of messages that failed on every channel -----------------------
+
+    async def next_rounds(self) -> int:
+        """Queue again the failed messages whose next round is due and that still matter;
+        those that no longer matter are tried no more, and say why.  Returns how many were
+        queued."""
+        now = self.clock.now()
+        due = await self.db.fetchone(
+            "SELECT 1 FROM notifications WHERE retry_at IS NOT NULL AND retry_at <= ? LIMIT 1",
+            (to_db(now),),
+        )
+        if due is None:  # the usual answer, without a write transaction
+            return 0
+        params = {"now": to_db(now)}
+
+        def start(tx: sqlite3.Connection) -> int:
+            ended = tx.execute(
+                f"UPDATE notifications AS n SET retry_at = NULL, retry_ended = ({WHY_MOOT})"
+                " WHERE n.retry_at IS NOT NULL AND n.retry_at <= :now AND n.status = 'failed'"
+                f" AND NOT {STILL_MATTERS} RETURNING id, incident_id, person_id, retry_ended",
+                params,
+            ).fetchall()
+            for row in ended:
+                audit.append(
+                    tx,
+                    now,
+                    "dispatcher",
+                    "notification.retries_ended",
+                    row["incident_id"] or "-",
+                    {"notification": row["id"], "person": row["person_id"],
+                     "why": row["retry_ended"]},
+                )  # fmt: skip
+            # The round starts on the channel chosen when it was planned (the first, or one
+            # that has just worked again); due at its planned time, for the lag's sake.
+            return tx.execute(
+                "UPDATE notifications SET status = 'queued', attempt = 0,"
+                " next_attempt_at = retry_at, retry_at = NULL"
+                " WHERE retry_at IS NOT NULL AND retry_at <= :now AND status = 'failed'",
+                params,
+            ).rowcount
+
+        return await self.db.transact(start)
+
+    # -- 3. claim ----------------------------------------------------------------------
 
     async def claim(self, limit: int) -> list[Notification]:
         if limit <= 0:
@@ -114,7 +191,7 @@ class Dispatcher(Loop):
             rows = tx.execute(
                 "UPDATE notifications SET status = 'sending', lease_until = ?"
                 " WHERE id IN (SELECT id FROM notifications WHERE status = 'queued'"
-                " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)"
+                " AND next_attempt_at <= ? ORDER BY priority, next_attempt_at, id LIMIT ?)"
                 " AND status = 'queued' RETURNING *",
                 (to_db(now + LEASE), to_db(now), limit),
             ).fetchall()
@@ -128,12 +205,15 @@ class Dispatcher(Loop):
         return await self.db.transact(take)
 
     async def next_due(self) -> datetime | None:
+        """When the next queued notification or the next round of a failed one is due."""
         row = await self.db.fetchone(
-            "SELECT MIN(next_attempt_at) FROM notifications WHERE status = 'queued'"
+            "SELECT (SELECT MIN(next_attempt_at) FROM notifications WHERE status = 'queued'),"
+            " (SELECT MIN(retry_at) FROM notifications WHERE retry_at IS NOT NULL)"
         )
-        return from_db(row[0]) if row and row[0] else None
+        times = [t for t in (from_db(v) for v in (row or ())) if t is not None]
+        return min(times) if times else None
 
-    # -- 2. send -----------------------------------------------------------------------
+    # -- 4. send -----------------------------------------------------------------------
 
     async def deliver(self, n: Notification, facts: compose.Facts) -> None:
         channel = n.channel
@@ -184,10 +264,14 @@ class Dispatcher(Loop):
             try:
                 now = self.clock.now()
 
-                def record(tx: sqlite3.Connection, now: datetime = now) -> list[str]:
-                    return [self.record_in(tx, n, outcome, now) for n, outcome, _ in batch]
+                def record(tx: sqlite3.Connection, now: datetime = now) -> list[Recorded]:
+                    recorded = [self.record_in(tx, n, outcome, now) for n, outcome, _ in batch]
+                    working = {n.channel for n, outcome, _ in batch if outcome.ok}
+                    for channel in sorted(working):
+                        self.bring_forward(tx, channel, now)
+                    return recorded
 
-                statuses = await self.db.transact(record)
+                results = await self.db.transact(record)
             except Exception as e:
                 # While the database cannot be written (full, read-only, locked) keep trying:
                 # the sends happened, and an outcome given up on goes out again after a restart.
@@ -207,74 +291,133 @@ class Dispatcher(Loop):
                     )
                 await asyncio.sleep(pause)
             else:
-                for (n, outcome, _), status in zip(batch, statuses, strict=True):
-                    if status == "failed":
-                        self.metrics.inc("notifications_failed_total", channel=n.channel)
-                        self._log_failed(n, outcome)
+                for (n, outcome, _), result in zip(batch, results, strict=True):
+                    self._report(n, outcome, result)
                 for *_, done in batch:
                     done.set_result(None)
                 return
 
-    def _log_failed(self, n: Notification, outcome: Outcome) -> None:
-        """A person not reached on any channel is an ERROR in the log, not only a count."""
+    def _report(self, n: Notification, outcome: Outcome, result: Recorded) -> None:
+        """Metrics and log lines for one recorded outcome.  A person not reached on any
+        channel is an ERROR in the log, not only a count; a later round failing again is a
+        warning; a message delivered after failed rounds says so."""
         person = self.cfg.person(n.person_id)
-        who = person.name if person else n.person_id
+        who = f"{n.person_id} ({person.name if person else n.person_id})"
+        if result.status == "sent":
+            if result.rounds:
+                self.recovered_at = self.clock.now()
+                log.warning(
+                    "notification %s to %s delivered via %s after %d failed rounds",
+                    n.id, who, n.channel, result.rounds,
+                )  # fmt: skip
+            return
+        if result.status != "failed":
+            return
+        retry = f"; tried again at {to_db(result.retry_at)}" if result.retry_at else ""
+        if result.rounds > 1:
+            self.metrics.inc("failed_rounds_total", channel=n.channel)
+            log.warning(
+                "notification %s to %s failed again on every channel (round %d, last: %s)%s",
+                n.id, who, result.rounds, outcome.error, retry,
+            )  # fmt: skip
+            return
+        self.metrics.inc("notifications_failed_total", channel=n.channel)
         told = "" if n.kind == "watchdog" else "; the administrators are told"
         log.error(
-            "notification %s to %s (%s) failed on every channel (last: %s)%s",
-            n.id, n.person_id, who, outcome.error, told,
+            "notification %s to %s failed on every channel (last: %s)%s%s",
+            n.id, who, outcome.error, told, retry,
         )  # fmt: skip
 
-    # -- 3. record -----------------------------------------------------------------------
+    # -- 5. record -----------------------------------------------------------------------
 
     def backoff(self, attempt: int) -> timedelta:
         base = self.cfg.alerts.retry_base * (2 ** (attempt - 1))
         return min(self.cfg.alerts.retry_max, base) * random.uniform(0.75, 1.25)
 
+    def round_wait(self, rounds: int) -> timedelta:
+        """How long after its ``rounds``-th failed round a message is tried again:
+        ``retry_base`` doubling, with jitter, never more than ``failed_retry_max``."""
+        alerts = self.cfg.alerts
+        wait = alerts.retry_base * (2 ** min(rounds - 1, 30)) * random.uniform(0.75, 1.25)
+        return min(alerts.failed_retry_max, wait)
+
     def record_in(
         self, tx: sqlite3.Connection, n: Notification, outcome: Outcome, now: datetime
-    ) -> str:
+    ) -> Recorded:
         """Record one outcome inside the caller's transaction: sent; or again later on the
-        same channel (back-off with jitter); or the next channel; or failed.  Returns the
-        notification's new status."""
+        same channel (back-off with jitter); or the next channel; or failed, with its next
+        round planned.  Returns the notification's new state."""
         tx.execute(
             "UPDATE attempts SET outcome = ?, finished_at = ?, error = ?"
             " WHERE notification_id = ? AND outcome = 'started'",
             ("sent" if outcome.ok else "error", to_db(now), outcome.error or None, n.id),
         )
         if outcome.ok:
-            tx.execute(
+            sent = tx.execute(
                 "UPDATE notifications SET status = 'sent', sent_at = ?, sent_channel = ?,"
-                " lease_until = NULL WHERE id = ? AND status = 'sending'",
+                " lease_until = NULL WHERE id = ? AND status = 'sending' RETURNING rounds",
                 (to_db(now), n.channel, n.id),
-            )
-            return "sent"
+            ).fetchone()
+            return Recorded("sent", sent[0] if sent else 0)
+        (rounds,) = tx.execute("SELECT rounds FROM notifications WHERE id = ?", (n.id,)).fetchone()
         attempt = n.attempt + 1
         index = n.channel_index
-        if outcome.same_channel_again and attempt < self.cfg.alerts.attempts_per_channel:
+        # The first round gives each channel its tries; a later round, one each (the wait
+        # between rounds is the back-off).
+        tries = self.cfg.alerts.attempts_per_channel if rounds == 0 else 1
+        retry_at: datetime | None = None
+        if outcome.same_channel_again and attempt < tries:
             status, next_at = "queued", now + self.backoff(attempt)
         elif index + 1 < len(n.channels):
             status, next_at, index, attempt = "queued", now, index + 1, 0
-        else:
-            status, next_at = "failed", now
+        else:  # every channel failed: the next round starts on the first channel
+            status, next_at, index, attempt = "failed", now, 0, 0
+            rounds += 1
+            retry_at = now + self.round_wait(rounds)
         tx.execute(
             "UPDATE notifications SET status = ?, attempt = ?, channel_index = ?,"
-            " next_attempt_at = ?, last_error = ?, lease_until = NULL"
+            " next_attempt_at = ?, last_error = ?, lease_until = NULL, rounds = ?, retry_at = ?"
             " WHERE id = ? AND status = 'sending'",
-            (status, attempt, index, to_db(next_at), outcome.error, n.id),
-        )
-        if status == "failed":
+            (status, attempt, index, to_db(next_at), outcome.error, rounds,
+             to_db(retry_at) if retry_at else None, n.id),
+        )  # fmt: skip
+        if status == "failed" and rounds == 1:  # the first time only: not once per round
             audit.append(
                 tx,
                 now,
                 "dispatcher",
                 "notification.failed",
                 n.incident_id or "-",  # a watchdog message has no incident
-                {"notification": n.id, "person": n.person_id, "error": outcome.error},
-            )
+                {"notification": n.id, "person": n.person_id, "error": outcome.error,
+                 "retry_at": to_db(retry_at) if retry_at else None},
+            )  # fmt: skip
             if n.kind != "watchdog":
                 self.tell_admins(tx, n, now)
-        return status
+        return Recorded(status, rounds, retry_at)
+
+    def bring_forward(self, tx: sqlite3.Connection, channel: str, now: datetime) -> None:
+        """A send on ``channel`` just worked: what waits on it goes now — a retry after a
+        failure on it, and the next round of a failed message that can use it (starting on
+        it, not on a first channel that may still be down)."""
+        params = {"now": to_db(now), "channel": channel}
+        tx.execute(
+            "UPDATE notifications SET next_attempt_at = :now"
+            " WHERE status = 'queued' AND next_attempt_at > :now"
+            " AND json_extract(channels, '$[' || channel_index || ']') = :channel",
+            params,
+        )
+        tx.execute(
+            "UPDATE notifications SET retry_at = :now, channel_index ="
+            " (SELECT CAST(c.key AS INTEGER) FROM json_each(notifications.channels) AS c"
+            "  WHERE c.value = :channel LIMIT 1)"
+            " WHERE retry_at IS NOT NULL AND retry_at > :now AND status = 'failed'"
+            " AND EXISTS (SELECT 1 FROM json_each(notifications.channels) AS c"
+            "  WHERE c.value = :channel)"
+            # Not one that could not even be built (a person removed from the configuration):
+            # a channel working again changes nothing for it.
+            " AND substr(last_error, 1, length(:not_built)) != :not_built",
+            {**params, "not_built": NOT_BUILT},
+        )
 
     def tell_admins(self, tx: sqlite3.Connection, n: Notification, now: datetime) -> None:
         """A message that failed on every channel is itself news for the administrators."""
@@ -296,27 +439,50 @@ class Dispatcher(Loop):
             en=f"The alert to {en_who} failed on every channel: phone them{en_phone} and check"
             " the channel settings",
             now=now,
+            # At once on each channel they have: this one must not wait for a failover
+            # through the channels that may be the very ones down.
+            every_channel=True,
         )
 
-    # -- 4. the loop ----------------------------------------------------------------------
+    # -- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Start the sending process and run the rounds; on stop, claim nothing more and wait
-        for the sends in flight."""
+        """Start the sending process (ready before the first message: apprise's plugins
+        loaded), run the rounds (the first queues again what a previous process left
+        half-sent); on stop, claim nothing more and wait for the sends in flight."""
+        starting = asyncio.create_task(self._sender_ready())  # meanwhile: ~1 s, a process
         try:
-            await self.sender.start()  # now, rather than delay the first message by it
-        except Exception:
-            log.exception("the sending process did not start; the first send tries again")
+            await asyncio.to_thread(compile_templates)
+        except BaseException:
+            starting.cancel()  # leaves no child behind (see Sender.start)
+            raise
+        await starting
         try:
             await super().run()
         finally:
             await self.drain()
+
+    async def _sender_ready(self) -> bool:
+        """Whether the sending process is ready, starting it if it is not.  When it cannot
+        start, a wake-up after ``RESTART_PAUSE`` real seconds tries again (the reason is
+        logged, and shown by /healthz)."""
+        if self.sender.ready:
+            return True
+        try:
+            await self.sender.start()
+        except SenderUnavailable:
+            asyncio.get_running_loop().call_later(RESTART_PAUSE, self.wake)
+            return False
+        return True
 
     async def round(self) -> datetime | None:
         if not self.recovered:  # before any claim; again next round if the disk is full
             await self.recover()
             self.recovered = True
         await self.foreground.idle()  # requests first (see .foreground)
+        if not await self._sender_ready():
+            return None  # nothing claimed: woken to try the start again
+        await self.next_rounds()
         claimed = await self.claim(self.slots - len(self.in_flight))
         facts = await compose.facts(self.db, claimed) if claimed else {}
         for n in claimed:

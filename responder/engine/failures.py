@@ -19,6 +19,7 @@ import re
 INTERRUPTED = "interrupted: the service stopped during this send"
 SENDER_DIED = "the sending process stopped during this send"
 SENDER_STOPPED = "the sending process was stopped"
+SENDER_NOT_READY = "the sending process cannot send: "  # followed by why (see sending_process)
 URL_NOT_UNDERSTOOD = "channel URL not understood by apprise"
 SEND_TIMED_OUT = "the gateway did not finish answering within "  # followed by the time
 NOT_BUILT = "message not built: "  # followed by the exception
@@ -59,6 +60,11 @@ _TIMED_OUT = (
     "网关在限定时间内没有答完,消息可能已送达也可能没有;为免重复,不再经此渠道重发,改用此人的下一渠道",
     "the gateway did not finish answering in time; the message may or may not have arrived, so"
     " it is not sent this way again: the person's next channel is tried",
+)
+_NOT_READY = (
+    "本服务的发送进程无法启动,消息未发出;已按设定重试,请管理员查看 /healthz 与服务日志",
+    "the service's sending process could not start, so nothing was sent; the message is"
+    " retried: an administrator must check /healthz and the service's log",
 )
 _NOT_BUILT = (
     "消息未能生成(模板或联系方式有误),请管理员检查配置",
@@ -136,6 +142,8 @@ def explain(error: str | None) -> tuple[str, str] | tuple[None, None]:
         return None, None
     if error in _OURS:
         return _OURS[error]
+    if error.startswith(SENDER_NOT_READY):
+        return _NOT_READY
     if error.startswith(SEND_TIMED_OUT):
         return _TIMED_OUT
     if error.startswith(NOT_BUILT):

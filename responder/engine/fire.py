@@ -115,6 +115,9 @@ def fire_obligation(
             entry["steps"].append(s)
             entry["channels"].extend(c for c in s.channels if c not in entry["channels"])
 
+    # Breached, by this firing or before it (a declaration already past its deadline): its
+    # messages go before routine reminders, whatever their kind (a catch-up of repeats).
+    breached = breached_now or ob["status"] == "breached"
     queued = 0
     for entry in per_person.values():
         person_steps = entry["steps"]
@@ -143,6 +146,7 @@ def fire_obligation(
                     "collapsed": collapsed if len(collapsed) > 1 else [],
                 },
                 now=now,
+                priority=outbox.priority_of(kind, breached),
             )
             queued += 1
 
@@ -165,8 +169,7 @@ def fire_obligation(
             "obligation": ob["kind"],
             "seq": ob["seq"],
             "steps": [s.name for s in steps],
-            # Breached, by this firing or before it (a declaration already past its deadline).
-            "breached": breached_now or ob["status"] == "breached",
+            "breached": breached,
             "told": sorted(per_person),
         },
     )

@@ -16,7 +16,10 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 # family without it still renders, without the line).
 HELP = {
     "send_attempts_total": "sends tried, by channel and outcome (sent or error)",
-    "notifications_failed_total": "notifications given up on, by the last channel tried",
+    "notifications_failed_total": "notifications that failed on every channel (the first"
+    " time), by the last channel tried",
+    "failed_rounds_total": "later rounds over every channel that failed again, by the last"
+    " channel tried",
     "send_duration_seconds": "how long one send took, by channel",
     "step_lateness_seconds": "how late an alert step fired after it fell due",
 }

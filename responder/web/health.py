@@ -2,9 +2,14 @@
 
 ``/healthz`` answers 503 when the database does not answer, its file was deleted or replaced
 under the running service, it cannot be written (locked by another process, its disk full,
-read-only: as the last write found), the engine is not running, or the scheduler or dispatcher lag exceeds
-``alerts.max_lag``.  It needs no credentials (load balancers and probes call it) and says
-nothing about incidents.
+read-only: as the last write found), the engine is not running, its sending process cannot
+send, or the scheduler or dispatcher lag exceeds ``alerts.max_lag``.  It needs no credentials
+(load balancers and probes call it) and says nothing about incidents.
+
+It answers 200 with ``"status": "degraded"`` while alerts fail on every channel and are being
+tried again (:func:`alert_delivery`): the service itself works — a restart would not bring a
+mail server back — but the people named are not being reached.  When they are reached again
+it says so (``alerts.recovered_at``).
 
 ``/metrics`` is Prometheus text: counts read from the database at scrape time, and the engine's
 histograms.  It takes a bearer token of any role (Prometheus: ``authorization`` with
@@ -15,15 +20,21 @@ authoritative release, and each scrape counts whole tables.
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from responder.engine.metrics import escape_label, family
+from responder.engine.outbox import STILL_MATTERS
 from responder.policy.rules import LEVELS
-from responder.timeutil import from_db, to_db
+from responder.timeutil import from_db, iso_local, show, to_db
 from responder.web.identity import require
 from responder.web.keys import CFG, CLOCK, DB, ENGINE
 from responder.web.routing import READ
+
+log = logging.getLogger("responder.health")
 
 # The database file deleted or replaced under the running service: it goes on answering and
 # accepting writes, into a file the next start will not open.  (English, 中文)
@@ -38,6 +49,75 @@ _DATABASE_FILE = {
         "数据库路径上的文件已不是本服务打开的那个:此后的更改在重启后会丢失",
     ),
 }
+
+
+@dataclass
+class Delivery:
+    """What ``/healthz`` says about alert delivery: (English, 中文) pairs, and the detail."""
+
+    problems: list[tuple[str, str]] = field(default_factory=list)  # unhealthy
+    degraded: list[tuple[str, str]] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+async def alert_delivery(app: web.Application) -> Delivery:
+    """Whether alerts reach people: the sending process can send, and which people's alerts
+    are failing on every channel and being tried again (those that no longer matter left
+    out), by person, with the channels tried and the next try.  People by name and id, no
+    contact details and no incident: this answer needs no credentials."""
+    cfg, db, engine = app[CFG], app[DB], app[ENGINE]
+    out = Delivery()
+    sender = engine.dispatcher.sender
+    if sender.problem is not None:
+        en, zh = sender.problem
+        out.problems.append(
+            (f"the sending process cannot send: {en}", f"发送进程无法发送提醒:{zh}")
+        )
+    rows = await db.fetchall(
+        "SELECT n.person_id, n.kind, n.channels, n.status, n.retry_at, n.next_attempt_at"
+        " FROM notifications n WHERE n.rounds > 0 AND n.status IN ('queued', 'sending', 'failed')"
+        f" AND (n.status != 'failed' OR n.retry_at IS NOT NULL) AND {STILL_MATTERS}"
+    )
+    people: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        entry = people.setdefault(
+            r["person_id"], {"channels": [], "alerts": 0, "next": None, "admin": False}
+        )
+        entry["alerts"] += 1
+        entry["channels"] += [c for c in json.loads(r["channels"]) if c not in entry["channels"]]
+        entry["admin"] = entry["admin"] or r["kind"] == "watchdog"  # the service's alarms
+        nxt = from_db(r["retry_at"] if r["status"] == "failed" else r["next_attempt_at"])
+        if nxt is not None and (entry["next"] is None or nxt < entry["next"]):
+            entry["next"] = nxt
+    failing = []
+    for person_id, entry in sorted(people.items()):
+        person = cfg.person(person_id)
+        name = person.name if person else person_id
+        channels, n, at = entry["channels"], entry["alerts"], show(entry["next"], cfg.tz)
+        out.degraded.append((
+            f"{n} alert(s) to {name} ({person_id}) failed on every channel"
+            f" ({', '.join(channels)}); trying again, next at {at}",
+            f"发给{name}({person_id})的 {n} 条提醒在所有渠道({'、'.join(channels)})"
+            f"均未送达,正在重试,下次 {at}",
+        ))  # fmt: skip
+        failing.append({
+            "person": person_id,
+            "person_name": name,
+            "administrator": entry["admin"],
+            "channels": channels,
+            "alerts": n,
+            "next_try_at": iso_local(entry["next"], cfg.tz),
+        })  # fmt: skip
+    recovered = engine.dispatcher.recovered_at
+    out.detail = {
+        "failing": failing,
+        # When an alert that had failed on every channel last reached its person.
+        "recovered_at": iso_local(recovered, cfg.tz),
+        "sending_process": (
+            "cannot send" if sender.problem else "ready" if sender.ready else "starting"
+        ),
+    }
+    return out
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -66,12 +146,24 @@ async def healthz(request: web.Request) -> web.Response:
             f"alerts are {lag.worst:.0f} s late (bound {bound:.0f} s)",
             f"提醒已延迟 {lag.worst:.0f} 秒(上限 {bound:.0f} 秒)",
         ))  # fmt: skip
+    delivery = Delivery()
+    try:
+        delivery = await alert_delivery(request.app)
+    except Exception:
+        if lag is not None:  # else the database, already reported
+            log.exception("/healthz could not check the alerts' delivery")
+            problems.append(("alert delivery could not be checked", "无法检查提醒的送达情况"))
+    problems += delivery.problems
+    degraded = delivery.degraded
     body = {
-        "status": "ok" if not problems else "unhealthy",
+        "status": "unhealthy" if problems else "degraded" if degraded else "ok",
         "problems": [en for en, _ in problems],
         "problems_zh": [zh for _, zh in problems],
+        "degraded": [en for en, _ in degraded],
+        "degraded_zh": [zh for _, zh in degraded],
         "scheduler_lag_s": round(lag.steps, 3) if lag else None,
         "dispatcher_lag_s": round(lag.outbox, 3) if lag else None,
+        "alerts": delivery.detail,
     }
     # Chinese as written, as the API answers: an administrator reads problems_zh with curl.
     return web.json_response(
@@ -146,6 +238,21 @@ async def metrics(request: web.Request) -> web.Response:
             "how late the oldest due notification is",
         ),
         f"responder_dispatcher_lag_seconds {lag.outbox}",
+    ]
+    delivery = await alert_delivery(request.app)
+    lines += [
+        *family(
+            "responder_alerts_failing",
+            "gauge",
+            "alerts that failed on every channel and are being tried again",
+        ),
+        f"responder_alerts_failing {sum(f['alerts'] for f in delivery.detail['failing'])}",
+        *family(
+            "responder_sending_process_ready",
+            "gauge",
+            "1 when the sending process can send, 0 when it could not start",
+        ),
+        f"responder_sending_process_ready {0 if engine.dispatcher.sender.problem else 1}",
     ]
     lines += engine.metrics.render()
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")

@@ -166,6 +166,20 @@ class Notification(_Out):
     last_error: str | None
     last_error_message: str | None = Field(description="what it means, in Chinese (中文)")
     last_error_message_en: str | None
+    rounds_failed: int = Field(description="rounds over every channel that failed")
+    retry_at: Time | None = Field(
+        description="failed on every channel: when it is tried again (null: not again)"
+    )
+    retry_ended: str | None = Field(
+        description="failed, and tried no more because: acknowledged, obligation met,"
+        " obligation waived, incident closed, a later alert was delivered, delivered on"
+        " another channel, expired"
+    )
+    delivery_message: str | None = Field(
+        description="a failed delivery in words, in Chinese (中文): whether and when it is"
+        " tried again"
+    )
+    delivery_message_en: str | None
     attempts: list[Attempt]
 
 

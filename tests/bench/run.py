@@ -1,6 +1,6 @@
 """Run every benchmark and print one results table: ``make bench``.
 
-``.venv/bin/python -m tests.bench.run [--repeat N] [--only engine|api] [--strict]``; with ``--repeat``
+``.venv/bin/python -m tests.bench.run [--repeat N] [--only engine|api|first-alert] [--strict]``; with ``--repeat``
 the table ends with the median of every targeted time over the runs, and the verdict (and
 ``--strict``) goes by the medians.
 
@@ -19,12 +19,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from tests.bench import api, engine
+from tests.bench import api, engine, first_alert
 from tests.bench.common import Row, code_version, log, machine, table
 
 BENCHES: dict[str, Callable[[], Awaitable[list[Row]]]] = {
     "engine": engine.run,
     "api": api.run,
+    "first-alert": first_alert.run,
 }
 
 
