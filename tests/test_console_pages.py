@@ -7,6 +7,7 @@ The journeys in a real browser are in tests/test_console_browser.py.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -156,3 +157,271 @@ async def test_the_live_view_gives_the_server_clock_and_each_duty(web: Web) -> N
     release = next(d for d in data["duties"] if d["id"] == release["id"])
     assert release["state"] == "overdue" and release["clock"] == "+0:10"
     assert release["words"] == "已超时 10分钟"
+
+
+# -- declaring ------------------------------------------------------------------------------------
+
+
+def declaration_form(web: Web, **fields: str) -> dict[str, str]:
+    """The declare form as a browser posts it (times from the pickers, local, to the minute)."""
+    occurred = (web.clock.now() - timedelta(hours=1)).astimezone(web.cfg.tz)
+    form = {
+        "title": "江城化工园区储罐爆炸",
+        "category": "accident",
+        "level": "II",
+        "occurred_at": occurred.strftime("%Y-%m-%dT%H:%M"),
+        "learned_at": "",
+        "lead_unit": "emergency",
+        "location": "江城区化工园区",
+        "summary": "",
+    }
+    form.update(fields)
+    return form
+
+
+async def open_declare_form(web: Web) -> tuple[str, str]:
+    html = await (await web.client.get("/incidents/new")).text()
+    return field(html, "csrf"), field(html, "key")
+
+
+async def test_declare_through_the_preview_once_however_often_confirmed(web: Web) -> None:
+    await signed_in(web)
+    csrf, key = await open_declare_form(web)
+    form = {**declaration_form(web), "csrf": csrf, "key": key}
+    resp = await web.client.post("/incidents/new", data={**form, "action": "preview"})
+    html = await resp.text()
+    assert resp.status == 200, html
+    assert await web.count("incidents") == 0  # a preview declares nothing
+    # The deadlines, and each step with the people it reaches (by name and unit).
+    assert "2026-11-26 13:00 +08:00" in html and "2026-11-27 08:00 +08:00" in html
+    assert "王芳(区应急管理局)" in html and "李强(区应急管理局)" in html
+    assert "陈静(区政府办公室)" in html  # duty_officer@#office
+    assert "时限前 2小时提醒" in html and "此后每 30分钟 重复" in html
+    assert "申报后立即" in html  # the notice on declaring
+    assert "head@lead" not in html
+    assert field(html, "key") == key  # the confirmation carries the same key
+    # A double click: two confirmations with the same key declare one incident.
+    first = await web.client.post(
+        "/incidents/new", data={**form, "action": "confirm"}, allow_redirects=False
+    )
+    second = await web.client.post(
+        "/incidents/new", data={**form, "action": "confirm"}, allow_redirects=False
+    )
+    assert first.status == second.status == 303
+    assert first.headers["Location"] == second.headers["Location"]
+    assert await web.count("incidents") == 1
+    page = await web.client.get(first.headers["Location"])
+    html = await page.text()
+    assert "江城化工园区储罐爆炸" in html and "发布权威信息" in html and "剩余 4小时" in html
+    # The same form changed and confirmed again is not quietly a second declaration.
+    resp = await web.client.post(
+        "/incidents/new", data={**form, "title": "另一起事件", "action": "confirm"}
+    )
+    assert resp.status == 422 and "此表单已用于申报另一起事件" in await resp.text()
+    assert await web.count("incidents") == 1
+
+
+async def test_a_late_declaration_shows_what_is_overdue_at_once(web: Web) -> None:
+    await signed_in(web)
+    csrf, key = await open_declare_form(web)
+    six_hours_ago = (web.clock.now() - timedelta(hours=6)).astimezone(web.cfg.tz)
+    form = {
+        **declaration_form(web, occurred_at=six_hours_ago.strftime("%Y-%m-%dT%H:%M")),
+        "csrf": csrf,
+        "key": key,
+    }
+    html = await (
+        await web.client.post("/incidents/new", data={**form, "action": "preview"})
+    ).text()
+    assert "发生时间已过时限" in html and "已超时" in html
+    assert "到期:超时告警" in html
+    resp = await web.client.post("/incidents/new", data={**form, "action": "confirm"})
+    html = await resp.text()
+    assert resp.status == 200 and "已超时 1小时" in html and "state-overdue" in html
+
+
+async def test_a_refused_declaration_keeps_what_was_typed(web: Web) -> None:
+    await signed_in(web)
+    csrf, key = await open_declare_form(web)
+    tomorrow = (web.clock.now() + timedelta(days=1)).astimezone(web.cfg.tz)
+    form = {
+        **declaration_form(
+            web, category="", occurred_at=tomorrow.strftime("%Y-%m-%dT%H:%M"), title="<b>爆炸</b>"
+        ),
+        "csrf": csrf,
+        "key": key,
+        "action": "preview",
+    }
+    resp = await web.client.post("/incidents/new", data=form)
+    html = await resp.text()
+    assert resp.status == 422, html
+    # The error right after its field, linked to it; the typed text kept (escaped).
+    assert re.search(r'id="category"[^>]*aria-invalid="true"', html)
+    assert '<p class="field-error" id="category-error">请填写此项</p>' in html
+    assert 'value="&lt;b&gt;爆炸&lt;/b&gt;"' in html
+    assert 'value="江城区化工园区"' in html
+    # Fixed, the same form goes on; the time in the future is then refused by the operation.
+    resp = await web.client.post("/incidents/new", data={**form, "category": "accident"})
+    html = await resp.text()
+    assert resp.status == 422, html
+    assert '<p class="field-error" id="occurred_at-error">不能晚于当前时间' in html
+    assert "occurred_at" not in html.split('id="occurred_at-error">')[1].split("</p>")[0]
+    for bad in ("yesterday", "2026-13-40T25:00", "2026-11-26T08:00+08:00"):
+        resp = await web.client.post("/incidents/new", data={**form, "occurred_at": bad})
+        assert resp.status == 422 and "请按“年-月-日 时:分”填写" in await resp.text(), bad
+    assert await web.count("incidents") == 0
+
+
+# -- the incident's forms -------------------------------------------------------------------------
+
+
+async def incident_form(web: Web, incident_id: str) -> tuple[str, str]:
+    html = await (await web.client.get(f"/incidents/{incident_id}")).text()
+    return field(html, "csrf"), field(html, "key")
+
+
+def picker(web: Web, **delta: float) -> str:
+    return (web.clock.now() + timedelta(**delta)).astimezone(web.cfg.tz).strftime("%Y-%m-%dT%H:%M")
+
+
+async def test_record_the_release_with_its_checklist_once(web: Web) -> None:
+    incident = await web.declare()
+    await signed_in(web)
+    csrf, key = await incident_form(web, incident["id"])
+    form = {
+        "csrf": csrf,
+        "key": key,
+        "published_at": picker(web, minutes=-5),
+        "url": "https://www.example.gov.cn/1",
+        "check_time_place": "on",
+        "check_what_happened": "on",
+        "check_measures": "on",
+    }
+    url = f"/incidents/{incident['id']}/release"
+    first = await web.client.post(url, data=form, allow_redirects=False)
+    again = await web.client.post(url, data=form, allow_redirects=False)
+    assert first.status == again.status == 303
+    assert await web.count("releases") == 1  # the double click recorded once
+    html = await (await web.client.get(first.headers["Location"])).text()
+    assert "已记录权威信息发布。" in html
+    assert "已于 2026-11-26 08:55 +08:00 按时完成" in html
+    assert "内容未涵盖:伤亡和损失、公众提示、下次发布安排、联系方式" in html
+    assert "举行新闻发布会" in html and "剩余 23小时" in html  # the other clock still runs
+    assert "记录权威信息发布(发布于 2026-11-26 08:55:00)" in html  # the timeline, to the second
+    assert 'action="/incidents/' + incident["id"] + '/follow-up"' in html
+
+
+async def test_a_release_after_the_deadline_says_it_is_late(web: Web) -> None:
+    incident = await web.declare(occurred_at=web.at(hours=-6))
+    await signed_in(web)
+    csrf, key = await incident_form(web, incident["id"])
+    resp = await web.client.post(
+        f"/incidents/{incident['id']}/release",
+        data={"csrf": csrf, "key": key, "published_at": picker(web, minutes=-1)},
+    )
+    html = await resp.text()
+    assert resp.status == 200, html
+    assert "超时完成:2026-11-26 08:59 +08:00 完成,超出时限 59分钟" in html
+    assert "超时记录保留" in html
+
+
+async def test_a_refused_form_shows_its_error_by_the_field_and_keeps_the_text(
+    web: Web, dump_tables: Any
+) -> None:
+    incident = await web.declare()
+    await signed_in(web)
+    csrf, key = await incident_form(web, incident["id"])
+    before = await dump_tables(web.db)
+    resp = await web.client.post(
+        f"/incidents/{incident['id']}/release",
+        data={
+            "csrf": csrf,
+            "key": key,
+            "published_at": picker(web, hours=2),
+            "url": "javascript:alert(1)",
+            "check_contact": "on",
+        },
+    )
+    html = await resp.text()
+    assert resp.status == 422, html
+    assert 'id="release-url-error">须为以 http:// 或 https:// 开头的网址' in html
+    assert 'value="javascript:alert(1)"' in html
+    assert re.search(r'id="release-check_contact"[^>]*checked', html)
+    resp = await web.client.post(
+        f"/incidents/{incident['id']}/release",
+        data={"csrf": csrf, "key": key, "published_at": picker(web, hours=2)},
+    )
+    html = await resp.text()
+    assert resp.status == 422 and 'id="release-published_at-error">不能晚于当前时间' in html
+    # The level form without a reason, and without a CSRF token.
+    resp = await web.client.post(
+        f"/incidents/{incident['id']}/level", data={"csrf": csrf, "key": key, "level": "I"}
+    )
+    html = await resp.text()
+    assert resp.status == 422 and 'id="level-reason-error">请填写此项' in html
+    resp = await web.client.post(
+        f"/incidents/{incident['id']}/close", data={"key": key, "reason": "x"}
+    )
+    assert resp.status == 403 and "此页面已过期" in await resp.text()
+    assert await dump_tables(web.db) == before
+
+
+async def test_press_conference_level_and_close_from_the_page(web: Web) -> None:
+    incident = await web.declare()
+    iid = incident["id"]
+    await signed_in(web)
+
+    async def post(path: str, **data: str) -> str:
+        csrf, key = await incident_form(web, iid)
+        resp = await web.client.post(
+            f"/incidents/{iid}/{path}", data={"csrf": csrf, "key": key, **data}
+        )
+        html = await resp.text()
+        assert resp.status == 200, html
+        return html
+
+    html = await post("press-conference", scheduled_at=picker(web, hours=3), venue="区政府")
+    assert "已安排新闻发布会。" in html and "定于 2026-11-26 12:00 +08:00" in html
+    pc = re.search(r"/press-conference/(\d+)/reschedule", html)
+    assert pc, html
+    html = await post(
+        f"press-conference/{pc.group(1)}/reschedule",
+        scheduled_at=picker(web, hours=4),
+        reason="领导行程",
+    )
+    assert "新闻发布会已改期。" in html and "新闻发布会改期至 2026-11-26 13:00:00" in html
+    web.clock.advance(4 * 3600)
+    html = await post(
+        "press-conference/held",
+        press_conference_id=pc.group(1),
+        held_at=picker(web),
+        principal_leader_spoke="on",
+    )
+    assert "已记录新闻发布会举行。" in html and "已于 2026-11-26 13:00 +08:00 按时完成" in html
+    html = await post("level", level="I", reason="伤亡人数上升")
+    assert "事件级别已调整。" in html and "I级(特别重大)" in html
+    html = await post("close", reason="处置完毕")
+    assert "事件已结束。" in html and "处置完毕" in html
+    assert "<details" not in html  # a closed incident has no forms
+
+
+# -- people, units and rules ----------------------------------------------------------------------
+
+
+async def test_who_gets_called_at_the_deadline_without_opening_the_toml(web: Web) -> None:
+    await signed_in(web, "viewer-li", "viewer")
+    resp = await web.client.get("/directory")
+    html = await resp.text()
+    assert resp.status == 200, html
+    assert "区应急管理局" in html and "王芳" in html
+    assert "+86138****0001" in html and "+8613800000001" not in html  # masked
+    assert "wa****@example.gov.cn" in html
+    assert "语音电话 → 短信" in html  # 周华's failover order
+    # The deadline step of the national rule, in words, with the people it reaches.
+    assert "到期时(超时告警)" in html and "牵头单位的负责人" in html
+    assert "值班员(区政府办公室 陈静)" in html and "分管领导(区政府办公室 周华)" in html
+    assert "此后每 30分钟 重复,直到完成" in html and "所有渠道同时发送" in html
+    assert "现行" in html and "head@lead" not in html
+    assert "<form" not in html.replace('<form method="post" action="/logout"', "")
+    english = await (await web.client.get("/directory", headers={"Accept-Language": "en"})).text()
+    assert "head of the lead unit" in english and "负责人" not in english

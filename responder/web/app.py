@@ -18,7 +18,16 @@ from responder.engine.runner import Engine
 from responder.ops import Ops
 from responder.secret import load_secret
 from responder.store import Database
-from responder.web import api, console, declare, devinbox, health, incident_page, pages
+from responder.web import (
+    api,
+    console,
+    declare,
+    devinbox,
+    directory,
+    health,
+    incident_page,
+    pages,
+)
 from responder.web.access import access_log
 from responder.web.errors import errors
 from responder.web.keys import CFG, CLOCK, DB, ENGINE, OPS, SECRET
@@ -73,6 +82,7 @@ def create_app(
     console.setup(app)
     declare.setup(app)  # /incidents/new before /incidents/{incident_id}
     incident_page.setup(app)
+    directory.setup(app)
     health.setup(app)
     if cfg.service.dev_inbox:
         devinbox.setup(app)

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from responder import audience, incidents
 from responder.config import Config
-from responder.errors import ResponderError
+from responder.errors import BadInput, ResponderError
 from responder.idempotency import DECLARE, Once
 from responder.models import CATEGORIES, DeclareIncident
 from responder.ops import clock_ahead
@@ -250,7 +250,7 @@ async def declare_post(request: web.Request) -> web.Response:
         incident_id = await request.app[OPS].declare(data, who, once)
     except ResponderError as e:
         if e.code == "idempotency_key_reused":  # this form declared an incident already
-            e = ResponderError(
+            e = BadInput(
                 e.code,
                 "此表单已用于申报另一起事件;如需申报新事件,请重新打开申报页面",
                 "this form already declared another incident: open the declaration page again"

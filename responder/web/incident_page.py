@@ -242,7 +242,7 @@ async def _record(
         except ResponderError as e:
             if e.status == 404:
                 raise
-            refusal(filled, e, lang, data.model_fields)
+            refusal(filled, e, lang, kind.model_fields)
             return await _show(
                 request, user, {form_name: filled.errors}, {form_name: filled.values}, e.status
             )
