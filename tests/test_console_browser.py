@@ -31,9 +31,14 @@ pytest_plugins = ["tests.web_fixtures"]
 DESK = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 SEVERE = ("serious", "critical")
-# Start the page's clock at the server's (FakeClock) time; any time would do: the script
-# counts from the server's clock, not the browser's.
-PAGE_CLOCK = "2026-11-26T01:00:00Z"
+# The page's clock (Playwright's): any time would do, as the script counts from the server's
+# clock, not the browser's.
+
+
+async def hold_the_page_clock(page: Any) -> None:
+    """The page's timers move only when the test says (``page.clock.run_for``)."""
+    await page.clock.install(time="2026-11-26T01:00:00Z")
+    await page.clock.pause_at("2026-11-26T01:00:01Z")
 
 
 @pytest.fixture
@@ -259,7 +264,7 @@ async def test_the_countdown_moves_without_a_reload_and_says_when_offline(
 ) -> None:
     await web.declare(occurred_at=web.at(minutes=-250))  # 50 min left for the release
     async with browser_page(chromium) as page:
-        await page.clock.install(time=PAGE_CLOCK)
+        await hold_the_page_clock(page)
         await sign_in(page, web, "duty-wang")
         release = page.locator(".duty").nth(0)
         assert await release.locator(".clock").inner_text() == "0:50"
@@ -331,14 +336,14 @@ async def test_screenshots(web: Web, chromium: Path, tmp_path: Path) -> None:
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     rows = await sent_notifications(web)  # an incident whose first alerts went out
     incident_id = rows[0]["incident_id"]
-    await web.client.post(f"/ack/{token_of(rows[0])}")  # one of them acknowledged
+    web.clock.advance(180)
+    await web.client.post(f"/ack/{token_of(rows[0])}")  # one of them acknowledged, 3 min later
     await web.declare(title="城东水厂管网污染", occurred_at=web.at(hours=-4, minutes=-20))
     await web.declare(
         title="全市防汛应急演练", category="natural_disaster", occurred_at=web.at(minutes=-30),
         drill=True, lead_unit="gov-office",
     )  # fmt: skip
     async with browser_page(chromium) as page:
-        await page.clock.install(time=PAGE_CLOCK)
         await sign_in(page, web, "duty-wang")
         await page.screenshot(path=str(out / "dashboard.png"), full_page=True)
         await page.goto(url(web, "/incidents/new"))
@@ -355,8 +360,7 @@ async def test_screenshots(web: Web, chromium: Path, tmp_path: Path) -> None:
         await page.goto(url(web, f"/incidents/{incident_id}"))
         await fits_a_phone(page)
         await page.screenshot(path=str(out / "incident-phone.png"), full_page=True)
-        await page.set_viewport_size(DESK)
-        await page.goto(url(web, f"/ack/{token_of(rows[1])}"))
+        await page.goto(url(web, f"/ack/{token_of(rows[1])}"))  # opened on a phone
         await no_severe_violations(page)
         await page.screenshot(path=str(out / "ack.png"), full_page=True)
     for name in ("dashboard", "declare-preview", "incident", "incident-phone", "ack"):

@@ -196,7 +196,7 @@ async def test_declare_through_the_preview_once_however_often_confirmed(web: Web
     assert "2026-11-26 13:00 +08:00" in html and "2026-11-27 08:00 +08:00" in html
     assert "王芳(区应急管理局)" in html and "李强(区应急管理局)" in html
     assert "陈静(区政府办公室)" in html  # duty_officer@#office
-    assert "时限前 2小时提醒" in html and "此后每 30分钟 重复" in html
+    assert "时限前2小时提醒" in html and "此后每30分钟重复" in html
     assert "申报后立即" in html  # the notice on declaring
     assert "head@lead" not in html
     assert field(html, "key") == key  # the confirmation carries the same key
@@ -420,7 +420,7 @@ async def test_who_gets_called_at_the_deadline_without_opening_the_toml(web: Web
     # The deadline step of the national rule, in words, with the people it reaches.
     assert "到期时(超时告警)" in html and "牵头单位的负责人" in html
     assert "值班员(区政府办公室 陈静)" in html and "分管领导(区政府办公室 周华)" in html
-    assert "此后每 30分钟 重复,直到完成" in html and "所有渠道同时发送" in html
+    assert "此后每30分钟重复,直到完成" in html and "所有渠道同时发送" in html
     assert "现行" in html and "head@lead" not in html
     assert "<form" not in html.replace('<form method="post" action="/logout"', "")
     english = await (await web.client.get("/directory", headers={"Accept-Language": "en"})).text()

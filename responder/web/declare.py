@@ -108,7 +108,7 @@ def _step_when(step: dict[str, Any], deadline: datetime | None, lang: str) -> st
     nominal = datetime.fromisoformat(step["nominal_at"])
     if deadline is not None and nominal < deadline:
         before = format_duration(deadline - nominal, lang)
-        return pick(lang, f"时限前 {before}提醒", f"reminder {before} before the deadline")
+        return pick(lang, f"时限前{before}提醒", f"reminder {before} before the deadline")
     return pick(lang, "到期:超时告警", "at the deadline: breach alert")
 
 

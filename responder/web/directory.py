@@ -68,19 +68,19 @@ def _step(step: StepRule, cfg: Config, lang: str) -> dict[str, Any]:
         when = pick(lang, "申报时", "on declaring")
     elif step.anchor == "deadline" and step.offset:
         before = format_duration(-step.offset, lang)
-        when = pick(lang, f"时限前 {before}", f"{before} before the deadline")
+        when = pick(lang, f"时限前{before}", f"{before} before the deadline")
     elif step.anchor == "deadline":
         when = pick(lang, "到期时(超时告警)", "at the deadline (breach alert)")
     else:
         when = pick(
             lang,
-            f"计时起点后 {format_duration(step.offset, lang)}",
+            f"计时起点后{format_duration(step.offset, lang)}",
             f"{format_duration(step.offset, lang)} after the clock starts",
         )
     extra = []
     if step.repeat:
         every = format_duration(step.repeat, lang)
-        extra.append(pick(lang, f"此后每 {every} 重复,直到完成", f"then every {every} until done"))
+        extra.append(pick(lang, f"此后每{every}重复,直到完成", f"then every {every} until done"))
     if step.all_channels:
         extra.append(pick(lang, "所有渠道同时发送", "on every channel at once"))
     elif step.channels:

@@ -164,7 +164,9 @@ def timeline(
     for e in entries:
         key, at = _second(e["at"], cfg)
         what, detail = _audit(e, cfg, lang, names)
-        who = _who(cfg, e["actor"], lang)
+        # Who did it, when a person at a desk did (the service's own steps need no name, and
+        # an acknowledgement says whose it was).
+        who = e["actor"].removeprefix("user:") if e["actor"].startswith("user:") else ""
         events.append(
             {
                 "key": key,
@@ -178,6 +180,7 @@ def timeline(
         )
     for n in notifications:
         for a in _attempts(n, cfg, lang):
-            events.append({**a, "order": 0, "who": ""})
+            # Sent after the alert that queued it, within the same second as often as not.
+            events.append({**a, "order": 2**62, "who": ""})
     events.sort(key=lambda ev: (ev["key"], ev["order"]), reverse=True)
     return events

@@ -68,7 +68,7 @@
     return (ms > 0 && total > 0 ? "" : "+") + Math.floor(minutes / 60) + ":" + (mm.length < 2 ? "0" + mm : mm);
   }
 
-  function show(id, d) {
+  function show(id, d, now) {
     var el = document.querySelector('[data-duty="' + id + '"]');
     if (!el) {
       return;
@@ -77,7 +77,7 @@
     var text = d.words;
     var time = d.clock || "";
     if (d.live) {
-      var left = d.deadline - (Date.now() + offset);
+      var left = d.deadline - now;
       state = left > 0 ? (left <= SOON_MS ? "soon" : "open") : "overdue";
       var phrase = state === "overdue" ? words.over : state === "soon" ? words.soon : words.left;
       text = phrase.replace("{d}", duration(left));
@@ -95,10 +95,16 @@
     }
   }
 
+  // The server's clock now: one instant for every duty on the page.
+  function serverNow() {
+    return Date.now() + offset;
+  }
+
   function tick() {
+    var now = serverNow();
     Object.keys(duties).forEach(function (id) {
       if (duties[id].live) {
-        show(id, duties[id]);
+        show(id, duties[id], now);
       }
     });
   }
@@ -128,7 +134,7 @@
         return;
       }
       duties[String(d.id)] = {state: d.state, deadline: d.deadline_ms, live: d.live, words: d.words, clock: d.clock};
-      show(String(d.id), duties[String(d.id)]);
+      show(String(d.id), duties[String(d.id)], serverNow());
     });
     if (data.stamp !== stamp) {
       say(words.changed, window.location.pathname + window.location.search);
