@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.test_pages import login
+from tests.test_pages import login, sent_notifications, token_of
 from tests.web_helpers import PASSWORD, Web
 
 pytest_plugins = ["tests.web_fixtures"]
@@ -425,3 +425,46 @@ async def test_who_gets_called_at_the_deadline_without_opening_the_toml(web: Web
     assert "<form" not in html.replace('<form method="post" action="/logout"', "")
     english = await (await web.client.get("/directory", headers={"Accept-Language": "en"})).text()
     assert "head of the lead unit" in english and "负责人" not in english
+
+
+async def test_each_form_on_a_page_records_once_and_never_mixes_with_another(web: Web) -> None:
+    """One page shows several forms: each carries its own key.  Sent twice (a double click)
+    a form records once; the page kept open and a form sent again with other values is
+    refused in plain words, not as a second change."""
+    incident = await web.declare()
+    iid = incident["id"]
+    await signed_in(web)
+    html = await (await web.client.get(f"/incidents/{iid}")).text()
+    keys = re.findall(r'name="key" value="([^"]+)"', html)
+    assert len(keys) == len(set(keys)) >= 4
+    csrf = field(html, "csrf")
+    level_key = next(k for k in keys if k.endswith("-level"))
+    form = {"csrf": csrf, "key": level_key, "level": "I", "reason": "伤亡上升"}
+    for _ in range(2):
+        resp = await web.client.post(f"/incidents/{iid}/level", data=form, allow_redirects=False)
+        assert resp.status == 303
+    assert await web.count("level_changes") == 1
+    resp = await web.client.post(f"/incidents/{iid}/level", data={**form, "level": "III"})
+    text = await resp.text()
+    assert resp.status == 422 and "此表单已经提交过;请刷新页面后重新填写" in text
+    assert await web.count("level_changes") == 1
+    assert (await web.client.get("/incidents/" + "X" * 65)).status == 404
+
+
+# -- the other pages a duty officer meets ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("run_engine", [True])
+async def test_the_ack_page_of_an_overdue_duty_says_so_and_the_inbox_links_work(web: Web) -> None:
+    rows = await sent_notifications(web)
+    kinds = dict(await web.db.fetchall("SELECT id, kind FROM obligations"))
+    release = next(r for r in rows if kinds.get(r["obligation_id"]) == "authoritative_release")
+    html = await (await web.client.get(f"/ack/{token_of(release)}")).text()
+    assert "已超时" not in html
+    web.clock.advance(6 * 3600)  # the release was due at 13:00
+    html = await (await web.client.get(f"/ack/{token_of(release)}")).text()
+    assert "已超时" in html and "尚未完成,请立即处理" in html
+    # The development inbox: each message's acknowledgement link opens with a click.
+    inbox = await (await web.client.get("/dev/inbox")).text()
+    links = re.findall(r'<a href="(http://[^"]+/ack/[^"]+)">', inbox)
+    assert links and all(link.startswith(web.cfg.service.public_url) for link in links)

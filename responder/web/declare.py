@@ -251,7 +251,7 @@ async def declare_post(request: web.Request) -> web.Response:
     except ResponderError as e:
         if e.code == "idempotency_key_reused":  # this form declared an incident already
             e = BadInput(
-                e.code,
+                "form_used",
                 "此表单已用于申报另一起事件;如需申报新事件,请重新打开申报页面",
                 "this form already declared another incident: open the declaration page again"
                 " for a new one",

@@ -33,6 +33,11 @@ FIELD_OF_CODE = {
 PLAIN = {  # what the person reads instead of a message written for programs
     "learned_before_occurred": ("获知时间不能早于发生时间", "cannot be before it occurred"),
     "missing": ("请填写此项", "required"),
+    # The same form sent again with something else in it (an old page, the back button).
+    "idempotency_key_reused": (
+        "此表单已经提交过;请刷新页面后重新填写",
+        "this form was sent already: reload the page and fill it in again",
+    ),
 }
 
 

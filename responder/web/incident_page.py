@@ -64,7 +64,10 @@ DONE = {
 
 
 def _incident_id(request: web.Request) -> str:
-    return request.match_info["incident_id"][:64]
+    value = request.match_info["incident_id"]
+    if len(value) > 64:  # no incident has such an id (as the API's incident_id)
+        raise web.HTTPNotFound()
+    return value
 
 
 def _forms(
