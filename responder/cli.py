@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
         "--occurred-at", required=True, help="RFC 3339 with offset, e.g. 2026-11-26T08:00:00+08:00"
     )
     pl.add_argument("--declared-at", help="when it is declared (default: now)")
+    pl.add_argument(
+        "--lead-unit", help="the lead unit's id: each step then names the people it reaches"
+    )
     pl.add_argument("--json", action="store_true", help="machine-readable output")
 
     u = sub.add_parser("user", parents=[common], help="manage users").add_subparsers(
@@ -444,7 +447,14 @@ def _plan(args: argparse.Namespace, cfg: config.Config, lang: str, clock: System
     if args.json:
         print(json.dumps(view, ensure_ascii=False, indent=2))
     else:
-        sys.stdout.write(plan_text(view, lang))
+        if args.lead_unit is not None and cfg.unit(args.lead_unit) is None:
+            known = ", ".join(u.id for u in cfg.units)
+            return _fail(
+                f"--lead-unit:未知单位“{args.lead_unit}”(可选:{known})"
+                if lang == "zh"
+                else f"--lead-unit: unknown unit '{args.lead_unit}' (known: {known})"
+            )
+        sys.stdout.write(plan_text(view, lang, cfg, args.lead_unit))
     return 0
 
 

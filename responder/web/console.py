@@ -25,6 +25,7 @@ from responder.config import Config
 from responder.models import CATEGORIES
 from responder.policy.rules import LEVEL_NAMES, LEVEL_NAMES_EN
 from responder.timeutil import format_duration, show
+from responder.views import channel_words, unit_words
 from responder.web.identity import identify
 from responder.web.keys import CFG, CLOCK, DB
 from responder.web.layout import page_language, pick, render, signed_in
@@ -32,30 +33,12 @@ from responder.web.layout import page_language, pick, render, signed_in
 BOARD_SIZE = 100  # incidents on the dashboard, the most urgent first
 POLL_MS = 10_000  # how often the page asks what changed; the countdowns tick every second
 SOON = timedelta(hours=1)  # amber from here on
-CHANNEL_NAMES = {
-    "sms": ("短信", "SMS"),
-    "voice": ("语音电话", "voice call"),
-    "email": ("邮件", "email"),
-    "chat": ("即时通讯", "chat"),
-}
-
-
-def channel_name(channel: str, lang: str) -> str:
-    zh, en = CHANNEL_NAMES.get(channel, (channel, channel))
-    return pick(lang, zh, en)
 
 
 def level_words(level: str, lang: str) -> str:
     if lang == "en":
         return f"level {level} ({LEVEL_NAMES_EN[level]})"
     return f"{level}级({LEVEL_NAMES[level]})"
-
-
-def unit_name(cfg: Config, unit_id: str, lang: str) -> str:
-    unit = cfg.unit(unit_id)
-    if unit is None:
-        return unit_id
-    return pick(lang, unit.name, unit.name_en or unit.name)
 
 
 def words(lang: str) -> dict[str, Any]:
@@ -174,11 +157,11 @@ def card(
         "level_words": level_words(i["level"], lang),
         "category": pick(lang, *category),
         "occurred": show(datetime.fromisoformat(i["occurred_at"]), tz),
-        "lead_unit": unit_name(cfg, i["lead_unit"], lang),
+        "lead_unit": unit_words(cfg, i["lead_unit"], lang),
         "duties": duties,
         "failing": [
             {
-                "channel": channel_name(f["channel"], lang),
+                "channel": channel_words(f["channel"], lang),
                 "why": pick(lang, f["error_message"] or "", f["error_message_en"] or ""),
             }
             for f in signals["failing"]

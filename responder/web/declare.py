@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from responder import audience, incidents
+from responder import incidents
 from responder.config import Config
 from responder.errors import BadInput, ResponderError
 from responder.idempotency import DECLARE, Once
@@ -24,8 +24,7 @@ from responder.models import CATEGORIES, DeclareIncident
 from responder.ops import clock_ahead
 from responder.policy.rules import LEVEL_NAMES, LEVEL_NAMES_EN, LEVELS
 from responder.timeutil import at_most_now, format_duration, next_whole_second, show
-from responder.views import STEP_KIND_NAMES, preview
-from responder.web.console import channel_name, unit_name
+from responder.views import preview, steps_in_words, unit_words
 from responder.web.forms import Filled, local_time, model, picker_value, refusal, text_values
 from responder.web.identity import actor
 from responder.web.keys import CFG, CLOCK, OPS
@@ -100,18 +99,6 @@ def _key(form: Any) -> str:
     return key
 
 
-def _step_when(step: dict[str, Any], deadline: datetime | None, lang: str) -> str:
-    """When a step is due in words: at once, N before the deadline, at the deadline."""
-    kind = step["kind"]
-    if kind in ("notice", "catch_up"):
-        return pick(lang, *STEP_KIND_NAMES[kind])
-    nominal = datetime.fromisoformat(step["nominal_at"])
-    if deadline is not None and nominal < deadline:
-        before = format_duration(deadline - nominal, lang)
-        return pick(lang, f"时限前{before}提醒", f"reminder {before} before the deadline")
-    return pick(lang, "到期:超时告警", "at the deadline: breach alert")
-
-
 def plan_for_page(
     cfg: Config, data: DeclareIncident, declared_at: datetime, lang: str
 ) -> dict[str, Any]:
@@ -119,40 +106,23 @@ def plan_for_page(
     the people it reaches and on which channels."""
     view = preview(cfg, data.level, data.occurred_at, declared_at)
     tz = cfg.tz
-    names = {o["kind"]: pick(lang, o["name"], o["name_en"]) for o in view["obligations"]}
-    deadlines = {o["kind"]: datetime.fromisoformat(o["deadline"]) for o in view["obligations"]}
     obligations = [
         {
-            "name": names[o["kind"]],
+            "name": pick(lang, o["name"], o["name_en"]),
             "deadline": show(datetime.fromisoformat(o["deadline"]), tz),
             "within": format_duration(timedelta(seconds=o["within_s"]), lang),
             "breached": o["status"] == "breached",
         }
         for o in view["obligations"]
     ]
-    steps = []
-    for s in view["steps"]:
-        due = datetime.fromisoformat(s["due_at"])
-        people = audience.resolve(s["audience"], cfg, data.lead_unit, data.co_units)
-        steps.append(
-            {
-                "due": show(due, tz),
-                "at_once": due <= declared_at,
-                "obligation": names.get(s["obligation"], s["obligation"]),
-                "what": _step_when(s, deadlines.get(s["obligation"]), lang),
-                "breach": s["breach"],
-                "people": [
-                    f"{p.name}({unit_name(cfg, p.unit, lang)})"
-                    if lang == "zh"
-                    else f"{p.name} ({unit_name(cfg, p.unit, lang)})"
-                    for p in people
-                ],
-                "channels": [channel_name(c, lang) for c in s["channels"]],
-                "repeat": format_duration(timedelta(seconds=s["repeat_every_s"]), lang)
-                if s["repeat_every_s"]
-                else "",
-            }
-        )
+    steps = [
+        {
+            **s,
+            "due": show(datetime.fromisoformat(s["due_at"]), tz),
+            "at_once": datetime.fromisoformat(s["due_at"]) <= declared_at,
+        }
+        for s in steps_in_words(view, cfg, lang, data.lead_unit, data.co_units)
+    ]
     rules = view["rule_set"]
     return {
         "rule_set": pick(lang, rules["title"], rules["title_en"] or rules["title"])
@@ -204,7 +174,7 @@ def _summary(cfg: Config, v: dict[str, Any], lang: str) -> dict[str, str]:
     return {
         "level": pick(lang, f"{level}级({LEVEL_NAMES.get(level, '')})", f"level {level}"),
         "category": pick(lang, *category),
-        "lead_unit": unit_name(cfg, v.get("lead_unit", ""), lang),
+        "lead_unit": unit_words(cfg, v.get("lead_unit", ""), lang),
         "occurred_at": v.get("occurred_at", "").replace("T", " "),
         "learned_at": v.get("learned_at", "").replace("T", " "),
     }

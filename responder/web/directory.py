@@ -13,24 +13,13 @@ from typing import Any
 
 from aiohttp import web
 
-from responder import audience
 from responder.config import Config
 from responder.policy.rules import LEVEL_NAMES, RuleSet, StepRule
 from responder.timeutil import format_duration, show
-from responder.views import mask
-from responder.web.console import channel_name, unit_name
+from responder.views import audience_words, channel_words, mask, role_words
 from responder.web.keys import CFG, CLOCK
 from responder.web.layout import page_language, pick, render, signed_in
 
-ROLE_WORDS = {
-    "head": ("负责人", "head"),
-    "spokesperson": ("新闻发言人", "spokesperson"),
-    "duty_officer": ("值班员", "duty officer"),
-    "leader": ("分管领导", "leader"),
-    "publicity": ("宣传人员", "publicity officer"),
-    "admin": ("系统管理员", "administrator"),
-    "reviewer": ("审核人", "reviewer"),
-}
 CLOCK_WORDS = {
     "occurred_at": ("事件发生时起", "from when it occurred"),
     "declared_at": ("申报时起", "from the declaration"),
@@ -38,29 +27,6 @@ CLOCK_WORDS = {
     "level_changed_at": ("级别调整时起", "from the level change"),
     "previous_release": ("上一次发布时起", "from the previous release"),
 }
-
-
-def _role(role: str, lang: str) -> str:
-    return pick(lang, *ROLE_WORDS.get(role, (role, role)))
-
-
-def audience_words(item: str, cfg: Config, lang: str) -> str:
-    """``head@lead`` → 牵头单位的负责人; ``duty_officer@#office`` → 值班员(区政府办公室:陈静)."""
-    role, selector = item.split("@", 1)
-    who = _role(role, lang)
-    if selector in ("lead", "co", "involved"):
-        where = {
-            "lead": ("牵头单位", "the lead unit"),
-            "co": ("协办单位", "the other units"),
-            "involved": ("牵头和协办单位", "the lead and other units"),
-        }[selector]
-        return pick(lang, f"{where[0]}的{who}", f"{who} of {where[1]}")
-    units = audience.units_for(selector, cfg, "", [])
-    people = [p for p in cfg.people if p.unit in units and role in p.roles]
-    names = pick(lang, "、", ", ").join(
-        f"{unit_name(cfg, p.unit, lang)} {p.name}" for p in people
-    ) or pick(lang, "无人", "nobody")
-    return pick(lang, f"{who}({names})", f"{who} ({names})")
 
 
 def _step(step: StepRule, cfg: Config, lang: str) -> dict[str, Any]:
@@ -84,7 +50,7 @@ def _step(step: StepRule, cfg: Config, lang: str) -> dict[str, Any]:
     if step.all_channels:
         extra.append(pick(lang, "所有渠道同时发送", "on every channel at once"))
     elif step.channels:
-        first = pick(lang, "、", ", ").join(channel_name(c, lang) for c in step.channels)
+        first = pick(lang, "、", ", ").join(channel_words(c, lang) for c in step.channels)
         extra.append(pick(lang, f"优先:{first}", f"first by {first}"))
     return {
         "when": when,
@@ -127,10 +93,10 @@ async def directory(request: web.Request) -> web.Response:
             "people": [
                 {
                     "name": p.name,
-                    "roles": pick(lang, "、", ", ").join(_role(r, lang) for r in p.roles),
+                    "roles": pick(lang, "、", ", ").join(role_words(r, lang) for r in p.roles),
                     "phone": mask(p.phone) or "",
                     "email": mask(p.email) or "",
-                    "channels": [channel_name(c, lang) for c in p.channels],
+                    "channels": [channel_words(c, lang) for c in p.channels],
                 }
                 for p in cfg.people
                 if p.unit == u.id

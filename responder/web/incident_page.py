@@ -34,7 +34,8 @@ from responder.models import (
 from responder.ops import Ops
 from responder.policy.rules import LEVEL_NAMES, LEVEL_NAMES_EN, LEVELS
 from responder.timeutil import show
-from responder.web.console import card, live_attrs, stamp, unit_name
+from responder.views import unit_words
+from responder.web.console import card, live_attrs, stamp
 from responder.web.forms import Filled, local_time, model, picker_value, refusal
 from responder.web.identity import actor
 from responder.web.keys import CFG, CLOCK, DB, OPS
@@ -187,12 +188,12 @@ def _facts(incident: dict[str, Any], cfg: Config, lang: str) -> list[tuple[str, 
     ]
     if incident["learned_at"]:
         rows.append((pick(lang, "获知时间", "Learned"), at(incident["learned_at"])))
-    rows.append((pick(lang, "牵头单位", "Lead unit"), unit_name(cfg, incident["lead_unit"], lang)))
+    rows.append((pick(lang, "牵头单位", "Lead unit"), unit_words(cfg, incident["lead_unit"], lang)))
     if incident["co_units"]:
         rows.append(
             (
                 pick(lang, "协办单位", "Other units"),
-                pick(lang, "、", ", ").join(unit_name(cfg, u, lang) for u in incident["co_units"]),
+                pick(lang, "、", ", ").join(unit_words(cfg, u, lang) for u in incident["co_units"]),
             )
         )
     if incident["location"]:

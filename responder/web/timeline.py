@@ -15,8 +15,7 @@ from responder.config import Config
 from responder.engine.failures import explain
 from responder.policy.rules import LEVEL_NAMES
 from responder.timeutil import format_duration, local
-from responder.views import STEP_KIND_NAMES
-from responder.web.console import channel_name
+from responder.views import STEP_KIND_NAMES, channel_words
 from responder.web.layout import pick
 
 
@@ -137,7 +136,7 @@ def _attempts(n: dict[str, Any], cfg: Config, lang: str) -> list[dict[str, Any]]
     kind = pick(lang, *STEP_KIND_NAMES.get(n["kind"], (n["kind"], n["kind"])))
     for a in n["attempts"]:
         key, at = _second(a["finished_at"] or a["started_at"], cfg)
-        channel = channel_name(a["channel"], lang)
+        channel = channel_words(a["channel"], lang)
         to = f"{channel} → {n['person_name']}"
         if a["outcome"] == "sent":
             what, detail, css = pick(lang, f"{to}:已发出", f"{to}: sent"), kind, "sent"
