@@ -21,7 +21,7 @@ from responder.checks import (
     production_notes,
 )
 from responder.clock import SystemClock
-from responder.errors import BadInput, ConfigError, ResponderError
+from responder.errors import BadInput, ConfigError, Conflict, ResponderError
 from responder.store import Database
 from responder.store.audit import verify
 from responder.timeutil import at_most_now, from_db, next_whole_second, parse_time, show
@@ -318,10 +318,32 @@ async def _user(
             f" / password of {args.username} set; their page sessions were signed out"
         )
         return 0
+    await _not_taken(db, args.username)  # before asking for a password that would be thrown away
     password = None if args.no_password else _password()
     await auth.add_user(db, args.username, args.role, password, clock.now(), cli_actor())
     print(f"OK: 已添加用户 {args.username}({args.role}) / user {args.username} ({args.role}) added")
     return 0
+
+
+async def _not_taken(db: Database, username: str) -> None:
+    """Refuse a name already in use (case aside, as ``auth.add_user`` does), saying how to give
+    that user a password instead."""
+    taken = next(
+        (u["username"] for u in await auth.users(db) if u["username"].lower() == username.lower()),
+        None,
+    )
+    if taken is not None and taken != username:
+        raise Conflict(
+            "user_exists",
+            f"已有用户 {taken},与 {username} 只差大小写;请换一个用户名",
+            f"user {taken} exists, which differs from {username} only in case; choose another name",
+        )
+    if taken is not None:
+        raise Conflict(
+            "user_exists",
+            f"用户 {taken} 已存在;如需为其设置密码,请用 responder user password {taken}",
+            f"user {taken} exists; to set its password: responder user password {taken}",
+        )
 
 
 def _terminal() -> bool:

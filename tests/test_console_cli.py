@@ -3,6 +3,9 @@ each step reaches, ``II级`` as everywhere else — the same words as the declar
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import pytest
 
 from tests.test_cli import PLAN_II, clean_env, one_error_line, run
@@ -46,3 +49,21 @@ def test_a_late_plan_says_the_breach_alert_goes_at_once(
     )  # fmt: skip
     assert code == 0
     assert "2026-11-26T14:00:00+08:00  发布权威信息:已超时:立即补发超时告警" in out
+
+
+def test_adding_a_user_that_exists_says_so_before_asking_for_a_password(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's first steps add `chen`; run twice (or after `--no-password`), the command
+    asked for a password and only then said the user exists.  Now it says so first — here
+    with nothing on stdin, where asking would have failed with "no password given"."""
+    db = ["--db", str(tmp_path / "cli.sqlite3")]
+    code, _, _ = run(capsys, "user", "add", "chen", "--role", "duty_officer", "--no-password", *db)
+    assert code == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, out, err = run(capsys, "user", "add", "chen", "--role", "duty_officer", *db)
+    line = one_error_line(err)
+    assert code == 1 and out == ""
+    assert "用户 chen 已存在" in line and "responder user password chen" in line
+    code, out, err = run(capsys, "user", "add", "CHEN", "--role", "duty_officer", *db)
+    assert code == 1 and "已有用户 chen,与 CHEN 只差大小写" in one_error_line(err)
