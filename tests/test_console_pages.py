@@ -309,6 +309,17 @@ async def test_record_the_release_with_its_checklist_once(web: Web) -> None:
     assert "举行新闻发布会" in html and "剩余 23小时" in html  # the other clock still runs
     assert "记录权威信息发布(发布于 2026-11-26 08:55:00)" in html  # the timeline, to the second
     assert 'action="/incidents/' + incident["id"] + '/follow-up"' in html
+    # The next release is a follow-up: it meets the follow-up duty the first one started.
+    web.clock.advance(3600)
+    follow_key = re.search(r'name="key" value="([^"]+-follow_up)"', html)
+    assert follow_key, html
+    resp = await web.client.post(
+        f"/incidents/{incident['id']}/follow-up",
+        data={"csrf": csrf, "key": follow_key.group(1), "published_at": picker(web, minutes=-1)},
+    )
+    html = await resp.text()
+    assert resp.status == 200 and "已记录持续发布。" in html
+    assert "持续发布:2026-11-26 09:59 +08:00" in html and await web.count("releases") == 2
 
 
 async def test_a_release_after_the_deadline_says_it_is_late(web: Web) -> None:

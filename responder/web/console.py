@@ -48,7 +48,7 @@ def words(lang: str) -> dict[str, Any]:
         "left": pick(lang, "剩余 {d}", "{d} left"),
         "soon": pick(lang, "剩余 {d} · 即将到期", "{d} left · due soon"),
         "over": pick(lang, "已超时 {d}", "overdue by {d}"),
-        "units": pick(lang, ["天", "小时", "分钟", "秒"], ["d", "h", "min", "s"]),  # type: ignore[arg-type]
+        "units": ["d", "h", "min", "s"] if lang == "en" else ["天", "小时", "分钟", "秒"],
         "lost": pick(
             lang,
             "与服务器的连接已中断:倒计时按最后已知的时限继续,恢复后自动更新。",
