@@ -85,7 +85,14 @@ async def sign_in(page: Any, web: Web, username: str, role: str = "duty_officer"
     await page.get_by_label("用户名").fill(username)
     await page.get_by_label("密码").fill(PASSWORD)
     async with page.expect_navigation():
-        await page.get_by_role("button", name="登录").click()
+        await submit(page, "登录")
+
+
+async def submit(page: Any, button: str) -> None:
+    """Press a form's button (by its exact name) and wait for the page it leads to, stylesheet
+    and all, before anything on it is read or measured."""
+    await page.get_by_role("button", name=button, exact=True).click()
+    await page.wait_for_load_state()
 
 
 def axe_script() -> str:
@@ -148,14 +155,14 @@ async def test_a_duty_officer_declares_watches_and_records_the_release(
         await page.get_by_label("地点").fill("江城区化工园区")
         assert await page.get_by_label("发生时间").input_value() == "2026-11-26T09:00"  # now
         await no_severe_violations(page)
-        await page.get_by_role("button", name="预览时限与提醒").click()
+        await submit(page, "预览时限与提醒")
         preview = await page.inner_text("main")
         assert "发布权威信息" in preview and "2026-11-26 14:00 +08:00" in preview
         assert "王芳(区应急管理局)" in preview
         assert await web.count("incidents") == 0
         await no_severe_violations(page)
 
-        await page.get_by_role("button", name="确认申报").click()
+        await submit(page, "确认申报")
         await page.wait_for_url(re.compile(r"/incidents/INC-"))
         duties = page.locator(".duty")
         assert await duties.count() == 2  # two clocks running
@@ -169,7 +176,7 @@ async def test_a_duty_officer_declares_watches_and_records_the_release(
 
         for box in await page.locator("input[name^=check_][id^=release-]").all():
             await box.check()
-        await page.get_by_role("button", name="记录发布", exact=True).click()
+        await submit(page, "记录发布")
         await page.wait_for_load_state()
         assert "已记录权威信息发布。" in await page.inner_text("main")
         assert await release.get_attribute("data-state") == "met"
@@ -187,9 +194,9 @@ async def test_a_late_declaration_is_breached_at_once(web: Web, chromium: Path) 
         await page.get_by_label("事件级别").select_option("II")
         await page.get_by_label("牵头单位").select_option("emergency")
         await page.get_by_label("发生时间").fill("2026-11-26T03:00")
-        await page.get_by_role("button", name="预览时限与提醒").click()
+        await submit(page, "预览时限与提醒")
         assert "发生时间已过时限" in await page.inner_text("main")
-        await page.get_by_role("button", name="确认申报").click()
+        await submit(page, "确认申报")
         await page.wait_for_url(re.compile(r"/incidents/INC-"))
         release = page.locator(".duty").nth(0)
         assert await release.get_attribute("data-state") == "overdue"
@@ -204,7 +211,7 @@ async def test_a_form_error_keeps_what_was_typed(web: Web, chromium: Path) -> No
         await page.get_by_label("事件标题").fill("江城化工园区储罐爆炸")
         await page.get_by_label("地点").fill("江城区化工园区")
         await page.get_by_label("发生时间").fill("2026-11-27T09:00")  # tomorrow
-        await page.get_by_role("button", name="预览时限与提醒").click()
+        await submit(page, "预览时限与提醒")
         category = page.get_by_label("事件类别")
         assert await category.get_attribute("aria-invalid") == "true"
         assert "请填写此项" in await page.locator("#category-error").inner_text()
@@ -214,7 +221,7 @@ async def test_a_form_error_keeps_what_was_typed(web: Web, chromium: Path) -> No
         await category.select_option("accident")
         await page.get_by_label("事件级别").select_option("II")
         await page.get_by_label("牵头单位").select_option("emergency")
-        await page.get_by_role("button", name="预览时限与提醒").click()
+        await submit(page, "预览时限与提醒")
         assert "不能晚于当前时间" in await page.locator("#occurred_at-error").inner_text()
         assert await page.get_by_label("发生时间").input_value() == "2026-11-27T09:00"
     assert await web.count("incidents") == 0
@@ -229,7 +236,7 @@ async def test_a_viewer_reads_without_forms_and_cannot_post(web: Web, chromium: 
         await page.get_by_label("用户名").fill("viewer-li")
         await page.get_by_label("密码").fill(PASSWORD)
         async with page.expect_navigation():
-            await page.get_by_role("button", name="登录").click()
+            await submit(page, "登录")
         assert page.url == target
         assert await page.locator("main form").count() == 0
         assert await page.get_by_role("link", name="申报事件").count() == 0
@@ -254,7 +261,7 @@ async def test_an_anonymous_visitor_is_sent_to_sign_in_and_back(web: Web, chromi
         await page.get_by_label("用户名").fill("duty-zhao")
         await page.get_by_label("密码").fill(PASSWORD)
         async with page.expect_navigation():
-            await page.get_by_role("button", name="登录").click()
+            await submit(page, "登录")
         assert page.url == target
         assert incident["title"] in await page.inner_text("h1")
 
@@ -303,7 +310,7 @@ async def test_a_phone_390_px_wide_scrolls_only_down(web: Web, chromium: Path) -
         await page.get_by_label("事件类别").select_option("accident")
         await page.get_by_label("事件级别").select_option("I")
         await page.get_by_label("牵头单位").select_option("emergency")
-        await page.get_by_role("button", name="预览时限与提醒").click()
+        await submit(page, "预览时限与提醒")
         await fits_a_phone(page)
 
 
@@ -352,7 +359,7 @@ async def test_screenshots(web: Web, chromium: Path, tmp_path: Path) -> None:
         await page.get_by_label("事件级别").select_option("II")
         await page.get_by_label("牵头单位").select_option("emergency")
         await page.get_by_label("发生时间").fill("2026-11-26T07:30")
-        await page.get_by_role("button", name="预览时限与提醒").click()
+        await submit(page, "预览时限与提醒")
         await page.screenshot(path=str(out / "declare-preview.png"), full_page=True)
         await page.goto(url(web, f"/incidents/{incident_id}"))
         await page.screenshot(path=str(out / "incident.png"), full_page=True)
