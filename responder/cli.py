@@ -26,7 +26,7 @@ from responder.checks import (
     production_notes,
 )
 from responder.clock import SystemClock
-from responder.errors import BadInput, ConfigError, ResponderError
+from responder.errors import BadInput, ConfigError, Conflict, ResponderError
 from responder.secret import load_secret
 from responder.store import Database
 from responder.store.audit import Verdict, verify
@@ -106,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
         "--occurred-at", required=True, help="RFC 3339 with offset, e.g. 2026-11-26T08:00:00+08:00"
     )
     pl.add_argument("--declared-at", help="when it is declared (default: now)")
+    pl.add_argument(
+        "--lead-unit", help="the lead unit's id: each step then names the people it reaches"
+    )
     pl.add_argument("--json", action="store_true", help="machine-readable output")
 
     u = sub.add_parser("user", parents=[common], help="manage users").add_subparsers(
@@ -417,10 +420,32 @@ async def _user(
             f" / password of {args.username} set; their page sessions were signed out"
         )
         return 0
+    await _not_taken(db, args.username)  # before asking for a password that would be thrown away
     password = None if args.no_password else _password()
     await auth.add_user(db, args.username, args.role, password, clock.now(), cli_actor())
     print(f"OK: 已添加用户 {args.username}({args.role}) / user {args.username} ({args.role}) added")
     return 0
+
+
+async def _not_taken(db: Database, username: str) -> None:
+    """Refuse a name already in use (case aside, as ``auth.add_user`` does), saying how to give
+    that user a password instead."""
+    taken = next(
+        (u["username"] for u in await auth.users(db) if u["username"].lower() == username.lower()),
+        None,
+    )
+    if taken is not None and taken != username:
+        raise Conflict(
+            "user_exists",
+            f"已有用户 {taken},与 {username} 只差大小写;请换一个用户名",
+            f"user {taken} exists, which differs from {username} only in case; choose another name",
+        )
+    if taken is not None:
+        raise Conflict(
+            "user_exists",
+            f"用户 {taken} 已存在;如需为其设置密码,请用 responder user password {taken}",
+            f"user {taken} exists; to set its password: responder user password {taken}",
+        )
 
 
 def _terminal() -> bool:
@@ -546,7 +571,14 @@ def _plan(args: argparse.Namespace, cfg: config.Config, lang: str, clock: System
     if args.json:
         print(json.dumps(view, ensure_ascii=False, indent=2))
     else:
-        sys.stdout.write(plan_text(view, lang))
+        if args.lead_unit is not None and cfg.unit(args.lead_unit) is None:
+            known = ", ".join(u.id for u in cfg.units)
+            return _fail(
+                f"--lead-unit:未知单位“{args.lead_unit}”(可选:{known})"
+                if lang == "zh"
+                else f"--lead-unit: unknown unit '{args.lead_unit}' (known: {known})"
+            )
+        sys.stdout.write(plan_text(view, lang, cfg, args.lead_unit))
     return 0
 
 

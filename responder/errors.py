@@ -124,4 +124,5 @@ NOT_API_CODES = {
     "already_running", "cannot_listen", "database_unavailable", "database_too_new",
     "secret_unavailable", "templates_missing", "channel_not_understood", "no_password",
     "ack_not_found", "too_many_requests", "bad_form", "stale_form", "dev_inbox_closed",
+    "form_used",
 }  # fmt: skip

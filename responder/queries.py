@@ -3,12 +3,14 @@ JSON-ready, shaped by :mod:`responder.views` (times in the configured zone, cont
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from responder.config import Config
 from responder.engine.outbox import WHY_MOOT
 from responder.errors import NotFound
 from responder.store import Database
+from responder.timeutil import from_db, iso_local
 from responder.views import (
     attempt_view,
     incident_view,
@@ -166,3 +168,89 @@ async def accountability_record(db: Database, cfg: Config, record_id: int) -> di
     )
     view["notifications"] = [told_view(n, cfg) for n in told]
     return view
+
+
+def _t(value: str | None, cfg: Config) -> str | None:
+    return iso_local(from_db(value), cfg.tz)
+
+
+async def alert_signals(db: Database, cfg: Config, incident_ids: list[str]) -> dict[str, Any]:
+    """What the duty officer's console shows beside the clocks, for each incident: who was told
+    by each obligation's latest alert and whether they acknowledged it, and the channels
+    whose latest try for this incident failed (with what it means, see engine.failures)."""
+    out: dict[str, Any] = {i: {"told": {}, "failing": []} for i in incident_ids}
+    if not incident_ids:
+        return out
+    marks = ",".join("?" * len(incident_ids))
+    latest = await db.scan(
+        "SELECT n.incident_id, n.obligation_id, n.person_id, n.created_at,"
+        " MAX(n.acked_at) AS acked_at FROM notifications n"
+        " JOIN (SELECT obligation_id, MAX(created_at) AS at FROM notifications"
+        f"       WHERE incident_id IN ({marks}) AND obligation_id IS NOT NULL"
+        "       GROUP BY obligation_id) l"
+        " ON l.obligation_id = n.obligation_id AND l.at = n.created_at"
+        " GROUP BY n.obligation_id, n.person_id ORDER BY MIN(n.id)",
+        incident_ids,
+    )
+    for r in latest:
+        person = cfg.person(r["person_id"])
+        out[r["incident_id"]]["told"].setdefault(r["obligation_id"], []).append(
+            {
+                "person": r["person_id"],
+                "name": person.name if person else r["person_id"],
+                "at": _t(r["created_at"], cfg),
+                "acknowledged_at": _t(r["acked_at"], cfg),
+            }
+        )
+    failing = await db.scan(
+        "SELECT n.incident_id, a.channel, a.outcome, a.error, a.finished_at FROM attempts a"
+        " JOIN notifications n ON n.id = a.notification_id WHERE a.id IN ("
+        "   SELECT MAX(a2.id) FROM attempts a2 JOIN notifications n2 ON n2.id = a2.notification_id"
+        f"  WHERE n2.incident_id IN ({marks}) AND a2.outcome != 'started'"
+        "   GROUP BY n2.incident_id, a2.channel)"
+        " AND a.outcome IN ('error', 'unknown') ORDER BY a.channel",
+        incident_ids,
+    )
+    for r in failing:
+        out[r["incident_id"]]["failing"].append(attempt_view(r, cfg) | {"channel": r["channel"]})
+    return out
+
+
+async def milestones(db: Database, cfg: Config, incident_id: str) -> dict[str, list[Any]]:
+    """An incident's releases and press conferences, oldest first, as the incident page
+    shows them (times in the configured zone)."""
+    releases = await db.scan(
+        "SELECT id, kind, published_at, url, checklist, recorded_late, recorded_by FROM releases"
+        " WHERE incident_id = ? ORDER BY published_at, id",
+        (incident_id,),
+    )
+    conferences = await db.scan(
+        "SELECT id, status, scheduled_at, held_at, venue, spokesperson, principal_leader_spoke,"
+        " recorded_late FROM press_conferences WHERE incident_id = ? ORDER BY id",
+        (incident_id,),
+    )
+    return {
+        "releases": [
+            {
+                "id": r["id"],
+                "kind": r["kind"],
+                "published_at": _t(r["published_at"], cfg),
+                "url": r["url"],
+                "checklist": json.loads(r["checklist"] or "{}"),
+                "recorded_late": bool(r["recorded_late"]),
+            }
+            for r in releases
+        ],
+        "press_conferences": [
+            {
+                "id": p["id"],
+                "status": p["status"],
+                "scheduled_at": _t(p["scheduled_at"], cfg),
+                "held_at": _t(p["held_at"], cfg),
+                "venue": p["venue"],
+                "spokesperson": p["spokesperson"],
+                "recorded_late": bool(p["recorded_late"]),
+            }
+            for p in conferences
+        ],
+    }

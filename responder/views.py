@@ -7,10 +7,11 @@ The API, the pages, the CLI and the reports all show the same facts the same way
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from responder import audience
 from responder.config import Config
 from responder.engine.failures import explain
 from responder.models import CATEGORIES
@@ -91,15 +92,138 @@ def plan_view(
     }
 
 
-def plan_text(view: dict[str, Any], lang: str = "zh") -> str:
-    """The plan as a duty officer reads it before declaring."""
+# -- a plan in words ------------------------------------------------------------------------------
+
+ROLE_WORDS = {
+    "head": ("负责人", "head"),
+    "spokesperson": ("新闻发言人", "spokesperson"),
+    "duty_officer": ("值班员", "duty officer"),
+    "leader": ("分管领导", "leader"),
+    "publicity": ("宣传人员", "publicity officer"),
+    "admin": ("系统管理员", "administrator"),
+    "reviewer": ("审核人", "reviewer"),
+}
+_WHERE = {
+    "lead": ("牵头单位", "the lead unit"),
+    "co": ("协办单位", "the other units"),
+    "involved": ("牵头和协办单位", "the lead and other units"),
+}
+CHANNEL_WORDS = {
+    "sms": ("短信", "SMS"),
+    "voice": ("语音电话", "voice call"),
+    "email": ("邮件", "email"),
+    "chat": ("即时通讯", "chat"),
+}
+
+
+def _say(lang: str, zh: str, en: str) -> str:
+    return en if lang == "en" else zh
+
+
+def role_words(role: str, lang: str) -> str:
+    return _say(lang, *ROLE_WORDS.get(role, (role, role)))
+
+
+def channel_words(channel: str, lang: str) -> str:
+    return _say(lang, *CHANNEL_WORDS.get(channel, (channel, channel)))
+
+
+def unit_words(cfg: Config, unit_id: str, lang: str) -> str:
+    unit = cfg.unit(unit_id)
+    return _say(lang, unit.name, unit.name_en or unit.name) if unit else unit_id
+
+
+def audience_words(item: str, cfg: Config, lang: str) -> str:
+    """``head@lead`` → 牵头单位的负责人; ``duty_officer@#office`` → 值班员(区政府办公室 陈静):
+    who a step speaks to, with the people where that does not depend on the incident."""
+    role, selector = item.split("@", 1)
+    who = role_words(role, lang)
+    if selector in _WHERE:
+        where = _WHERE[selector]
+        return _say(lang, f"{where[0]}的{who}", f"{who} of {where[1]}")
+    units = audience.units_for(selector, cfg, "", [])
+    people = [p for p in cfg.people if p.unit in units and role in p.roles]
+    names = _say(lang, "、", ", ").join(
+        f"{unit_words(cfg, p.unit, lang)} {p.name}" for p in people
+    ) or _say(lang, "无人", "nobody")
+    return _say(lang, f"{who}({names})", f"{who} ({names})")
+
+
+def step_when_words(step: dict[str, Any], deadline: datetime | None, lang: str) -> str:
+    """What a planned step is, in words: the notice, a reminder N before, the breach alert."""
+    kind = step["kind"]
+    if kind == "catch_up" and step["breach"]:  # declared after the deadline
+        return _say(lang, "已超时:立即补发超时告警", "already overdue: the breach alert, at once")
+    if kind == "catch_up":
+        return _say(lang, "立即补发已过时的提醒", "the reminders already past, at once")
+    if kind == "notice":
+        return _say(lang, *STEP_KIND_NAMES[kind])
+    nominal = datetime.fromisoformat(step["nominal_at"])
+    if deadline is not None and nominal < deadline:
+        before = format_duration(deadline - nominal, lang)
+        return _say(lang, f"时限前{before}提醒", f"reminder {before} before the deadline")
+    return _say(lang, "到期:超时告警", "at the deadline: breach alert")
+
+
+def steps_in_words(
+    view: dict[str, Any],
+    cfg: Config,
+    lang: str,
+    lead_unit: str | None = None,
+    co_units: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Each step of a plan (``plan_view``) as a duty officer reads it: the duty, what the step
+    is, the people it reaches (by name, when the lead unit is known; else who they are), the
+    channels it tries first and how often it repeats."""
+    names = {o["kind"]: _say(lang, o["name"], o["name_en"]) for o in view["obligations"]}
+    deadlines = {o["kind"]: datetime.fromisoformat(o["deadline"]) for o in view["obligations"]}
+    sep = _say(lang, "、", ", ")
+    out = []
+    for s in view["steps"]:
+        if lead_unit is not None:
+            people = audience.resolve(s["audience"], cfg, lead_unit, co_units or [])
+            told = [
+                _say(lang, f"{p.name}({unit_words(cfg, p.unit, lang)})",
+                     f"{p.name} ({unit_words(cfg, p.unit, lang)})")
+                for p in people
+            ]  # fmt: skip
+        else:
+            told = [audience_words(a, cfg, lang) for a in s["audience"]]
+        every = (
+            format_duration(timedelta(seconds=s["repeat_every_s"]), lang)
+            if s["repeat_every_s"]
+            else ""
+        )
+        out.append(
+            {
+                "due_at": s["due_at"],
+                "obligation": names.get(s["obligation"], s["obligation"]),
+                "what": step_when_words(s, deadlines.get(s["obligation"]), lang),
+                "breach": s["breach"],
+                "people": told,
+                "channels": [channel_words(c, lang) for c in s["channels"]],
+                "first_by": sep.join(channel_words(c, lang) for c in s["channels"]),
+                "repeat": every,
+            }
+        )
+    return out
+
+
+def plan_text(
+    view: dict[str, Any],
+    lang: str = "zh",
+    cfg: Config | None = None,
+    lead_unit: str | None = None,
+) -> str:
+    """The plan as a duty officer reads it before declaring (``responder plan``): with ``cfg``
+    each step says in words whom it reaches — by name when ``lead_unit`` is given."""
     zh = lang == "zh"
     lines = []
     rs = view["rule_set"]
     lvl = (
-        f"{view['level']} 级({view['level_name']})"
+        f"{view['level']}级({view['level_name']})"
         if zh
-        else f"level {view['level']} ({view['level_name_en']})"
+        else f"{view['level']} ({view['level_name_en']})"
     )
     lines.append(("事件级别:" if zh else "Level: ") + lvl)
     lines.append(("发生时间:" if zh else "Occurred: ") + view["occurred_at"])
@@ -124,26 +248,44 @@ def plan_text(view: dict[str, Any], lang: str = "zh") -> str:
     for o in view["obligations"]:
         name = o["name"] if zh else o["name_en"]
         flag = ("(已超时)" if zh else " (already breached)") if o["status"] == "breached" else ""
-        lines.append(f"  {o['deadline']}  {name}  [{o['within']} / {o['clock_start']}]{flag}")
+        within = format_duration(timedelta(seconds=o["within_s"]), lang)
+        lines.append(
+            f"  {o['deadline']}  {name}  [{_say(lang, f'{within}内', f'within {within}')}]{flag}"
+        )
     for r in view["after_release"]:
         name = r["name"] if zh else r["name_en"]
+        within = format_duration(timedelta(seconds=r["within_s"]), lang)
         lines.append(
-            f"  发布权威信息后,每次发布起 {r['within']} 内:{name}"
+            f"  发布权威信息后,每次发布起{within}内:{name}"
             if zh
-            else f"  after each release, within {r['within']}: {name}"
+            else f"  after each release, within {within}: {name}"
         )
     lines.append("")
     lines.append("提醒与升级:" if zh else "Alert steps:")
-    for s in view["steps"]:
-        kind = STEP_KIND_NAMES.get(s["kind"], (s["kind"], s["kind"]))[0 if zh else 1]
-        extra = ""
-        if s["repeat_every_s"]:
-            extra += f"  (+{s['repeat_every_s'] // 60} min ×)"
-        if s["collapsed"]:
-            extra += "  [" + ", ".join(s["collapsed"]) + "]"
-        lines.append(
-            f"  {s['due_at']}  {s['obligation']:<22} {s['name']:<9} {kind}  → {', '.join(s['audience'])}{extra}"
-        )
+    if cfg is None:  # without the config, the audiences as the rule set writes them
+        for s in view["steps"]:
+            kind = STEP_KIND_NAMES.get(s["kind"], (s["kind"], s["kind"]))[0 if zh else 1]
+            lines.append(
+                f"  {s['due_at']}  {s['obligation']}  {kind}  → {', '.join(s['audience'])}"
+            )
+        return "\n".join(lines) + "\n"
+    sep = _say(lang, "、", ", ")
+    for s in steps_in_words(view, cfg, lang, lead_unit):
+        extra = []
+        if s["first_by"]:
+            extra.append(_say(lang, f"先用{s['first_by']}", f"first by {s['first_by']}"))
+        if s["repeat"]:
+            extra.append(
+                _say(
+                    lang,
+                    f"此后每{s['repeat']}重复,直到完成",
+                    f"then every {s['repeat']} until done",
+                )
+            )
+        said = _say(lang, f"({';'.join(extra)})", f" ({'; '.join(extra)})") if extra else ""
+        lines.append(f"  {s['due_at']}  {s['obligation']}:{s['what']}{said}" if zh
+                     else f"  {s['due_at']}  {s['obligation']}: {s['what']}{said}")  # fmt: skip
+        lines.append(f"      → {sep.join(s['people']) or _say(lang, '无人', 'nobody')}")
     return "\n".join(lines) + "\n"
 
 

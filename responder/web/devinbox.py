@@ -23,7 +23,7 @@ from aiohttp import web
 from responder.errors import ResponderError
 from responder.web.identity import identify
 from responder.web.keys import CFG
-from responder.web.pages import render_page
+from responder.web.layout import page_language, render_page
 from responder.web.security import client_address, is_trusted_proxy
 
 INBOX = web.AppKey("dev_inbox", deque)
@@ -89,7 +89,9 @@ async def show(request: web.Request) -> web.Response:
         return web.json_response(
             list(request.app[INBOX]), dumps=lambda o: json.dumps(o, ensure_ascii=False)
         )
-    return render_page("inbox.html", {"messages": list(request.app[INBOX])})
+    return render_page(
+        "inbox.html", {"messages": list(request.app[INBOX]), "lang": page_language(request)}
+    )
 
 
 def setup(app: web.Application) -> None:

@@ -139,10 +139,14 @@ def validation_message(detail: list[dict[str, Any]]) -> tuple[str, str]:
     return f"提交的内容有误——{zh}", f"some fields are not valid — {en}"
 
 
-def _page(status: int, zh: str, en: str) -> web.Response:
-    from responder.web.pages import render_page
+def _page(request: web.Request, status: int, zh: str, en: str) -> web.Response:
+    """An error page in the visitor's language (see ``layout.page_language``)."""
+    from responder.web.layout import page_language, render_page
 
-    return render_page("error.html", {"status": status, "zh": zh, "en": en}, status=status)
+    lang = page_language(request)
+    return render_page(
+        "error.html", {"status": status, "zh": zh, "en": en, "lang": lang}, status=status
+    )
 
 
 def _retry_after(resp: web.Response, e: ResponderError) -> web.Response:
@@ -161,7 +165,7 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)
     except ResponderError as e:
         if not api:
-            return _retry_after(_page(e.status, e.zh, e.en), e)
+            return _retry_after(_page(request, e.status, e.zh, e.en), e)
         resp = json_error(e.status, e.code, e.zh, e.en, e.detail)
         if e.status == 401:  # RFC 6750: say which scheme, so a client library knows what to send
             resp.headers["WWW-Authenticate"] = BEARER
@@ -172,11 +176,11 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         detail = detail[:MAX_FIELDS_LISTED]
         if api:
             return json_error(422, "invalid", zh, en, detail)
-        return _page(422, zh, en)
+        return _page(request, 422, zh, en)
     except RequestPayloadError:  # aiohttp could not decode the body: broken gzip or chunks
         zh = "请求内容无法读取(压缩或分块编码有误),请重新发送"
         en = "the body could not be read (its compression or chunked encoding is broken)"
-        resp = json_error(400, "bad_request", zh, en) if api else _page(400, zh, en)
+        resp = json_error(400, "bad_request", zh, en) if api else _page(request, 400, zh, en)
         # Nothing more of this body can be read: end it here and close the connection after
         # the answer.  Otherwise aiohttp, draining the body after the answer, meets the same
         # error outside any handler and drops the connection unanswered (seen when the body's
@@ -193,9 +197,9 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
             raise
         code, zh, en = _HTTP_CODES.get(e.status, ("http_error", e.reason, e.reason))
         if api or e.status in (401, 429):
-            resp = json_error(e.status, code, zh, en) if api else _page(e.status, zh, en)
+            resp = json_error(e.status, code, zh, en) if api else _page(request, e.status, zh, en)
         else:
-            resp = _page(e.status, zh, en)
+            resp = _page(request, e.status, zh, en)
         for h in ("WWW-Authenticate", "Allow", "Retry-After"):
             if h in e.headers:
                 resp.headers[h] = e.headers[h]
@@ -208,4 +212,4 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         en = f"internal error (reference {ref}); please tell the administrator"
         if api:
             return json_error(500, "internal", zh, en)
-        return _page(500, zh, en)
+        return _page(request, 500, zh, en)

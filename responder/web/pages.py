@@ -1,4 +1,9 @@
-"""Pages: login, acknowledgement, the development inbox, and errors.
+"""Pages: sign-in and sign-out, acknowledgement links, the language switch.
+
+The duty officer's console (the dashboard, declaring, an incident, people and rules) is in
+:mod:`responder.web.console`, :mod:`responder.web.declare`, :mod:`responder.web.incident_page`
+and :mod:`responder.web.directory`; what all pages share (language, sessions, forms, rendering)
+in :mod:`responder.web.layout`.
 
 Jinja2 with autoescaping on: whatever a user typed is shown as text, never run.  No inline
 script or style (the CSP forbids both); every form carries the CSRF token of the session, and
@@ -11,21 +16,30 @@ import asyncio
 import json
 import math
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from responder import ack, auth, queries
+from responder import ack, auth
 from responder.config import Config
-from responder.errors import ResponderError
-from responder.paths import templates_dir
 from responder.policy.rules import LEVEL_NAMES
 from responder.timeutil import format_duration, from_db, show
 from responder.web.identity import identify
 from responder.web.keys import CFG, CLOCK, DB, SECRET
+from responder.web.layout import (
+    LANG_COOKIE,
+    LANGS,
+    StaleForm,
+    page_language,
+    pick,
+    read_form,
+    render,
+    render_page,
+    same_site_path,
+    switch_language,
+)
 from responder.web.security import (
     COOKIE,
     LOGIN_COOKIE,
@@ -41,41 +55,58 @@ from responder.web.security import (
     set_session_cookie,
 )
 
-TEMPLATES = templates_dir() / "pages"
-ENV = Environment(
-    loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True)
-)
+__all__ = ["render_page", "setup"]  # render_page: the error pages and the dev inbox use it
 LIMITER = web.AppKey("login_limiter", LoginLimiter)
-
-
-def render_page(name: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
-    html = ENV.get_template(name).render(**ctx)
-    return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
 
 
 # -- acknowledgement --------------------------------------------------------------------------
 
 
+def _ack_lang(request: web.Request, person: Any) -> str:
+    """The language the person chose on our pages (the switch), else the one their messages
+    are written in: the page goes on from the message that linked to it."""
+    if request.cookies.get(LANG_COOKIE) in LANGS:
+        return page_language(request)
+    return person.language if person is not None else page_language(request)
+
+
 def _ack_ctx(request: web.Request, row: Any) -> dict[str, Any]:
     cfg = request.app[CFG]
     person = cfg.person(row["person_id"])
+    lang = _ack_lang(request, person)
     service_alert = row["kind"] == "watchdog"  # about the service itself, for administrators
     said = json.loads(row["context"] or "{}") if service_alert else {}
+    level = row["level"]
+    settled = _settled(row, cfg)
     return {
-        "title": row["title"] or "系统告警 Service alert",
+        "lang": lang,
+        "path": request.rel_url.path,
+        "title": row["title"] or pick(lang, "系统告警", "Service alert"),
         "service_alert": service_alert,
-        "action": said.get("action", ""),
-        "action_en": said.get("action_en", ""),
-        "level": row["level"],
-        "level_name": LEVEL_NAMES.get(row["level"], "") if row["level"] else "",
+        "action": pick(lang, said.get("action", ""), said.get("action_en", "")),
+        "level": pick(lang, f"{level}级({LEVEL_NAMES[level]})", f"level {level}") if level else "",
         "drill": bool(row["drill"]),
-        "obligation": row["obligation_name"],
-        "obligation_en": row["obligation_name_en"],
+        "obligation": pick(lang, row["obligation_name"] or "", row["obligation_name_en"] or ""),
         "deadline": show(from_db(row["deadline"]), cfg.tz) if row["deadline"] else "",
         "person": person.name if person else row["person_id"],
         "acked_at": show(from_db(row["acked_at"]), cfg.tz) if row["acked_at"] else "",
-        "settled": _settled(row, cfg),
+        "settled": pick(lang, *settled) if settled else "",
+        "overdue": "" if settled else _overdue(request, row, lang),
     }
+
+
+def _overdue(request: web.Request, row: Any, lang: str) -> str:
+    """For a duty still to be done past its deadline: that it is overdue, and by how long."""
+    deadline = from_db(row["deadline"])
+    now = request.app[CLOCK].now()
+    if deadline is None or deadline >= now:
+        return ""
+    over = now - deadline
+    return pick(
+        lang,
+        f"此事项已超时 {format_duration(over)},尚未完成,请立即处理。",
+        f"This duty is overdue by {format_duration(over, 'en')} and not yet done: act now.",
+    )
 
 
 def _settled(row: Any, cfg: Config) -> tuple[str, str] | None:
@@ -107,35 +138,24 @@ async def ack_post(request: web.Request) -> web.Response:
     return render_page("ack_done.html", {**_ack_ctx(request, row), "fresh": fresh})
 
 
-# -- login ------------------------------------------------------------------------------------
+# -- sign in and out --------------------------------------------------------------------------
 
 
-class StaleForm(ResponderError):
-    """A page's form whose CSRF token is not the session's (an old tab, or another site)."""
-
-    status = 403
-
-
-async def read_form(request: web.Request) -> Any:
-    try:
-        return await request.post()
-    # Our forms are UTF-8 and url-encoded; something else sent this: not UTF-8, a charset
-    # Python does not know (LookupError), multipart without its boundary or a field's name,
-    # bad base64 in a part (binascii.Error is a ValueError).
-    except (ValueError, LookupError):
-        raise ResponderError(
-            "bad_form",
-            "表单内容无法读取(不是本站页面以 UTF-8 提交的表单),请刷新页面后重新提交",
-            "the form cannot be read (not one of our pages' UTF-8 forms); reload the page and"
-            " submit it again",
-        ) from None
-
-
-def login_form(request: web.Request, error: str = "", status: int = 200) -> web.Response:
-    """The sign-in page, its form carrying the login token for this browser's nonce."""
+def login_form(
+    request: web.Request, error: tuple[str, str] | None = None, status: int = 200
+) -> web.Response:
+    """The sign-in page, its form carrying the login token for this browser's nonce and the
+    same-site path to go back to."""
     nonce = login_nonce(request.cookies.get(LOGIN_COOKIE))
     csrf = login_token(request.app[SECRET], nonce)
-    response = render_page("login.html", {"error": error, "csrf": csrf}, status=status)
+    lang = page_language(request)
+    back = same_site_path(request.query.get("next")) or ""
+    response = render(
+        request,
+        "login.html",
+        {"error": pick(lang, *error) if error else "", "csrf": csrf, "next": back},
+        status=status,
+    )
     set_login_cookie(response, nonce, request.app[CFG].service.public_url.startswith("https"))
     return response
 
@@ -153,9 +173,11 @@ async def login_post(request: web.Request) -> web.Response:
         # is checked or counted.  The page shown carries a valid form: type again and go.
         return login_form(
             request,
-            "登录表单已失效,请重新输入用户名和密码(若仍不行,请允许本网站使用 Cookie)"
-            " / this sign-in form is no longer valid: enter your username and password again"
-            " (if it keeps happening, allow cookies for this site)",
+            (
+                "登录表单已失效,请重新输入用户名和密码(若仍不行,请允许本网站使用 Cookie)",
+                "this sign-in form is no longer valid: enter your username and password again"
+                " (if it keeps happening, allow cookies for this site)",
+            ),
             status=403,
         )
     username = str(form.get("username", ""))[:64]
@@ -167,8 +189,10 @@ async def login_post(request: web.Request) -> web.Response:
         minutes = max(1, math.ceil(wait / 60))
         response = login_form(
             request,
-            f"尝试次数过多,请 {minutes} 分钟后再试;如有急事,请联系管理员"
-            f" / too many attempts: try again in {minutes} min, or call an administrator",
+            (
+                f"尝试次数过多,请 {minutes} 分钟后再试;如有急事,请联系管理员",
+                f"too many attempts: try again in {minutes} min, or call an administrator",
+            ),
             status=429,
         )
         response.headers["Retry-After"] = str(int(wait) + 1)
@@ -180,11 +204,12 @@ async def login_post(request: web.Request) -> web.Response:
     )
     if row is None or not ok:
         limiter.fail(client, username)
-        return login_form(request, "用户名或密码不正确 / wrong username or password", status=401)
+        return login_form(request, ("用户名或密码不正确", "wrong username or password"), status=401)
     value, _csrf, sid = make_session(request.app[SECRET], row["id"], time.time())
     lasts = timedelta(seconds=SESSION_SECONDS)
     await auth.start_session(request.app[DB], sid, row["id"], request.app[CLOCK].now(), lasts)
-    response = web.HTTPSeeOther("/")
+    # Back where the visitor was going before being asked to sign in: a path on this site.
+    response = web.HTTPSeeOther(same_site_path(form.get("next")) or "/")
     set_session_cookie(response, value, request.app[CFG].service.public_url.startswith("https"))
     raise response
 
@@ -207,81 +232,12 @@ async def logout_post(request: web.Request) -> web.Response:
     raise response
 
 
-BOARD_SIZE = 100  # incidents on the start page, the most urgent first
-
-
-def _duty(o: dict[str, Any], cfg: Config, now: datetime) -> dict[str, Any]:
-    """One obligation as the duty officer reads it: its deadline to the minute, and where it
-    stands in words — time left, overdue by how long, done, or waived."""
-    deadline = datetime.fromisoformat(o["deadline"])
-    met = datetime.fromisoformat(o["met_at"]) if o["met_at"] else None
-    if o["status"] == "waived":
-        state, zh, en = "waived", "已免除", "waived"
-    elif met is not None:
-        late = o["status"] == "breached"
-        state = "late" if late else "met"
-        zh = f"{'超时后' if late else ''}已于 {show(met, cfg.tz)} 完成"
-        en = f"done {'late, ' if late else ''}at {show(met, cfg.tz)}"
-    elif deadline > now:
-        left = deadline - now
-        state, zh, en = (
-            "open",
-            f"剩余 {format_duration(left)}",
-            f"{format_duration(left, 'en')} left",
-        )
-    else:
-        over = now - deadline
-        state = "breached"
-        zh, en = f"已超时 {format_duration(over)}", f"overdue by {format_duration(over, 'en')}"
-    return {
-        "name": o["name"],
-        "name_en": o["name_en"],
-        "deadline": show(deadline, cfg.tz),
-        "state": state,
-        "zh": zh,
-        "en": en,
-        "recorded_late": o["recorded_late"],
-    }
-
-
-def _card(i: dict[str, Any], cfg: Config, now: datetime) -> dict[str, Any]:
-    unit = cfg.unit(i["lead_unit"])
-    return {
-        "id": i["id"],
-        "title": i["title"],
-        "drill": i["drill"],
-        "level": i["level"],
-        "level_name": i["level_name"],
-        "occurred": show(datetime.fromisoformat(i["occurred_at"]), cfg.tz),
-        "lead_unit": unit.name if unit else i["lead_unit"],  # by name, as people know it
-        "duties": [_duty(o, cfg, now) for o in i["obligations"]],
-    }
-
-
-async def index(request: web.Request) -> web.Response:
-    user = await identify(request)
-    if user is None or "csrf" not in user:
-        raise web.HTTPSeeOther("/login")
-    cfg = request.app[CFG]
-    now = request.app[CLOCK].now()
-    active = await queries.most_urgent(request.app[DB], cfg, BOARD_SIZE)
-    return render_page(
-        "index.html",
-        {
-            "user": user,
-            "incidents": [_card(i, cfg, now) for i in active["items"]],
-            "total": active["total"],
-            "now": show(now, cfg.tz),
-        },
-    )
-
-
 def setup(app: web.Application) -> None:
     app[LIMITER] = LoginLimiter()
-    app.router.add_get("/", index)
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login_post)
     app.router.add_post("/logout", logout_post)
+    app.router.add_get("/lang/{lang}", switch_language)
     app.router.add_get("/ack/{token}", ack_page)
     app.router.add_post("/ack/{token}", ack_post)
     app.router.add_static("/static", Path(__file__).parent / "static")
