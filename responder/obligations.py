@@ -395,8 +395,7 @@ def _latest(tx: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
     """Each kind's latest obligation (the highest seq)."""
     latest: dict[str, Any] = {}
     for r in tx.execute(
-        f"SELECT * FROM obligations WHERE incident_id = ? AND {PUBLICATION}"
-        " ORDER BY kind, seq, id",
+        f"SELECT * FROM obligations WHERE incident_id = ? AND {PUBLICATION} ORDER BY kind, seq, id",
         (incident_id,),
     ):
         latest[r["kind"]] = r
