@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import NoReturn
 
 from responder import __version__, auth, config
@@ -22,6 +23,7 @@ from responder.checks import (
 )
 from responder.clock import SystemClock
 from responder.errors import BadInput, ConfigError, ResponderError
+from responder.reports import seal
 from responder.store import Database
 from responder.store.audit import verify
 from responder.timeutil import at_most_now, from_db, next_whole_second, parse_time, show
@@ -143,6 +145,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     tl.add_argument("username", nargs="?", help="only this user's tokens")
 
+    rp = sub.add_parser(
+        "report",
+        parents=[common],
+        help="make a report (sealed in the audit log): incident, quarterly",
+    ).add_subparsers(dest="report_cmd", required=True)
+    ri = rp.add_parser("incident", parents=[common], help="the per-incident report")
+    ri.add_argument("incident_id")
+    rq = rp.add_parser("quarterly", parents=[common], help="the quarterly notice of every unit")
+    rq.add_argument("--year", required=True, type=_year)
+    rq.add_argument("--quarter", required=True, type=int, choices=[1, 2, 3, 4])
+    for r in (ri, rq):
+        r.add_argument("--format", choices=["html", "csv", "json"], default="html")
+        r.add_argument("--out", metavar="FILE", help="write it to FILE (default: standard output)")
+
     va = sub.add_parser("verify-audit", parents=[common], help="prove the audit log is intact")
     va.add_argument(
         "--expect",
@@ -172,6 +188,7 @@ _port = _whole_number(
     "端口须为 1—65535 的整数(--port 或 $RESPONDER_PORT)",
     "the port must be a whole number from 1 to 65535 (--port or $RESPONDER_PORT)",
 )
+_year = _whole_number(2999, "年份须为 2000—2999 的整数", "the year must be from 2000 to 2999")
 # A token's id as `token list` shows it (SQLite integers stop at 2**63 - 1).
 _token_id = _whole_number(
     2**63 - 1, "令牌编号须为 token list 显示的数字", "a token id is the number token list shows"
@@ -247,6 +264,8 @@ async def _run(args: argparse.Namespace, cfg: config.Config, lang: str) -> int:
     async with Database(cfg.service.database) as db:
         if args.command == "verify-audit":
             return await _verify_audit(args, db)
+        if args.command == "report":
+            return await _report(args, db, cfg, clock)
         if args.command == "user":
             return await _user(args, db, cfg, clock)
         if args.command == "token":
@@ -267,6 +286,11 @@ async def _verify_audit(args: argparse.Namespace, db: Database) -> int:
     verdict = await verify(db.reader, expect)
     if not verdict.ok:
         return _fail(f"审计日志已被篡改 audit log tampered: {verdict.problem}")
+    # The evidence decisions and reports rested on, sealed into their entries.
+    changed = await seal.check(db)
+    if changed:
+        more = f" (+{len(changed) - 1})" if len(changed) > 1 else ""
+        return _fail(f"证据记录已被篡改 evidence tampered: {changed[0]}{more}")
     # Keep the head somewhere else (a log, a ticket) and pass it back with --expect: the
     # chain alone cannot show that its newest entries were cut off.
     line = f"OK: audit log intact, {verdict.entries} entries"
@@ -318,6 +342,32 @@ async def _user(
     password = None if args.no_password else _password()
     await auth.add_user(db, args.username, args.role, password, clock.now(), cli_actor())
     print(f"OK: 已添加用户 {args.username}({args.role}) / user {args.username} ({args.role}) added")
+    return 0
+
+
+async def _report(
+    args: argparse.Namespace, db: Database, cfg: config.Config, clock: SystemClock
+) -> int:
+    from responder.ops import Ops
+    from responder.reports import render
+
+    ops = Ops(db, cfg, clock)
+    if args.report_cmd == "incident":
+        report = await render.incident_report(ops, args.incident_id, cli_actor())
+    else:
+        report = await render.quarterly_report(ops, args.year, args.quarter, cli_actor())
+    text = render.render(report, args.format)
+    if args.out:
+        try:
+            await asyncio.to_thread(Path(args.out).write_text, text, "utf-8", None, "")
+        except OSError as e:
+            return _fail(f"无法写入 cannot write {args.out}: {e.strerror or e}")
+    else:
+        sys.stdout.write(text)
+    audit = report["audit"]
+    if not audit["verified"]:
+        return _fail(f"审计链校验未通过 audit chain NOT verified: {audit['problem']}")
+    print(f"OK: 审计链已校验 audit chain verified; head {audit['head']}", file=sys.stderr)
     return 0
 
 

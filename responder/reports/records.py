@@ -64,6 +64,7 @@ def decision_views(rows: list[Any], cfg: Config) -> list[dict[str, Any]]:
     return [
         {
             "id": d["id"],
+            "record_id": d["record_id"],
             "action": d["action"],
             "measure": d["measure"],
             **accountability.measure_names(d["measure"]),
