@@ -18,7 +18,7 @@ from responder.engine.runner import Engine
 from responder.ops import Ops
 from responder.secret import load_secret
 from responder.store import Database
-from responder.web import api, devinbox, health, pages
+from responder.web import api, devinbox, health, pages, review
 from responder.web.access import access_log
 from responder.web.errors import errors
 from responder.web.keys import CFG, CLOCK, DB, ENGINE, OPS, SECRET
@@ -70,6 +70,7 @@ def create_app(
     app.cleanup_ctx.append(lifecycle)
     api.setup(app)
     pages.setup(app)
+    review.setup(app)
     health.setup(app)
     if cfg.service.dev_inbox:
         devinbox.setup(app)
