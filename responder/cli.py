@@ -13,6 +13,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import NoReturn
 from urllib.parse import quote
 
@@ -27,6 +28,7 @@ from responder.checks import (
 )
 from responder.clock import SystemClock
 from responder.errors import BadInput, ConfigError, Conflict, ResponderError
+from responder.reports import seal
 from responder.secret import load_secret
 from responder.store import Database
 from responder.store.audit import Verdict, verify
@@ -153,6 +155,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     tl.add_argument("username", nargs="?", help="only this user's tokens")
 
+    rp = sub.add_parser(
+        "report",
+        parents=[common],
+        help="make a report (sealed in the audit log): incident, quarterly",
+    ).add_subparsers(dest="report_cmd", required=True)
+    ri = rp.add_parser("incident", parents=[common], help="the per-incident report")
+    ri.add_argument("incident_id")
+    rq = rp.add_parser("quarterly", parents=[common], help="the quarterly notice of every unit")
+    rq.add_argument("--year", required=True, type=_year)
+    rq.add_argument("--quarter", required=True, type=int, choices=[1, 2, 3, 4])
+    for r in (ri, rq):
+        r.add_argument("--format", choices=["html", "csv", "json"], default="html")
+        r.add_argument("--out", metavar="FILE", help="write it to FILE (default: standard output)")
+
     va = sub.add_parser("verify-audit", parents=[common], help="prove the audit log is intact")
     va.add_argument(
         "--expect",
@@ -182,6 +198,7 @@ _port = _whole_number(
     "端口须为 1—65535 的整数(--port 或 $RESPONDER_PORT)",
     "the port must be a whole number from 1 to 65535 (--port or $RESPONDER_PORT)",
 )
+_year = _whole_number(2999, "年份须为 2000—2999 的整数", "the year must be from 2000 to 2999")
 # A token's id as `token list` shows it (SQLite integers stop at 2**63 - 1).
 _token_id = _whole_number(
     2**63 - 1, "令牌编号须为 token list 显示的数字", "a token id is the number token list shows"
@@ -259,6 +276,8 @@ async def _run(args: argparse.Namespace, cfg: config.Config, lang: str) -> int:
     async with Database(cfg.service.database) as db:
         if "list" not in (getattr(args, "user_cmd", None), getattr(args, "token_cmd", None)):
             _key_audit(db, cfg)  # the command writes: its audit entry is keyed like the service's
+        if args.command == "report":
+            return await _report(args, db, cfg, clock)
         if args.command == "user":
             return await _user(args, db, cfg, clock)
         if args.command == "token":
@@ -322,10 +341,15 @@ async def _verify_audit(args: argparse.Namespace, cfg: config.Config) -> int:
         # writing (its first keyed entry marks audit_keyed in the same transaction).
         await conn.execute("BEGIN")
         verdict = await verify(conn, expect, secret)
+        # The evidence decisions and reports rested on, sealed into their entries.
+        changed = await seal.check(conn) if verdict.ok else []
     finally:
         await conn.close()
     if not verdict.ok:
         return _fail(_verdict_line(verdict, cfg))
+    if changed:
+        more = f" (+{len(changed) - 1})" if len(changed) > 1 else ""
+        return _fail(f"证据记录已被篡改 evidence tampered: {changed[0]}{more}")
     # Keep the head somewhere else (a log, a ticket) and pass it back with --expect: the
     # chain alone cannot show that its newest entries were cut off.  (The service sends one to
     # the administrators daily and at every close.)
@@ -446,6 +470,32 @@ async def _not_taken(db: Database, username: str) -> None:
             f"用户 {taken} 已存在;如需为其设置密码,请用 responder user password {taken}",
             f"user {taken} exists; to set its password: responder user password {taken}",
         )
+
+
+async def _report(
+    args: argparse.Namespace, db: Database, cfg: config.Config, clock: SystemClock
+) -> int:
+    from responder.ops import Ops
+    from responder.reports import render
+
+    ops = Ops(db, cfg, clock)
+    if args.report_cmd == "incident":
+        report = await render.incident_report(ops, args.incident_id, cli_actor())
+    else:
+        report = await render.quarterly_report(ops, args.year, args.quarter, cli_actor())
+    text = render.render(report, args.format)
+    if args.out:
+        try:
+            await asyncio.to_thread(Path(args.out).write_text, text, "utf-8", None, "")
+        except OSError as e:
+            return _fail(f"无法写入 cannot write {args.out}: {e.strerror or e}")
+    else:
+        sys.stdout.write(text)
+    audit = report["audit"]
+    if not audit["verified"]:
+        return _fail(f"审计链校验未通过 audit chain NOT verified: {audit['problem']}")
+    print(f"OK: 审计链已校验 audit chain verified; head {audit['head']}", file=sys.stderr)
+    return 0
 
 
 def _terminal() -> bool:

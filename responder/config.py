@@ -139,6 +139,114 @@ class Alerts(_Strict):
         return self
 
 
+# The measures a reviewer may decide (the legal vocabulary; the ladder in the config only
+# chooses among them).  "exempt" (免责) is a decision, never proposed by a rung.
+MEASURES: dict[str, tuple[str, str]] = {
+    "criticism": ("通报批评", "notified criticism"),
+    "interview": ("约谈", "admonishment interview"),
+    "correction": ("限期整改", "correction within a deadline"),
+    "exempt": ("免责", "exempted"),
+}
+
+
+class Rung(_Strict):
+    """One rung of the accountability ladder: the measure proposed when any of its conditions
+    holds (a rung without conditions always holds: the last one, for a first breach)."""
+
+    measure: str
+    # The same unit breached (on another incident, not exempted) in this many months before.
+    repeat_within_months: int | None = Field(None, ge=1, le=120)
+    # This breach overran its deadline by more than this.
+    overrun_over: timedelta | None = None
+    # The measure comes with a correction (限期整改) due this long after the decision.
+    correction_within: timedelta | None = None
+
+    @field_validator("measure")
+    @classmethod
+    def _measure(cls, v: str) -> str:
+        if v not in MEASURES or v == "exempt":
+            known = ", ".join(m for m in MEASURES if m != "exempt")
+            raise ValueError(f"unknown measure '{v}' (known: {known})")
+        return v
+
+    @field_validator("overrun_over", "correction_within", mode="before")
+    @classmethod
+    def _d(cls, v: object) -> object:
+        return config_duration(v)
+
+    @field_validator("overrun_over", "correction_within")
+    @classmethod
+    def _bounded(cls, v: timedelta | None) -> timedelta | None:
+        return None if v is None else within_bounds(v, timedelta(minutes=1), timedelta(days=366))
+
+    @property
+    def conditional(self) -> bool:
+        return self.repeat_within_months is not None or self.overrun_over is not None
+
+
+def _default_ladder() -> list[Rung]:
+    return [
+        Rung(
+            measure="interview",
+            repeat_within_months=12,
+            overrun_over=timedelta(hours=4),
+            correction_within=timedelta(days=30),
+        ),
+        Rung(measure="criticism"),
+    ]
+
+
+class Accountability(_Strict):
+    """The review of breaches: the ladder of proposed measures (first rung that holds wins)
+    and the reminders of a correction deadline to the unit's head."""
+
+    ladder: list[Rung] = Field(default_factory=_default_ladder, min_length=1)
+    # Before a correction deadline, the unit's head is reminded at these offsets (negative),
+    # then at the deadline, and again every `correction_overdue_every` while it is overdue.
+    correction_reminders: list[timedelta] = Field(
+        default_factory=lambda: [-timedelta(days=7), -timedelta(days=1)]
+    )
+    correction_overdue_every: timedelta = timedelta(days=1)
+    # A correction a reviewer asks for without saying by when: due this long after.
+    correction_within: timedelta = timedelta(days=30)
+
+    @field_validator("correction_reminders", mode="before")
+    @classmethod
+    def _ds(cls, v: object) -> object:
+        return [config_duration(x) for x in v] if isinstance(v, list) else v
+
+    @field_validator("correction_reminders")
+    @classmethod
+    def _before(cls, v: list[timedelta]) -> list[timedelta]:
+        for d in v:
+            within_bounds(d, -timedelta(days=366), -timedelta(minutes=1))
+        return v
+
+    @field_validator("correction_overdue_every", "correction_within", mode="before")
+    @classmethod
+    def _d(cls, v: object) -> object:
+        return config_duration(v)
+
+    @field_validator("correction_overdue_every")
+    @classmethod
+    def _every(cls, v: timedelta) -> timedelta:
+        return within_bounds(v, timedelta(hours=1), timedelta(days=7))
+
+    @field_validator("correction_within")
+    @classmethod
+    def _within(cls, v: timedelta) -> timedelta:
+        return within_bounds(v, timedelta(hours=1), timedelta(days=366))
+
+    @model_validator(mode="after")
+    def _ends_unconditional(self) -> Accountability:
+        *upper, last = self.ladder
+        if last.conditional:
+            raise ValueError("ladder: the last rung must have no condition (a first breach)")
+        if any(not r.conditional for r in upper):
+            raise ValueError("ladder: only the last rung may be without a condition")
+        return self
+
+
 class Unit(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     name: str
@@ -178,6 +286,7 @@ class Person(_Strict):
 class Config(_Strict):
     service: Service = Field(default_factory=Service)
     alerts: Alerts = Field(default_factory=Alerts)
+    accountability: Accountability = Field(default_factory=Accountability)
     channels: dict[str, str] = Field(default_factory=dict)
     units: list[Unit] = Field(default_factory=list)
     people: list[Person] = Field(default_factory=list)

@@ -115,6 +115,17 @@ API_CODES: dict[str, tuple[int, str]] = {
         "the database cannot be written (its disk is full, or it is read-only or failing);"
         " nothing was changed: send the same request again after Retry-After seconds",
     ),
+    # the accountability review
+    "already_decided": (409, "the record is decided; correct it with `corrects`"),
+    "not_decided": (409, "the record has no decision to correct"),
+    "not_current_decision": (409, "`corrects` must name the record's current decision"),
+    "correction_required_missing": (422, "a correction (限期整改) needs correction_required"),
+    "correction_due_in_past": (422, "the correction deadline is not after now"),
+    "no_interview_decided": (409, "the current decision is not an interview (约谈)"),
+    "interview_recorded": (409, "the interview is already recorded; it is never changed"),
+    "correction_due_before_interview": (422, "the correction deadline is before the interview"),
+    "no_open_correction": (409, "the record has no correction waiting for its report"),
+    "report_before_correction": (422, "the report is dated before the correction was asked"),
     "internal": (500, "a fault of the service (the message gives its reference)"),
 }
 # Raised elsewhere: the command line (one line on stderr, exit 1) and the pages.
@@ -125,4 +136,5 @@ NOT_API_CODES = {
     "secret_unavailable", "templates_missing", "channel_not_understood", "no_password",
     "ack_not_found", "too_many_requests", "bad_form", "stale_form", "dev_inbox_closed",
     "form_used",
+    "bad_quarter",
 }  # fmt: skip

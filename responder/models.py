@@ -222,6 +222,10 @@ def _whole_number(v: object) -> object:
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
+# A row's id in a body (a press conference, a decision): a whole number, 475513.0 included.
+RowId = Annotated[StrictInt, Field(ge=1, le=2**62 - 1), BeforeValidator(_whole_number)]
+
+
 Text = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=4000),
@@ -330,9 +334,9 @@ class ReschedulePressConference(_In):
 
 
 class PressConferenceHeld(_In):
-    press_conference_id: (
-        Annotated[StrictInt, Field(ge=1, le=2**62 - 1), BeforeValidator(_whole_number)] | None
-    ) = Field(None, description="the scheduled conference this was; omit if none was scheduled")
+    press_conference_id: RowId | None = Field(
+        None, description="the scheduled conference this was; omit if none was scheduled"
+    )
     held_at: AwareTime = _checked(MILESTONE)
     venue: ShortText = ""
     spokesperson: ShortText = ""

@@ -40,6 +40,11 @@ from responder.rows import Step
 from responder.timeutil import from_db, to_db
 
 LIVE = "status IN ('open', 'breached') AND met_at IS NULL"  # a duty still to be done
+# A correction (限期整改) asked of a unit after a breach is kept on an obligation of its own,
+# so that the engine reminds the unit's head as the deadline nears (see start_correction).
+CORRECTION = "correction"
+# Obligations that a publication rule set made (not a correction's clock).
+PUBLICATION = f"kind != '{CORRECTION}'"
 
 
 def _t(row: Any, key: str) -> datetime:
@@ -187,7 +192,9 @@ def breach(tx: sqlite3.Connection, cfg: Config, obligation_id: int, at: datetime
 
     Conditional on ``status = 'open'``: whoever gets here first (the scheduler firing the
     deadline step, or a milestone recorded after the deadline) does it, exactly once.
-    Returns the accountability record's id, or None when the obligation was not open.
+    Returns the accountability record's id, or None when the obligation was not open, or
+    when no record is opened: a drill's breach is an exercise, not a unit's failure, and an
+    overdue correction is the same record's matter, not a new one.
     """
     cur = tx.execute(
         "UPDATE obligations SET status = 'breached', breached_at = deadline"
@@ -197,13 +204,15 @@ def breach(tx: sqlite3.Connection, cfg: Config, obligation_id: int, at: datetime
     if cur.rowcount == 0:
         return None
     row = tx.execute(
-        "SELECT o.incident_id, o.deadline, o.kind, o.name, i.lead_unit"
+        "SELECT o.incident_id, o.deadline, o.kind, o.name, o.name_en, o.level, o.rule_set_id,"
+        " o.within_s, i.lead_unit, i.drill"
         " FROM obligations o JOIN incidents i ON i.id = o.incident_id WHERE o.id = ?",
         (obligation_id,),
     ).fetchone()
     assert row is not None
+    if row["drill"] or row["kind"] == CORRECTION:
+        return None
     head = responsible_person(cfg, row["lead_unit"])
-    evidence = {"obligation": row["kind"], "obligation_name": row["name"]}
     cur = tx.execute(
         "INSERT INTO accountability_records (incident_id, obligation_id, unit, responsible_person,"
         " deadline, breached_at, evidence, created_at) VALUES (?,?,?,?,?,?,?,?)",
@@ -214,11 +223,30 @@ def breach(tx: sqlite3.Connection, cfg: Config, obligation_id: int, at: datetime
             head.id if head else None,
             row["deadline"],
             row["deadline"],
-            json.dumps(evidence, ensure_ascii=False),
+            json.dumps(_grounds(cfg, row), ensure_ascii=False),
             to_db(at),
         ),
     )
     return cur.lastrowid
+
+
+def _grounds(cfg: Config, ob: Any) -> dict[str, Any]:
+    """What set the limit, frozen into the record when it opens: the rule set and the clause
+    as they read then (the files may be edited before the review), and the person who was the
+    unit's head then (recorded in its column)."""
+    rules = next((r for r in cfg.rule_sets if r.id == ob["rule_set_id"]), None)
+    rule = rules.obligation(ob["kind"]) if rules else None
+    return {
+        "obligation": ob["kind"],
+        "obligation_name": ob["name"],
+        "obligation_name_en": ob["name_en"],
+        "level": ob["level"],
+        "within_s": ob["within_s"],
+        "rule_set": ob["rule_set_id"],
+        "rule_set_title": rules.title if rules else "",
+        "rule_set_title_en": rules.title_en if rules else "",
+        "clause": (rule.basis if rule and rule.basis else rules.basis if rules else ""),
+    }
 
 
 def _settle(
@@ -367,7 +395,8 @@ def _latest(tx: sqlite3.Connection, incident_id: str) -> dict[str, Any]:
     """Each kind's latest obligation (the highest seq)."""
     latest: dict[str, Any] = {}
     for r in tx.execute(
-        "SELECT * FROM obligations WHERE incident_id = ? ORDER BY kind, seq, id", (incident_id,)
+        f"SELECT * FROM obligations WHERE incident_id = ? AND {PUBLICATION} ORDER BY kind, seq, id",
+        (incident_id,),
     ):
         latest[r["kind"]] = r
     return latest
@@ -452,19 +481,23 @@ def close(
     """The incident closes: what is overdue is breached, the rest waived; every pending step
     and queued message of the incident stops (a breach's repeats too).  Returns the kinds
     ``breached`` and ``waived``."""
+    # A correction's clock outlives the incident: the review comes after it is over.
+    corrections = f"SELECT id FROM obligations WHERE incident_id = ? AND kind = '{CORRECTION}'"
     open_obs = tx.execute(
-        "SELECT id, kind, deadline FROM obligations WHERE incident_id = ? AND status = 'open'",
+        "SELECT id, kind, deadline FROM obligations WHERE incident_id = ? AND status = 'open'"
+        f" AND {PUBLICATION}",
         (incident_id,),
     ).fetchall()
     tx.execute(
         "UPDATE steps SET status = 'cancelled', cancelled_at = ?"
-        " WHERE incident_id = ? AND status = 'pending'",
-        (to_db(now), incident_id),
+        f" WHERE incident_id = ? AND status = 'pending' AND obligation_id NOT IN ({corrections})",
+        (to_db(now), incident_id, incident_id),
     )
     tx.execute(
         "UPDATE notifications SET status = 'cancelled', last_error = 'incident closed'"
-        " WHERE incident_id = ? AND status = 'queued' AND kind != 'watchdog'",
-        (incident_id,),
+        " WHERE incident_id = ? AND status = 'queued' AND kind != 'watchdog'"
+        f" AND (obligation_id IS NULL OR obligation_id NOT IN ({corrections}))",
+        (incident_id, incident_id),
     )
     kinds = {ob["id"]: ob["kind"] for ob in open_obs}
     to_breach, to_waive = plan_close({ob["id"]: _t(ob, "deadline") for ob in open_obs}, now)
@@ -473,3 +506,122 @@ def close(
     for ob_id in to_waive:
         waive(tx, ob_id, f"事件已关闭:{reason}", now)
     return {"breached": [kinds[i] for i in to_breach], "waived": [kinds[i] for i in to_waive]}
+
+
+# -- a correction's clock (限期整改) ------------------------------------------------------------
+
+
+def start_correction(
+    tx: sqlite3.Connection, cfg: Config, record: Any, due_at: datetime, now: datetime
+) -> int:
+    """Start the clock of a correction asked of the record's unit: an obligation of kind
+    ``correction`` due at ``due_at``, whose steps tell the unit's head now, remind them at the
+    configured times before the deadline, and again every ``correction_overdue_every`` once it
+    is overdue, until the correction report is in.  The scheduler fires them as any other step
+    (even after the incident closed).  Returns the obligation's id."""
+    ob = tx.execute(
+        "SELECT incident_id, level, rule_set_id FROM obligations WHERE id = ?",
+        (record["obligation_id"],),
+    ).fetchone()
+    (seq,) = tx.execute(
+        f"SELECT COUNT(*) + 1 FROM obligations WHERE incident_id = ? AND kind = '{CORRECTION}'",
+        (ob["incident_id"],),
+    ).fetchone()
+    cur = tx.execute(
+        "INSERT INTO obligations (incident_id, kind, seq, name, name_en, milestone, level,"
+        " rule_set_id, clock_start_kind, clock_start_at, within_s, deadline, status,"
+        " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'open',?)",
+        (
+            ob["incident_id"],
+            CORRECTION,
+            seq,
+            "提交整改报告",
+            "Correction report submitted",
+            "correction_report",
+            ob["level"],
+            ob["rule_set_id"],
+            "decided_at",
+            to_db(now),
+            int((due_at - now).total_seconds()),
+            to_db(due_at),
+            to_db(now),
+        ),
+    )
+    obligation_id = cur.lastrowid
+    assert obligation_id is not None
+    plan = cfg.accountability
+    audience = (f"head@{record['unit']}",)
+    steps = [("decided", "notice", now)]
+    steps += [
+        (f"T{_offset(d)}", "reminder", due_at + d)
+        for d in sorted(plan.correction_reminders)
+        if due_at + d > now  # a reminder already past would only repeat the notice
+    ]
+    for name, kind, at in steps:
+        insert_step(
+            tx,
+            ob["incident_id"],
+            obligation_id,
+            PlannedStep("", 0, name, kind, at, at, audience, ()),
+        )
+    insert_step(
+        tx,
+        ob["incident_id"],
+        obligation_id,
+        PlannedStep(
+            "",
+            0,
+            "deadline",
+            "deadline",
+            due_at,
+            due_at,
+            audience,
+            (),
+            is_deadline=True,
+            repeat_every=plan.correction_overdue_every,
+        ),
+    )
+    return obligation_id
+
+
+def _offset(d: timedelta) -> str:
+    """-7d, -1d, -12h: a reminder's name, as the config writes it."""
+    seconds = int(-d.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"-{seconds // size}{unit}"
+    return f"-{seconds}s"
+
+
+def settle_correction(
+    tx: sqlite3.Connection, cfg: Config, obligation_id: int, received_at: datetime, now: datetime
+) -> bool:
+    """The correction report came in at ``received_at``: the clock stops; met when in time,
+    else it stays overdue (breached) with the time it came.  Returns whether it was in time."""
+    ob = tx.execute("SELECT * FROM obligations WHERE id = ?", (obligation_id,)).fetchone()
+    deadline = _t(ob, "deadline")
+    in_time = received_at <= deadline
+    if not in_time:
+        breach(tx, cfg, obligation_id, now)  # opens no record: a correction's own clock
+    tx.execute(
+        "UPDATE obligations SET status = ?, met_at = ?, met_recorded_at = ?, recorded_late = ?"
+        " WHERE id = ? AND status IN ('open', 'breached')",
+        (
+            "met" if in_time else "breached",
+            to_db(received_at),
+            to_db(now),
+            int(in_time and now > deadline),
+            obligation_id,
+        ),
+    )
+    _cancel_steps(tx, obligation_id, now)
+    _cancel_queued(tx, obligation_id)
+    return in_time
+
+
+def withdraw_correction(
+    tx: sqlite3.Connection, obligation_id: int, reason: str, now: datetime
+) -> None:
+    """A corrected decision no longer asks for this correction: its reminders stop (an
+    overdue one too)."""
+    waive(tx, obligation_id, reason, now)  # stops its steps and queued messages in any state

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from responder import incidents, milestones
+from responder import accountability, incidents, milestones
+from responder.accountability import CorrectionReport, Decide, RecordInterview
 from responder.clock import Clock
 from responder.config import Config
 from responder.idempotency import Once, remember, replay
@@ -210,3 +211,50 @@ class Ops:
         )
         self._done("press conference held", incident_id, actor, once, met=len(result["met"]))
         return result
+
+    # -- the accountability review ---------------------------------------------------------
+    # No Idempotency-Key here: a decision sent twice is refused (409, already decided), and
+    # the keys table belongs to incidents.
+
+    async def decide(self, record_id: int, data: Decide, actor: str) -> dict[str, Any]:
+        """Decide a record, or correct its current decision (``data.corrects``)."""
+        now = self.clock.now()
+        result = await self.db.transact(
+            lambda tx: accountability.decide(tx, self.cfg, record_id, data, actor, now)
+        )
+        self._done("record decided", f"record {record_id}", actor, None, measure=result["measure"])
+        return result
+
+    async def record_interview(
+        self, record_id: int, data: RecordInterview, actor: str
+    ) -> dict[str, Any]:
+        now = self.clock.now()
+        data, _ = clock_ahead(data, ("held_at",), now)
+        result = await self.db.transact(
+            lambda tx: accountability.record_interview(tx, self.cfg, record_id, data, actor, now)
+        )
+        self._done("interview recorded", f"record {record_id}", actor, None)
+        return result
+
+    async def record_correction_report(
+        self, record_id: int, data: CorrectionReport, actor: str
+    ) -> dict[str, Any]:
+        now = self.clock.now()
+        data, _ = clock_ahead(data, ("received_at",), now)
+        result = await self.db.transact(
+            lambda tx: accountability.record_correction_report(
+                tx, self.cfg, record_id, data, actor, now
+            )
+        )
+        self._done("correction report recorded", f"record {record_id}", actor, None)
+        return result
+
+    async def seal_report(
+        self, subject: str, sealed: dict[str, Any], facts: dict[str, Any], actor: str
+    ) -> tuple[int, str]:
+        """Record that a report was made, sealing the rows it shows; returns its audit entry
+        (sequence number and hash): the head the report prints."""
+        now = self.clock.now()
+        return await self.db.transact(
+            lambda tx: accountability.seal_report(tx, subject, sealed, facts, actor, now)
+        )

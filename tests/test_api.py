@@ -658,7 +658,7 @@ async def test_notifications_are_sent_and_contacts_masked(web: Web) -> None:
     assert metrics.status == 200
     body = await metrics.text()
     assert 'responder_incidents_active{level="II",drill="false"} 1' in body
-    assert 'responder_obligations{status="open"} 2' in body
+    assert 'responder_obligations{status="open",drill="false"} 2' in body
     assert re.search(r'responder_notifications\{channel="sms",status="sent"\} \d+', body)
     assert "# TYPE responder_send_duration_seconds histogram" in body
     assert re.search(

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from responder.accountability import Decide
 from responder.models import (
     ChangeLevel,
     CloseIncident,
@@ -23,7 +24,7 @@ from responder.models import (
     ReschedulePressConference,
     SchedulePressConference,
 )
-from responder.web.api import ROUTES, IncidentQuery, PlanQuery, RecordQuery
+from responder.web.api import ROUTES, IncidentQuery, PlanQuery, QuarterlyQuery, RecordQuery
 from responder.web.routing import Route
 from tests.web_helpers import ROLES, UNAUTHENTICATED, Web, assert_error_body
 
@@ -47,6 +48,7 @@ def sample_body(model: type[BaseModel], web: Web, ids: dict[str, Any]) -> dict[s
             "held_at": web.at(minutes=-1),
             "principal_leader_spoke": True,
         },
+        Decide: {"action": "accept"},
     }
     return samples.get(model, {})
 
@@ -56,6 +58,7 @@ def sample_query(model: type[BaseModel] | None, web: Web) -> dict[str, str]:
         IncidentQuery: {"status": "active"},
         RecordQuery: {},
         PlanQuery: {"level": "II", "occurred_at": web.at(hours=-1)},
+        QuarterlyQuery: {"year": "2026", "quarter": "4"},
     }
     return samples.get(model, {}) if model is not None else {}
 

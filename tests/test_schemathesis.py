@@ -36,6 +36,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from responder.accountability import Decide
 from responder.clock import FakeClock
 from responder.config import Config
 from responder.models import (
@@ -164,6 +165,22 @@ async def seed(app: web.Application, clock: FakeClock) -> tuple[dict[str, str], 
         ids[1], SchedulePressConference(scheduled_at=now + timedelta(hours=2)), "test"
     )
     await ops.close(ids[3], CloseIncident(reason="误报"), "test")
+    # Accountability records: #1 (ids[0]) stays open for decisions; two more, decided, for
+    # the interview (约谈) and the correction report (限期整改).
+    for _ in range(2):
+        await ops.declare(
+            DeclareIncident(
+                title="种子事件 超时", category="accident", level="II",
+                occurred_at=now - timedelta(hours=6), lead_unit="health",
+            ),
+            "test",
+        )  # fmt: skip
+    await ops.decide(2, Decide(action="change", measure="interview", reason="种子"), "test")
+    await ops.decide(
+        3,
+        Decide(action="change", measure="correction", reason="种子", correction_required="整改"),
+        "test",
+    )
     # The engine sends the first wave to the app's own development inbox: real notifications
     # (with attempts) for the notification and accountability answers.
     async with asyncio.timeout(20):
@@ -206,6 +223,10 @@ def _plausible(world: World, draw: int) -> dict[str, Any]:
         "lead_unit": ["emergency", "health", "publicity"][draw % 3],
         "co_units": [["gov-office"], [], ["health", "publicity"]][draw % 3],
         "press_conference_id": [world.press_conference, None][draw % 2],
+        "received_at": rfc3339(world.now),  # when the seeded correction was asked
+        "correction_due_at": rfc3339(world.now + timedelta(days=30)),
+        "year": 2026,
+        "corrects": None,
     }
 
 
@@ -218,6 +239,12 @@ def steered(operation: Any, world: World) -> Any:
         values = _plausible(world, draw)
         if case.path_parameters and "incident_id" in case.path_parameters:
             case.path_parameters["incident_id"] = incident
+        if case.path_parameters and "record_id" in case.path_parameters:
+            # The open record for decisions; the interview's and the correction's otherwise.
+            path = case.operation.path
+            case.path_parameters["record_id"] = (
+                2 if path.endswith("/interview") else 3 if path.endswith("report") else 1
+            )
         if case.path_parameters and "press_conference_id" in case.path_parameters:
             case.path_parameters["press_conference_id"] = world.press_conference
             case.path_parameters["incident_id"] = world.incidents[1]  # the conference's

@@ -39,6 +39,7 @@ ACTIONS = {
     ),
     "press_conference": ("请尽快组织召开新闻发布会", "Hold the press conference"),
     "follow_up_release": ("请发布事件最新进展", "Publish the next update"),
+    "correction": ("请按期完成整改并提交整改报告", "Complete the correction and send its report"),
 }
 OVERDUE_ACTIONS = {
     "authoritative_release": (
@@ -52,6 +53,10 @@ OVERDUE_ACTIONS = {
     "follow_up_release": (
         "持续发布已超时,请立即发布最新进展",
         "The follow-up is overdue: publish the latest update now",
+    ),
+    "correction": (
+        "整改期限已过,请立即提交整改报告",
+        "The correction deadline has passed: send the correction report now",
     ),
 }
 

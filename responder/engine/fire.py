@@ -91,7 +91,9 @@ def fire_obligation(
     )
     ob = cur.fetchone()
     assert ob is not None
-    if ob["incident_status"] != "active" or ob["met_at"] is not None or ob["status"] == "waived":
+    # A correction's clock (限期整改) runs on after the incident closed: the review comes later.
+    over = ob["incident_status"] != "active" and ob["kind"] != obligations.CORRECTION
+    if over or ob["met_at"] is not None or ob["status"] == "waived":
         return 0, lateness  # nothing to say any more; the steps are spent
 
     breached_now = False

@@ -421,6 +421,11 @@ class Database:
         assert self._writer is not None, "database not open"
         self._writer.server_secret = secret
 
+    @property
+    def server_secret(self) -> bytes | None:
+        """The secret given by :meth:`use_secret` (to authenticate keyed entries), if any."""
+        return getattr(self._writer, "server_secret", None)
+
     def file_state(self) -> FileState:
         """Whether the path still names the file this database opened: ``same``, ``gone`` (it
         was deleted or moved) or ``replaced`` (another file is there now).

@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from responder import queries
+from responder.accountability import CorrectionReport, Decide, RecordInterview
 from responder.errors import BadInput, ResponderError
 from responder.idempotency import Once
 from responder.models import (
@@ -26,13 +27,14 @@ from responder.models import (
     SchedulePressConference,
 )
 from responder.ops import Ops
+from responder.reports import records, render
 from responder.timeutil import at_most_now, next_whole_second, parse_time
 from responder.views import preview
 from responder.web import schemas
 from responder.web.bodies import read_body
 from responder.web.identity import actor, require
 from responder.web.keys import CFG, CLOCK, DB, OPS, request_key
-from responder.web.routing import OPERATE, READ, Route, openapi
+from responder.web.routing import OPERATE, READ, REVIEW, Route, openapi
 
 ROUTE = request_key("route", Route)
 
@@ -182,6 +184,17 @@ class RecordQuery(_Query):
     incident_id: str | None = Field(None, max_length=64)
     unit: str | None = Field(None, max_length=64)
     status: Literal["open", "decided"] | None = None
+
+
+class ReportQuery(_Query):
+    format: Literal["json", "csv", "html"] = Field(
+        "json", description="html: printable (A4); csv: the timeline or the figures"
+    )
+
+
+class QuarterlyQuery(ReportQuery):
+    year: int = Field(ge=2000, le=2999)
+    quarter: int = Field(ge=1, le=4)
 
 
 # -- handlers -------------------------------------------------------------------------------
@@ -353,6 +366,72 @@ async def get_accountability(request: web.Request) -> web.Response:
     )
 
 
+async def _review(request: web.Request, record_id: int) -> dict[str, Any]:
+    return await records.record_file(
+        request.app[DB], request.app[CFG], record_id, request.app[CLOCK].now()
+    )
+
+
+async def review_record(request: web.Request) -> web.Response:
+    await require(request, READ)
+    return answer(request, await _review(request, int_param(request, "record_id")))
+
+
+Review = Callable[[Ops, int, Any, str], Awaitable[dict[str, Any]]]
+
+
+async def _reviewed(request: web.Request, call: Review) -> web.Response:
+    """A reviewer's change to a record: check the role, parse the body, call ops, answer
+    with the result and the record as it now stands."""
+    user = await require(request, REVIEW)
+    data = await body(request)
+    rid = int_param(request, "record_id")
+    result = await call(request.app[OPS], rid, data, actor(user))
+    return answer(request, {**result, "record": await _review(request, rid)})
+
+
+async def decide_record(request: web.Request) -> web.Response:
+    return await _reviewed(request, lambda ops, rid, data, who: ops.decide(rid, data, who))
+
+
+async def record_interview(request: web.Request) -> web.Response:
+    return await _reviewed(
+        request, lambda ops, rid, data, who: ops.record_interview(rid, data, who)
+    )
+
+
+async def record_correction_report(request: web.Request) -> web.Response:
+    return await _reviewed(
+        request, lambda ops, rid, data, who: ops.record_correction_report(rid, data, who)
+    )
+
+
+def _report_answer(request: web.Request, report: dict[str, Any], fmt: Any) -> web.Response:
+    if fmt == "json":
+        return answer(request, report)
+    name = render.filename(report, fmt)
+    return web.Response(
+        text=render.render(report, fmt, standalone=False),
+        content_type=render.MEDIA[fmt],
+        charset="utf-8",
+        headers={"Content-Disposition": f'inline; filename="{name}"'},
+    )
+
+
+async def incident_report(request: web.Request) -> web.Response:
+    user = await require(request, READ)
+    q = query(request)
+    report = await render.incident_report(request.app[OPS], incident_id(request), actor(user))
+    return _report_answer(request, report, q.format)
+
+
+async def quarterly_report(request: web.Request) -> web.Response:
+    user = await require(request, READ)
+    q = query(request)
+    report = await render.quarterly_report(request.app[OPS], q.year, q.quarter, actor(user))
+    return _report_answer(request, report, q.format)
+
+
 async def get_plan(request: web.Request) -> web.Response:
     await require(request, READ)
     q = query(request)
@@ -426,6 +505,30 @@ ROUTES: list[Route] = [
     Route("GET", "/accountability/{record_id}", get_accountability,
           "One accountability record with the notifications about it", READ,
           response=schemas.AccountabilityRecord, errors=(404,), tag="accountability"),
+    Route("GET", "/accountability/{record_id}/review", review_record,
+          "The complete record for review: facts, clause, proposal, decisions, interview,"
+          " correction and the evidence timeline", READ, response=schemas.ReviewRecord,
+          errors=(404,), tag="accountability"),
+    Route("POST", "/accountability/{record_id}/decisions", decide_record,
+          "Decide a record (accept, change or exempt), or correct its current decision"
+          " (`corrects`); a decision is never changed", REVIEW, body=Decide,
+          response=schemas.ReviewResult, status=201, errors=(404, 409), tag="accountability"),
+    Route("POST", "/accountability/{record_id}/interview", record_interview,
+          "Record the interview (约谈) the current decision asked for; its correction's"
+          " deadline starts the reminders to the unit's head", REVIEW, body=RecordInterview,
+          response=schemas.ReviewResult, status=201, errors=(404, 409), tag="accountability"),
+    Route("POST", "/accountability/{record_id}/correction-report", record_correction_report,
+          "Record the unit's correction report (整改报告); the reminders stop", REVIEW,
+          body=CorrectionReport, response=schemas.ReviewResult, errors=(404, 409),
+          tag="accountability"),
+    Route("GET", "/reports/incidents/{incident_id}", incident_report,
+          "The per-incident report, sealed in the audit log (its head in `audit`)", READ,
+          query=ReportQuery, response=schemas.Report, errors=(404,), tag="reports",
+          media=("text/csv", "text/html")),
+    Route("GET", "/reports/quarterly", quarterly_report,
+          "The quarterly notice of every unit, sealed in the audit log (drills apart)", READ,
+          query=QuarterlyQuery, response=schemas.Report, tag="reports",
+          media=("text/csv", "text/html")),
     Route("GET", "/plan", get_plan, "What a declaration would plan (as `responder plan`)", READ,
           query=PlanQuery, response=schemas.Plan, tag="plan"),
 ]  # fmt: skip

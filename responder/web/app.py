@@ -27,6 +27,7 @@ from responder.web import (
     health,
     incident_page,
     pages,
+    review,
 )
 from responder.web.access import access_log
 from responder.web.errors import errors
@@ -85,6 +86,7 @@ def create_app(
     declare.setup(app)  # /incidents/new before /incidents/{incident_id}
     incident_page.setup(app)
     directory.setup(app)
+    review.setup(app)
     health.setup(app)
     if cfg.service.dev_inbox:
         devinbox.setup(app)

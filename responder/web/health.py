@@ -28,6 +28,7 @@ from aiohttp import web
 
 from responder.engine.metrics import escape_label, family
 from responder.engine.outbox import STILL_MATTERS
+from responder.obligations import CORRECTION
 from responder.policy.rules import LEVELS
 from responder.timeutil import from_db, iso_local, show, to_db
 from responder.web.identity import require
@@ -35,6 +36,7 @@ from responder.web.keys import CFG, CLOCK, DB, ENGINE
 from responder.web.routing import READ
 
 log = logging.getLogger("responder.health")
+OBLIGATION_STATUSES = ("open", "met", "breached", "waived")
 
 # The database file deleted or replaced under the running service: it goes on answering and
 # accepting writes, into a file the next start will not open.  (English, 中文)
@@ -195,9 +197,35 @@ async def metrics(request: web.Request) -> web.Response:
                 f'responder_incidents_active{{level="{level}",drill="{str(drill).lower()}"}}'
                 f" {active.get((level, drill), 0)}"
             )
-    lines += family("responder_obligations", "gauge", "obligations by status")
-    for row in await db.scan("SELECT status, COUNT(*) FROM obligations GROUP BY status"):
-        lines.append(f'responder_obligations{{status="{escape_label(row[0])}"}} {row[1]}')
+    lines += family("responder_obligations", "gauge", "publication obligations by status")
+    counted = {
+        (row[0], bool(row[1])): row[2]
+        for row in await db.scan(
+            "SELECT o.status, i.drill, COUNT(*) FROM obligations o"
+            " JOIN incidents i ON i.id = o.incident_id"
+            f" WHERE o.kind != '{CORRECTION}' GROUP BY o.status, i.drill"
+        )
+    }
+    # Drills apart, as for incidents: an alert on breached="true" must not fire for an
+    # exercise.  A correction's clock (限期整改) is not a publication duty: counted below.
+    for status in OBLIGATION_STATUSES:
+        for drill in (False, True):
+            lines.append(
+                f'responder_obligations{{status="{status}",drill="{str(drill).lower()}"}}'
+                f" {counted.get((status, drill), 0)}"
+            )
+    lines += family(
+        "responder_corrections", "gauge", "corrections (限期整改) asked of units, by state"
+    )
+    now_db = to_db(request.app[CLOCK].now())
+    (row,) = await db.scan(
+        "SELECT COALESCE(SUM(status = 'open' AND due_at > ?), 0),"
+        " COALESCE(SUM(status = 'open' AND due_at <= ?), 0),"
+        " COALESCE(SUM(status = 'received'), 0) FROM accountability_corrections",
+        (now_db, now_db),
+    )
+    for state, n in zip(("open", "overdue", "received"), row, strict=True):
+        lines.append(f'responder_corrections{{state="{state}"}} {n}')
     lines += family(
         "responder_notifications", "gauge", "notifications by current channel and status"
     )

@@ -22,6 +22,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 READ = ("viewer", "reviewer", "duty_officer", "admin")
 OPERATE = ("duty_officer", "admin")
+REVIEW = ("reviewer", "admin")  # decide accountability records
 ADMIN = ("admin",)
 
 
@@ -41,6 +42,8 @@ class Route:
     tag: str = "incidents"
     headers: tuple[dict[str, Any], ...] = ()  # OpenAPI header parameters the handler reads
     location: bool = False  # the success answer says where the new resource is (Location)
+    # Other forms of the success answer (``?format=``): text, by media type (a report's CSV).
+    media: tuple[str, ...] = ()
 
 
 # What the handlers accept in a path (``api.incident_id`` / ``api.int_param``); anything else
@@ -140,6 +143,8 @@ def openapi(routes: list[Route], base: str = "/api/v1") -> dict[str, Any]:
             ok["content"] = {
                 "application/json": {"schema": {"type": "array", "items": ref} if r.many else ref}
             }
+        for media in r.media:
+            ok.setdefault("content", {})[media] = {"schema": {"type": "string"}}
         ok["headers"] = dict(REQUEST_ID_HEADER)
         if any(h.get("name") == "Idempotency-Key" for h in r.headers):
             ok["headers"].update(REPLAYED_HEADER)

@@ -291,3 +291,94 @@ def for_deployment(document: dict[str, Any], unit_ids: list[str]) -> dict[str, A
         return node
 
     return fill(document)  # type: ignore[no-any-return]
+
+
+# -- the accountability review ----------------------------------------------------------------
+
+
+class ReviewRecord(_Out):
+    """A record complete, as a reviewer reads it before deciding (see ``GET
+    /accountability/{record_id}/review``)."""
+
+    id: int
+    state: Literal["open", "decided"]
+    incident_id: str
+    incident_title: str
+    incident_level: str
+    incident_level_name: str
+    drill: bool
+    obligation_id: int
+    obligation: str
+    obligation_name: str
+    obligation_name_en: str
+    rule_set: str
+    rule_set_title: str
+    clause: str = Field(description="the clause that set the limit, as it read at the breach")
+    within: str
+    unit: str
+    unit_name: str
+    responsible_person: dict[str, Any] | None
+    deadline: Time | None
+    deadline_local: str
+    breached_at: Time | None
+    quarter: str | None
+    met_at: Time | None
+    met_at_local: str
+    met_recorded_at: Time | None
+    still_open: bool
+    overrun_s: int = Field(description="to when it was met; still open: to now")
+    overrun: str
+    overrun_en: str
+    recorded_late: bool
+    recording_delay_s: int | None
+    met_in_time_recorded_after_breach: bool = Field(
+        description="met before the deadline, recorded after the breach: likely no fault"
+    )
+    decided_measure: str | None
+    decided_measure_name: str | None
+    decided_measure_name_en: str | None
+    proposal: dict[str, Any] = Field(
+        description="the ladder's proposal: measure, grounds (zh/en), prior_records, overrun_s,"
+        " correction_within_s"
+    )
+    decisions: list[dict[str, Any]] = Field(
+        description="every decision, oldest first; a correction names the decision it corrects"
+        " (`corrects`), which stays with `corrected_by`"
+    )
+    interviews: list[dict[str, Any]]
+    corrections: list[dict[str, Any]] = Field(
+        description="state: open, overdue, received, received_late, withdrawn"
+    )
+    evidence: dict[str, Any] = Field(
+        description="`summary` (messages, delivered, failed, attempts, acknowledged…) and"
+        " `timeline`: every step, message, attempt, delivery, acknowledgement and milestone,"
+        " with its time and its row (`source`, table:id)"
+    )
+
+
+class ReviewResult(_Out):
+    id: int
+    record_id: int
+    measure: str | None = None
+    audit_seq: int | None = None
+    correction_id: int | None = None
+    in_time: bool | None = None
+    record: ReviewRecord
+
+
+class AuditStatement(_Out):
+    verified: bool
+    problem: str
+    problems: list[str]
+    head: str | None = Field(description="N:HASH, the report's own audit entry")
+    check: str = Field(description="the command that checks it later")
+
+
+class Report(BaseModel):
+    """A report as JSON: ``report`` says which (incident, quarterly); ``audit`` whether the
+    chain verified when it was made, and its head."""
+
+    model_config = ConfigDict(extra="allow")
+    report: Literal["incident", "quarterly"]
+    made_at: str
+    audit: AuditStatement

@@ -1,0 +1,155 @@
+"""Seals: what a decision or a report rested on, fixed in the audit log so that an edit of any
+evidence row afterwards is found by ``responder verify-audit``.
+
+The audit chain proves its own entries; the evidence (steps, messages, attempts…) lives in
+other tables.  A seal is a digest of each evidence row, written into the audit entry of the
+decision or report that used it.  Verification recomputes each sealed row's digest: a row
+changed or removed since is named.
+
+A row may still rightly change after it was sealed: a message still being sent gets its
+outcome, an acknowledgement comes in, an open duty is met.  So a digest covers the columns
+that were settled when the row was sealed — those not NULL, minus the columns that move while
+the row is still live — and the seal lists the columns it left out.  A later change to a
+covered column is an edit nobody may make.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import aiosqlite
+
+# Per table: is the row still live, and the columns that move while it is.
+_Live = Callable[[Any], bool]
+MOVING: dict[str, tuple[_Live, frozenset[str]]] = {
+    "incidents": (
+        lambda r: r["status"] == "active",
+        frozenset({"level", "status", "closed_at", "close_reason"}),
+    ),
+    "obligations": (
+        lambda r: r["met_at"] is None and r["status"] in ("open", "breached"),
+        frozenset({"status", "breached_at", "recorded_late"}),
+    ),
+    "steps": (lambda r: r["status"] == "pending", frozenset({"status"})),
+    "notifications": (
+        lambda r: r["status"] in ("queued", "sending"),
+        frozenset(
+            {
+                "status",
+                "channel_index",
+                "attempt",
+                "next_attempt_at",
+                "last_error",
+                "sent_at",
+                "sent_channel",
+            }
+        ),
+    ),
+    "attempts": (lambda r: r["outcome"] == "started", frozenset({"outcome", "error"})),
+    "press_conferences": (
+        lambda r: r["status"] == "scheduled",
+        frozenset({"status", "scheduled_at", "venue", "spokesperson", "notes"}),
+    ),
+    "accountability_corrections": (lambda r: r["status"] == "open", frozenset({"status"})),
+    "accountability_records": (
+        lambda r: r["met_at"] is None,
+        frozenset({"evidence", "overrun_s"}),
+    ),
+}
+# Columns that move whatever the row's state: a lease; a record's summary of its current
+# decision (the decisions themselves are sealed, and never change).
+ALWAYS_MOVING: dict[str, frozenset[str]] = {
+    "notifications": frozenset({"lease_until"}),
+    "accountability_records": frozenset(
+        {
+            "proposed_measure",
+            "decided_measure",
+            "decision_reason",
+            "decided_by",
+            "decided_at",
+            "status",
+        }
+    ),
+}
+TABLES = frozenset(
+    {
+        "incidents",
+        "obligations",
+        "steps",
+        "notifications",
+        "attempts",
+        "releases",
+        "press_conferences",
+        "level_changes",
+        "accountability_records",
+        "accountability_decisions",
+        "accountability_interviews",
+        "accountability_corrections",
+    }
+)
+
+
+def _left_out(table: str, row: Any) -> list[str]:
+    live, moving = MOVING.get(table, (lambda r: False, frozenset()))
+    out = {k for k in row.keys() if row[k] is None}
+    out |= ALWAYS_MOVING.get(table, frozenset())
+    if live(row):
+        out |= moving
+    return sorted(out & set(row.keys()))
+
+
+def _digest(row: Any, left_out: Iterable[str]) -> str:
+    skip = set(left_out)
+    body = [[k, row[k]] for k in sorted(row.keys()) if k not in skip]
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def seal(rows: Mapping[str, Iterable[Any]]) -> dict[str, list[Any]]:
+    """``{"table:id": [digest, [columns left out]]}`` for every row given."""
+    out: dict[str, list[Any]] = {}
+    for table, table_rows in rows.items():
+        assert table in TABLES, table
+        for r in table_rows:
+            left = _left_out(table, r)
+            out[f"{table}:{r['id']}"] = [_digest(r, left), left]
+    return out
+
+
+def digest_of(sealed: Mapping[str, Any]) -> str:
+    """One SHA-256 over a whole seal: what a decision row keeps of its evidence."""
+    text = json.dumps(sealed, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+async def check(conn: aiosqlite.Connection) -> list[str]:
+    """Every sealed row that changed or went since its seal, as 'entry N: table:id …'.
+    Reads each sealed row again (one query per row: seals cover what people decided on, a
+    few hundred rows each).  ``conn``: a reader (``Database.reader``, or ``verify-audit``'s
+    read-only connection)."""
+    conn.row_factory = sqlite3.Row
+    problems: list[str] = []
+    entries = await conn.execute_fetchall(
+        "SELECT seq, data FROM audit_log WHERE json_extract(data, '$.sealed') IS NOT NULL"
+        " ORDER BY seq"
+    )
+    for seq, data in entries:
+        sealed = json.loads(data).get("sealed")
+        if not isinstance(sealed, dict):
+            continue
+        for key, (digest, left_out) in sealed.items():
+            table, _, row_id = key.partition(":")
+            if table not in TABLES:
+                problems.append(f"entry {seq}: {key} is not evidence")
+                continue
+            rows = await conn.execute_fetchall(f"SELECT * FROM {table} WHERE id = ?", (row_id,))
+            row = next(iter(rows), None)
+            if row is None:
+                problems.append(f"entry {seq}: {key} was removed after it was sealed")
+            elif _digest(row, left_out) != digest:
+                problems.append(f"entry {seq}: {key} was changed after it was sealed")
+    return problems
