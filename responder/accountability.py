@@ -342,11 +342,7 @@ def decide(
     )
     decision_id = cur.lastrowid
     assert decision_id is not None
-    tx.execute(
-        "UPDATE accountability_records SET status = 'decided', proposed_measure = ?,"
-        " decided_measure = ?, decision_reason = ?, decided_by = ?, decided_at = ? WHERE id = ?",
-        (proposal["measure"], measure, reason, actor, to_db(now), record_id),
-    )
+    obligations.record_decided(tx, record_id, proposal["measure"], measure, reason, actor, now)
     if current is not None:
         _withdraw_corrections(tx, record_id, decision_id, now)
     if measure == "correction" and due is not None:

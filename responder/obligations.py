@@ -184,6 +184,18 @@ def _cancel_queued(tx: sqlite3.Connection, obligation_id: int) -> None:
     )
 
 
+def fire(tx: sqlite3.Connection, step_ids: list[int], now: datetime) -> set[int]:
+    """Mark due steps fired — conditionally (``status = 'pending'``), so a step cancelled by a
+    milestone meanwhile is not fired, and no step fires twice.  Returns the ids this call won."""
+    marks = ",".join("?" * len(step_ids))
+    cur = tx.execute(
+        f"UPDATE steps SET status = 'fired', fired_at = ? WHERE id IN ({marks})"
+        " AND status = 'pending' RETURNING id",
+        (to_db(now), *step_ids),
+    )
+    return {r[0] for r in cur.fetchall()}
+
+
 # -- breached, and its accountability record ------------------------------------------------
 
 
@@ -625,3 +637,21 @@ def withdraw_correction(
     """A corrected decision no longer asks for this correction: its reminders stop (an
     overdue one too)."""
     waive(tx, obligation_id, reason, now)  # stops its steps and queued messages in any state
+
+
+def record_decided(
+    tx: sqlite3.Connection,
+    record_id: int,
+    proposed: str,
+    decided: str | None,
+    reason: str,
+    actor: str,
+    now: datetime,
+) -> None:
+    """The accountability record's current decision (the decisions themselves, never changed,
+    are :mod:`responder.accountability`'s)."""
+    tx.execute(
+        "UPDATE accountability_records SET status = 'decided', proposed_measure = ?,"
+        " decided_measure = ?, decision_reason = ?, decided_by = ?, decided_at = ? WHERE id = ?",
+        (proposed, decided, reason, actor, to_db(now), record_id),
+    )

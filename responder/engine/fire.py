@@ -70,14 +70,7 @@ def fire_obligation(
     now: datetime,
 ) -> Fired:
     """Fire one obligation's due steps (inside the caller's transaction)."""
-    ids = [s.id for s in steps]
-    marks = ",".join("?" * len(ids))
-    cur = tx.execute(
-        f"UPDATE steps SET status = 'fired', fired_at = ? WHERE id IN ({marks})"
-        " AND status = 'pending' RETURNING id",
-        (to_db(now), *ids),
-    )
-    won = {r[0] for r in cur.fetchall()}
+    won = obligations.fire(tx, [s.id for s in steps], now)
     steps = [s for s in steps if s.id in won]
     if not steps:
         return 0, []
