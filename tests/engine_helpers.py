@@ -101,6 +101,7 @@ async def queue(
     kind: str = "notice",
     incident_id: str | None = None,
     obligation_id: int | None = None,
+    step_id: int | None = None,
 ) -> int:
     """One notification straight into the outbox (as the scheduler would queue it)."""
 
@@ -110,7 +111,7 @@ async def queue(
             SECRET,
             incident_id=incident_id,
             obligation_id=obligation_id,
-            step_id=None,
+            step_id=step_id,
             person_id=person_id,
             channels=channels,
             kind=kind,

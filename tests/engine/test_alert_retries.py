@@ -36,7 +36,7 @@ from responder.secret import ack_token
 from responder.store import Database
 from responder.timeutil import from_db
 from tests.engine.test_failing_channels_crashes_and_stops import TricklingGateway
-from tests.engine_helpers import SECRET, attempts, notification, ops_of, settle
+from tests.engine_helpers import SECRET, attempts, notification, ops_of, queue, settle
 from tests.sinks import HttpSink, SmtpSink
 
 pytest_plugins = ["tests.engine_fixtures"]
@@ -75,33 +75,10 @@ async def declare(engine: Engine, clock: FakeClock) -> tuple[str, int, int]:
 
 
 async def put(
-    db: Database,
-    now: datetime,
-    person_id: str,
-    channels: list[str],
-    *,
-    kind: str,
-    incident_id: str | None = None,
-    obligation_id: int | None = None,
-    step_id: int | None = None,
+    db: Database, now: datetime, person_id: str, channels: list[str], *, kind: str, **ids: Any
 ) -> int:
     """One notification straight into the outbox, as the scheduler queues it."""
-
-    def job(tx: sqlite3.Connection) -> int:
-        return outbox.queue(
-            tx,
-            SECRET,
-            incident_id=incident_id,
-            obligation_id=obligation_id,
-            step_id=step_id,
-            person_id=person_id,
-            channels=channels,
-            kind=kind,
-            context={},
-            now=now,
-        )
-
-    return await db.transact(job)
+    return await queue(db, now, person_id, channels, kind=kind, **ids)
 
 
 async def run_until(
