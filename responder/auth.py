@@ -98,7 +98,7 @@ async def add_user(
     def add(tx: sqlite3.Connection) -> int:
         # Case aside too: "chen" and "CHEN" would be two look-alike accounts in every list.
         same = tx.execute(
-            "SELECT username FROM users WHERE username = ? COLLATE NOCASE", (username,)
+            "SELECT username FROM users WHERE lower(username) = lower(?)", (username,)
         ).fetchone()
         if same and same[0] == username:
             raise Conflict("user_exists", f"用户 {username} 已存在", f"user {username} exists")

@@ -30,7 +30,7 @@ from responder.clock import SystemClock
 from responder.errors import BadInput, ConfigError, Conflict, ResponderError
 from responder.reports import seal
 from responder.secret import load_secret
-from responder.store import Database
+from responder.store import Database, open_store
 from responder.store.audit import Verdict, verify
 from responder.store.db import BUSY_TIMEOUT_MS, unavailable
 from responder.timeutil import at_most_now, from_db, next_whole_second, parse_time, show
@@ -273,7 +273,7 @@ async def _run(args: argparse.Namespace, cfg: config.Config, lang: str) -> int:
         return _plan(args, cfg, lang, clock)
     if args.command == "verify-audit":
         return await _verify_audit(args, cfg)
-    async with Database(cfg.service.database) as db:
+    async with open_store(cfg.service.database) as db:
         if "list" not in (getattr(args, "user_cmd", None), getattr(args, "token_cmd", None)):
             _key_audit(db, cfg)  # the command writes: its audit entry is keyed like the service's
         if args.command == "report":

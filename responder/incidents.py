@@ -81,7 +81,7 @@ def _next_id(tx: sqlite3.Connection, cfg: Config, now: datetime) -> str:
     day = now.astimezone(cfg.tz).strftime("%Y%m%d")
     (n,) = tx.execute(
         "INSERT INTO counters (name, value) VALUES (?, 1)"
-        " ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+        " ON CONFLICT(name) DO UPDATE SET value = counters.value + 1 RETURNING value",
         (f"incident:{day}",),
     ).fetchone()
     return f"INC-{day}-{n:04d}"

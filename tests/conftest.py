@@ -17,7 +17,7 @@ Kept deliberately generic so that later tests can reuse them as they are:
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,8 @@ from hypothesis import settings
 from responder import config
 from responder.clock import FakeClock
 from responder.ops import Ops
-from responder.store import Database
+from responder.store import Database, open_store
+from tests.pg_server import PgServer, fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PATH = ROOT / "config" / "responder.toml"
@@ -49,6 +50,57 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "responder.sqlite3"
 
 
+# The behaviour tests of the engine and the operations run on both stores; the rest (the
+# file-level faults of SQLite, the pages, the CLI) on SQLite.  A test about SQLite itself in
+# these modules is marked ``sqlite_only``.
+BOTH_STORES = (
+    "tests/engine/",
+    "tests/test_ops.py",
+    "tests/test_accountability.py",
+    "tests/api/test_api_idempotency.py",
+    "tests/api/test_api_incidents_and_milestones.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: about SQLite itself, not run on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store" not in metafunc.fixturenames:
+        return
+    where = Path(str(metafunc.definition.path)).relative_to(ROOT).as_posix()
+    both = where.startswith(BOTH_STORES) and not metafunc.definition.get_closest_marker(
+        "sqlite_only"
+    )
+    metafunc.parametrize("store", ["sqlite", "postgresql"] if both else ["sqlite"], indirect=True)
+
+
+@pytest.fixture
+def store(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One PostgreSQL server for the whole run (started on first use)."""
+    server = PgServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database(store: str, db_path: Path, request: pytest.FixtureRequest) -> str:
+    """``service.database`` for the test: a SQLite file, or a new migrated PostgreSQL
+    database on the run's server."""
+    if store == "postgresql":
+        server: PgServer = request.getfixturevalue("pg_server")
+        return fresh_database(server.url())
+    return str(db_path)
+
+
 @pytest.fixture
 def cfg_env() -> dict[str, str]:
     """Extra environment for loading the config; override per module when needed."""
@@ -56,13 +108,13 @@ def cfg_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def cfg(cfg_env: dict[str, str], db_path: Path, monkeypatch: pytest.MonkeyPatch) -> config.Config:
+def cfg(cfg_env: dict[str, str], database: str, monkeypatch: pytest.MonkeyPatch) -> config.Config:
     for name in CONFIG_ENV:
         monkeypatch.delenv(name, raising=False)
     for name, value in cfg_env.items():
         monkeypatch.setenv(name, value)
     loaded = config.load(CONFIG_PATH)
-    loaded.service.database = str(db_path)
+    loaded.service.database = database
     return loaded
 
 
@@ -72,13 +124,13 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def db(db_path: Path) -> AsyncIterator[Database]:
-    database = Database(str(db_path))
-    await database.open()
+async def db(database: str) -> AsyncIterator[Database]:
+    store = open_store(database)
+    await store.open()
     try:
-        yield database
+        yield store  # type: ignore[misc]
     finally:
-        await database.close()
+        await store.close()
 
 
 @pytest.fixture
@@ -93,16 +145,23 @@ def ops(db: Database, cfg: config.Config, clock: FakeClock, ops_wakes: list[int]
 
 
 async def _dump(db: Database) -> dict[str, list[tuple[Any, ...]]]:
-    tables = [
-        r[0]
-        for r in await db.fetchall(
+    if getattr(db, "dialect", "sqlite") == "postgresql":
+        listing = (
+            "SELECT table_name FROM information_schema.tables WHERE table_schema ="
+            " current_schema() AND table_name != 'schema_version' ORDER BY table_name"
+        )
+    else:
+        listing = (
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
             " ORDER BY name"
         )
-    ]
+    tables = [r[0] for r in await db.fetchall(listing)]
     out: dict[str, list[tuple[Any, ...]]] = {}
     for table in tables:
-        rows = await db.fetchall(f'SELECT * FROM "{table}" ORDER BY rowid')
+        # In the order rows were written: rowid on SQLite; on PostgreSQL every table has a
+        # key that grows with it (id or seq), or is one row per key (counters, sessions).
+        order = "rowid" if listing.startswith("SELECT name") else "1"
+        rows = await db.fetchall(f'SELECT * FROM "{table}" ORDER BY {order}')
         out[table] = [tuple(r) for r in rows]
         if table == "tokens":  # any request with a token notes its use; that is not a change
             out[table] = [

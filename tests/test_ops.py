@@ -79,7 +79,7 @@ async def audit_actions(db: Database) -> list[tuple[str, str]]:
 
 
 async def audit_ok(db: Database) -> int:
-    verdict = await verify(db._reader)  # type: ignore[arg-type]
+    verdict = await verify(db.reader)
     assert verdict.ok, verdict.problem
     return verdict.entries
 

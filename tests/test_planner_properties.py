@@ -690,7 +690,7 @@ async def _ops_history(
 
         async def check() -> None:
             nonlocal ids_seen
-            verdict = await verify(db._reader)  # type: ignore[arg-type]
+            verdict = await verify(db.reader)
             assert verdict.ok, verdict.problem
             assert verdict.entries == entries
             rows = await db.fetchall("SELECT * FROM obligations WHERE incident_id = ?", (iid,))

@@ -97,7 +97,7 @@ class Web:
         assert resp.status == 201, data
         return data
 
-    async def count(self, table: str, where: str = "1", params: tuple[Any, ...] = ()) -> int:
+    async def count(self, table: str, where: str = "1 = 1", params: tuple[Any, ...] = ()) -> int:
         row = await self.db.fetchone(f'SELECT COUNT(*) FROM "{table}" WHERE {where}', params)
         assert row is not None
         return int(row[0])

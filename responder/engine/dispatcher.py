@@ -33,7 +33,11 @@ One round:
 6. Sleep until the next queued notification or round is due, a send finishes, or a wake-up.
 
 After a crash, notifications left ``sending`` are queued again on the same channel (their
-attempt is recorded as ``unknown``): nothing is lost.  If the crash fell in the milliseconds
+attempt is recorded as ``unknown``): nothing is lost.  On SQLite one process owns the
+database (its lock file), so at start everything left ``sending`` is its own and is queued
+again at once.  On PostgreSQL several replicas send: a claim carries a lease
+(:func:`lease`), and every round queues again the claims whose lease ran out — a replica
+that died holding them; a live one records its outcome long before.  If the crash fell in the milliseconds
 between a gateway accepting a message and this process committing ``sent``, the message goes
 out again carrying the same ``X-Responder-Notification`` key, which an HTTP gateway can use to
 drop it.
@@ -65,7 +69,15 @@ from responder.store import Database, audit
 from responder.timeutil import from_db, to_db
 
 log = logging.getLogger("responder.dispatcher")
-LEASE = timedelta(minutes=10)
+# A claim's lease: the longest a send can take (it is given up on after alerts.send_timeout)
+# twice over, and time to record the outcome.  Another replica takes the claim back after it.
+LEASE_MARGIN = timedelta(seconds=10)
+
+
+def lease(cfg: Config) -> timedelta:
+    return 2 * cfg.alerts.send_timeout + LEASE_MARGIN
+
+
 # Pauses (real seconds) between tries to record an outcome the database refused (locked, busy):
 # a notification whose outcome is not recorded stays 'sending' until the next restart.
 RECORD_RETRY = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -111,25 +123,38 @@ class Dispatcher(Loop):
         self.recovered_at: datetime | None = None
         self._recording = asyncio.Lock()
         self.recovered = False  # what a previous process left half-sent is queued again
+        # Replicas share the database (PostgreSQL): claims of a dead one are taken back.
+        self.shared = getattr(db, "dialect", "sqlite") == "postgresql"
 
     # -- after a crash --------------------------------------------------------------
 
     async def recover(self) -> int:
-        """Queue again what a previous process left half-sent."""
+        """Queue again what a previous process left half-sent: on SQLite, everything left
+        ``sending`` (this process owns the database); with replicas, the claims whose lease
+        ran out (their replica died)."""
         now = self.clock.now()
+        # Which claims are abandoned, as SQL over a notification: all, or those past lease.
+        stale = "status = 'sending'" + (" AND lease_until <= :now" if self.shared else "")
+        if self.shared:  # every round: one indexed look first, without a write transaction
+            found = await self.db.fetchone(
+                f"SELECT 1 FROM notifications WHERE {stale} LIMIT 1", {"now": to_db(now)}
+            )
+            if found is None:
+                return 0
 
         def requeue(tx: sqlite3.Connection) -> int:
             tx.execute(
-                "UPDATE attempts SET outcome = 'unknown', finished_at = ?, error = ?"
-                " WHERE outcome = 'started'",
-                (to_db(now), INTERRUPTED),
+                "UPDATE attempts SET outcome = 'unknown', finished_at = :now, error = :why"
+                " WHERE outcome = 'started'"
+                f" AND notification_id IN (SELECT id FROM notifications WHERE {stale})",
+                {"now": to_db(now), "why": INTERRUPTED},
             )
             # The interrupted try counts: a message that crashes the process every time
             # moves on to the next channel (and finally fails) instead of looping forever.
             n = tx.execute(
                 "UPDATE notifications SET status = 'queued', lease_until = NULL,"
-                " attempt = attempt + 1, next_attempt_at = ? WHERE status = 'sending'",
-                (to_db(now),),
+                f" attempt = attempt + 1, next_attempt_at = :now WHERE {stale}",
+                {"now": to_db(now)},
             ).rowcount
             if n:
                 audit.append(tx, now, "dispatcher", "notifications.recovered", "-", {"count": n})
@@ -193,7 +218,7 @@ class Dispatcher(Loop):
                 " WHERE id IN (SELECT id FROM notifications WHERE status = 'queued'"
                 " AND next_attempt_at <= ? ORDER BY priority, next_attempt_at, id LIMIT ?)"
                 " AND status = 'queued' RETURNING *",
-                (to_db(now + LEASE), to_db(now), limit),
+                (to_db(now + lease(self.cfg)), to_db(now), limit),
             ).fetchall()
             claimed = [Notification.of(r) for r in rows]
             tx.executemany(
@@ -476,7 +501,7 @@ class Dispatcher(Loop):
         return True
 
     async def round(self) -> datetime | None:
-        if not self.recovered:  # before any claim; again next round if the disk is full
+        if not self.recovered or self.shared:  # before any claim; again if the disk is full
             await self.recover()
             self.recovered = True
         await self.foreground.idle()  # requests first (see .foreground)

@@ -11,7 +11,9 @@ One round, for each of them:
    due.  A round that failed otherwise (a bug) is logged and tried again after a short real
    pause.  Neither stops the clock.
 4. Sleep until the next work is due, or until woken; :meth:`Loop.stop` wakes it for the last
-   time, and the round in progress finishes first (its transaction commits whole).
+   time, and the round in progress finishes first (its transaction commits whole).  With
+   replicas (PostgreSQL) no sleep is longer than ``CLUSTER_POLL``: another replica's change
+   does not wake this one, and if that replica dies this one must find its work.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from responder.store import Database
 
 RETRY_PAUSE = 1.0  # real seconds between failed rounds: no busy loop, no log flood
 STORAGE_RETRY = timedelta(seconds=10)  # while the database cannot be written
+CLUSTER_POLL = timedelta(seconds=2)  # with replicas: the longest sleep (a few index reads)
 
 
 class Loop:
@@ -40,6 +43,8 @@ class Loop:
         self.wakeup = asyncio.Event()
         self.stopping = False
         self.log = logging.getLogger(f"responder.{self.name}")
+        shared = getattr(db, "dialect", "sqlite") == "postgresql"
+        self.poll: timedelta | None = CLUSTER_POLL if shared else None
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -66,4 +71,7 @@ class Loop:
                 self.log.exception("%s round failed; trying again", self.name)
                 await asyncio.sleep(RETRY_PAUSE)
                 continue
+            if self.poll is not None:
+                cap = self.clock.now() + self.poll
+                nxt = cap if nxt is None else min(nxt, cap)
             await self.clock.sleep_until(nxt, self.wakeup)  # 4.

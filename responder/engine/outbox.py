@@ -63,7 +63,7 @@ WHY_MOOT = f"""CASE
         AND o.status = 'waived') THEN 'obligation waived'
     WHEN EXISTS (SELECT 1 FROM notifications l WHERE l.obligation_id = n.obligation_id
         AND l.person_id = n.person_id AND l.id > n.id AND l.status = 'sent'
-        AND l.step_id IS NOT n.step_id) THEN 'a later alert was delivered'
+        AND l.step_id IS DISTINCT FROM n.step_id) THEN 'a later alert was delivered'
     END"""
 STILL_MATTERS = f"({WHY_MOOT}) IS NULL"
 

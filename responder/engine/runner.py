@@ -50,6 +50,11 @@ class Engine:
         self.dispatcher.wake()
 
     async def start(self) -> None:
+        if self.watchdog.poll is not None:  # replicas: was the whole cluster down?
+            try:
+                await self.watchdog.after_downtime()
+            except Exception:  # the database may be down too: the rounds will retry it
+                log.exception("checking for downtime failed")
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self.scheduler.run(), name="scheduler"),

@@ -4,6 +4,9 @@ Lag is ``now`` minus the due time of the oldest step not yet fired (the schedule
 oldest notification not yet handed to a channel (the dispatcher).  Both are shown by
 ``/healthz`` and ``/metrics``.  When either exceeds ``alerts.max_lag``, the administrators are
 told — at most once per ``REMIND`` while it lasts, so a stuck service does not spam them.
+With replicas, once per ``REMIND`` for the whole cluster: the last alert is read from the audit
+log inside the alert's own transaction (under the cluster's write lock), so of two replicas
+seeing the same lag one tells the administrators.
 (A message that failed on every channel is reported by the dispatcher as it happens.)
 
 The running watchdog counts only work that was already due at its previous check: the
@@ -91,31 +94,56 @@ class Watchdog(Loop):
         if self.last_alert is not None and now - self.last_alert < REMIND:
             return lag
         self.last_alert = now
-        late = format_duration(timedelta(seconds=lag.worst), "zh")
-        late_en = format_duration(timedelta(seconds=lag.worst), "en")
-
-        def alert(tx: sqlite3.Connection) -> None:
-            outbox.tell_admins(
-                tx,
-                self.cfg,
-                self.secret,
-                incident_id=None,
-                zh=f"提醒服务已滞后{late}(提醒未按时发出),请立即检查服务",
-                en=f"Alerts are running {late_en} late: check the service now",
-                now=now,
-            )
-            audit.append(
-                tx,
-                now,
-                "watchdog",
-                "lag.alerted",
-                "-",
-                {"steps_s": lag.steps, "outbox_s": lag.outbox, "at": to_db(now)},
-            )
-
-        await self.db.transact(alert)
-        log.warning("alerts are %.0f s late; administrators told", lag.worst)
+        late = timedelta(seconds=lag.worst)
+        zh = f"提醒服务已滞后{format_duration(late, 'zh')}(提醒未按时发出),请立即检查服务"
+        en = f"Alerts are running {format_duration(late, 'en')} late: check the service now"
+        if await self.db.transact(lambda tx: self._tell(tx, lag, now, zh, en)):
+            log.warning("alerts are %.0f s late; administrators told", lag.worst)
         return lag
+
+    async def after_downtime(self) -> Lag:
+        """With replicas, before this one starts firing: work overdue by more than
+        ``alerts.max_lag`` means no replica was running (a live one fires and sends within
+        seconds).  The first replica back tells the administrators, once for the cluster."""
+        now = self.clock.now()
+        lag = await measure(self.db, now)
+        if lag.worst <= self.cfg.alerts.max_lag.total_seconds():
+            return lag
+        late = timedelta(seconds=lag.worst)
+        zh = (
+            f"服务所有副本曾停止运行,提醒最多逾期{format_duration(late, 'zh')},现已补发;"
+            "请检查服务为何停止"
+        )
+        en = (
+            f"Every replica of the service was down: alerts up to {format_duration(late, 'en')}"
+            " overdue are being sent now; find out why the service stopped"
+        )
+        if await self.db.transact(lambda tx: self._tell(tx, lag, now, zh, en)):
+            log.warning("the cluster was down: work %.0f s overdue; administrators told", lag.worst)
+            self.on_queued()
+        return lag
+
+    def _tell(self, tx: sqlite3.Connection, lag: Lag, now: datetime, zh: str, en: str) -> bool:
+        """Queue the alert to every administrator, and its audit entry.  With replicas, not
+        if another one told them within ``REMIND`` (read under the cluster's write lock, so
+        exactly one of two replicas seeing the same lag tells them)."""
+        if self.poll is not None:
+            last = tx.execute(
+                "SELECT at FROM audit_log WHERE action = 'lag.alerted' ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            told_at = from_db(last[0]) if last else None
+            if told_at is not None and timedelta(0) <= now - told_at < REMIND:
+                return False
+        outbox.tell_admins(tx, self.cfg, self.secret, incident_id=None, zh=zh, en=en, now=now)
+        audit.append(
+            tx,
+            now,
+            "watchdog",
+            "lag.alerted",
+            "-",
+            {"steps_s": lag.steps, "outbox_s": lag.outbox, "at": to_db(now)},
+        )
+        return True
 
     async def round(self) -> datetime | None:
         """Check the lag of what was due at the previous check (the first round only notes

@@ -229,6 +229,8 @@ def _guards(missing: list[str], lang: str) -> str:
 async def _structure(conn: aiosqlite.Connection) -> tuple[int | None, list[str]]:
     """The tables the chain needs (else :class:`_Damage`); where keyed entries begin; the
     append-only guards that are missing or not as written."""
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        return await _structure_pg(conn)
     rows = await conn.execute_fetchall(
         "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE type IN ('table', 'trigger')"
     )
@@ -270,6 +272,71 @@ async def _structure(conn: aiosqlite.Connection) -> tuple[int | None, list[str]]
         if " ".join((triggers.get(name) or "").split()) != sql
     ]
     return keyed_from, guards_missing
+
+
+# The guards on PostgreSQL (migrations/postgresql), as pg_get_triggerdef prints them.
+def _pg_guard(name: str, event: str, table: str, message: str, each: str = "ROW") -> str:
+    return (
+        f"CREATE TRIGGER {name} BEFORE {event} ON public.{table} FOR EACH {each}"
+        f" EXECUTE FUNCTION responder_refuse('{message}')"
+    )
+
+
+PG_GUARDS = {
+    "audit_log_no_update": _pg_guard(
+        "audit_log_no_update", "UPDATE", "audit_log", "audit_log is append-only"
+    ),
+    "audit_log_no_delete": _pg_guard(
+        "audit_log_no_delete", "DELETE", "audit_log", "audit_log is append-only"
+    ),
+    "audit_log_no_truncate": _pg_guard(
+        "audit_log_no_truncate", "TRUNCATE", "audit_log", "audit_log is append-only", "STATEMENT"
+    ),
+    "audit_keyed_no_update": _pg_guard(
+        "audit_keyed_no_update", "UPDATE", "audit_keyed", "audit_keyed is written once"
+    ),
+    "audit_keyed_no_delete": _pg_guard(
+        "audit_keyed_no_delete", "DELETE", "audit_keyed", "audit_keyed is written once"
+    ),
+}
+
+
+async def _structure_pg(conn: Any) -> tuple[int | None, list[str]]:
+    """:func:`_structure` on PostgreSQL: the same checks, from its catalogue.  A guard counts
+    only while enabled (``ALTER TABLE … DISABLE TRIGGER`` is how one would edit around it)."""
+    tables = {
+        r[0]
+        for r in await conn.execute_fetchall(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+    }
+    if "audit_log" not in tables or "audit_keyed" not in tables:
+        raise _Damage("审计日志表 audit_log 不存在(被删除)", "the audit log table is missing")
+    columns = {
+        r[0]
+        for r in await conn.execute_fetchall(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = 'audit_log'"
+        )
+    }
+    missing = [c for c in COLUMNS if c not in columns]
+    if missing:
+        raise _Damage(
+            f"审计日志表缺少列 {', '.join(missing)}",
+            f"the audit log table lacks the column(s) {', '.join(missing)}",
+        )
+    triggers = {
+        r[0]: r[1]
+        for r in await conn.execute_fetchall(
+            "SELECT t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t"
+            " WHERE NOT t.tgisinternal AND t.tgenabled != 'D'"
+        )
+    }
+    marks = await conn.execute_fetchall("SELECT from_seq FROM audit_keyed")
+    if len(marks) > 1 or (marks and not _whole(marks[0][0])):
+        raise _Damage("记录签名起点的表 audit_keyed 被改动", "the table audit_keyed was changed")
+    keyed_from = marks[0][0] if marks else None
+    return keyed_from, [name for name, sql in PG_GUARDS.items() if triggers.get(name) != sql]
 
 
 def _whole(value: object) -> bool:

@@ -164,14 +164,19 @@ class WriteState:
     the engine on the loop, changed on the writer thread.  Logged once per change: a full disk
     under load is one warning, not a traceback per request."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        classify: Callable[[BaseException], tuple[str, str, str] | None] | None = None,
+    ) -> None:
         self.path = path
-        self.fault: tuple[str, str, str] | None = None  # storage_fault() of the last failure
+        self.classify = classify or storage_fault  # the store's own: SQLite's, PostgreSQL's
+        self.fault: tuple[str, str, str] | None = None  # classify() of the last failure
         # Counted before the callers hear of their jobs, so a caller sees its own commit.
         self.commits = 0
 
     def failed(self, error: BaseException) -> None:
-        fault = storage_fault(error)
+        fault = self.classify(error)
         if fault is None:
             return
         if fault != self.fault:
@@ -239,7 +244,12 @@ class _Pending:
             self.future.set_result(self.result)
 
 
-def _commit_batch(conn: sqlite3.Connection, batch: list[_Pending], state: WriteState) -> None:
+def _commit_batch(
+    conn: Any,
+    batch: list[_Pending],
+    state: WriteState,
+    begin: Callable[[Any, bool], None] | None = None,
+) -> None:
     """Run a batch of jobs in one transaction, then settle each of them (writer thread).
 
     1. BEGIN IMMEDIATE.  If that fails (another process held the lock past busy_timeout), every
@@ -253,11 +263,14 @@ def _commit_batch(conn: sqlite3.Connection, batch: list[_Pending], state: WriteS
        before ``state`` has counted its COMMIT).
 
     ``state`` hears (and counts) each COMMIT, and hears each refusal by the storage.
+    ``begin`` starts the transaction: SQLite's BEGIN IMMEDIATE by default; PostgreSQL's
+    takes the cluster's write lock (:mod:`.pg`).  Connection: sqlite3's, or the PostgreSQL
+    store's, which speaks the same.
     """
     todo = collections.deque(batch)
     try:
         while todo:
-            _commit_some(conn, todo, state)
+            _commit_some(conn, todo, state, begin or _begin)
     finally:
         for item in todo:  # left over only if the writer itself is stopping
             item.error = RuntimeError("the database writer stopped before this change")
@@ -266,14 +279,17 @@ def _commit_batch(conn: sqlite3.Connection, batch: list[_Pending], state: WriteS
 
 
 def _commit_some(
-    conn: sqlite3.Connection, todo: collections.deque[_Pending], state: WriteState
+    conn: Any,
+    todo: collections.deque[_Pending],
+    state: WriteState,
+    begin: Callable[[Any, bool], None],
 ) -> bool:
     """One transaction over the jobs at the front of ``todo`` (removed as they are taken).
     Whether it committed."""
     group: list[_Pending] = []
     changed = False
     try:
-        _begin(conn, wait=any(item.wait for item in todo))
+        begin(conn, any(item.wait for item in todo))
         while todo:
             item = todo[0]
             conn.execute("SAVEPOINT job")
@@ -368,6 +384,8 @@ def make_parent(path: str) -> None:
 
 class Database:
     """One writer thread with its connection, and an aiosqlite reader connection."""
+
+    dialect = "sqlite"
 
     def __init__(self, path: str) -> None:
         if path == ":memory:":

@@ -17,7 +17,7 @@ from responder.config import Config
 from responder.engine.runner import Engine
 from responder.ops import Ops
 from responder.secret import load_secret
-from responder.store import Database
+from responder.store import open_store
 from responder.web import (
     api,
     console,
@@ -63,7 +63,7 @@ def create_app(
     app[SECRET] = secret if secret is not None else load_secret(cfg.service.secret_file)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        db = await Database(cfg.service.database).open()
+        db = await open_store(cfg.service.database).open()
         app[DB] = db
         engine = Engine(db, cfg, app[CLOCK], app[SECRET])
         app[ENGINE] = engine

@@ -219,9 +219,9 @@ async def metrics(request: web.Request) -> web.Response:
     )
     now_db = to_db(request.app[CLOCK].now())
     (row,) = await db.scan(
-        "SELECT COALESCE(SUM(status = 'open' AND due_at > ?), 0),"
-        " COALESCE(SUM(status = 'open' AND due_at <= ?), 0),"
-        " COALESCE(SUM(status = 'received'), 0) FROM accountability_corrections",
+        "SELECT COUNT(CASE WHEN status = 'open' AND due_at > ? THEN 1 END),"
+        " COUNT(CASE WHEN status = 'open' AND due_at <= ? THEN 1 END),"
+        " COUNT(CASE WHEN status = 'received' THEN 1 END) FROM accountability_corrections",
         (now_db, now_db),
     )
     for state, n in zip(("open", "overdue", "received"), row, strict=True):

@@ -468,6 +468,7 @@ def _key(request: object) -> str:
     return headers["x-responder-notification"]
 
 
+@pytest.mark.sqlite_only  # one process restarted on its own SQLite file; replicas: tests/test_replicas.py
 async def test_kill_9_mid_dispatch_then_restart_delivers_everything_at_least_once(
     db: Database, db_path: Path
 ) -> None:
@@ -623,6 +624,7 @@ async def test_stop_at_any_moment_leaves_the_store_consistent(
     assert [tuple(r) for r in unsent] == []
 
 
+@pytest.mark.sqlite_only  # another process's SQLite lock (PRAGMA busy_timeout)
 async def test_a_busy_database_while_recording_does_not_strand_a_sent_message(
     db: Database,
     db_path: Path,
