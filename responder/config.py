@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import string
 import tomllib
 from collections.abc import Iterable
@@ -46,6 +47,18 @@ class Service(_Strict):
     database: str = "var/responder.sqlite3"
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    # This process's name among replicas, in /healthz and as the replica label of /metrics;
+    # empty: the host's name and the port ("db1:8080").  Set RESPONDER_REPLICA in a container,
+    # whose host name changes with each start.
+    replica: str = ""
+
+    def replica_name(self) -> str:
+        return (
+            self.replica
+            or os.environ.get("RESPONDER_REPLICA")
+            or (f"{socket.gethostname()}:{self.port}")
+        )
+
     language: str = Field("zh", pattern="^(zh|en)$")
     rules: list[str] = Field(default_factory=lambda: ["rules/*.toml"])
     # A development inbox: the service itself receives json:// posts at /dev/inbox/{channel}

@@ -137,7 +137,20 @@ def translate(sql: str) -> tuple[str, bool]:
 
 
 def _param(v: Any) -> Any:
+    if isinstance(v, str) and "\x00" in v:
+        raise _nul()
     return int(v) if isinstance(v, bool) else v  # SQLite's booleans are integers
+
+
+def _nul() -> ResponderError:
+    """PostgreSQL's text cannot hold the NUL character (SQLite's can): refused as bad input,
+    before the statement, rather than failing in the driver (a 500)."""
+    return ResponderError(
+        "invalid",
+        "内容含有空字符(NUL,\\u0000),无法保存或查找;请删除后重试",
+        "the text holds a NUL character (\\u0000), which cannot be stored or looked up:"
+        " remove it and try again",
+    )
 
 
 def _params(params: Any) -> Any:
@@ -366,12 +379,17 @@ class PgDatabase:
         self.jobs = 0
         self.busy_seconds = 0.0
 
-    async def open(self) -> PgDatabase:
+    async def open(self, migrate: bool = True) -> PgDatabase:
+        """Connect, and bring the schema up to date (``migrate=False``: only connect, for
+        ``verify-audit``, which never changes a database)."""
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
         self._readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="db-reader")
         self._writer = Connection(self.url)
         try:
-            await self._on_writer(_migrate, self._writer, self.url)
+            if migrate:
+                await self._on_writer(_migrate, self._writer, self.url)
+            else:
+                await self._on_writer(self._writer.connect)
         except psycopg.Error as e:
             await self.close()
             raise unavailable(self.url, e) from e

@@ -167,6 +167,10 @@ async def healthz(request: web.Request) -> web.Response:
         "dispatcher_lag_s": round(lag.outbox, 3) if lag else None,
         "alerts": delivery.detail,
     }
+    if getattr(db, "dialect", "sqlite") == "postgresql":
+        # Which replica answered: behind a load balancer each one is probed on its own
+        # address, and the answer says whose it is.
+        body["replica"] = request.app[CFG].service.replica_name()
     # Chinese as written, as the API answers: an administrator reads problems_zh with curl.
     return web.json_response(
         body,
@@ -283,7 +287,28 @@ async def metrics(request: web.Request) -> web.Response:
         f"responder_sending_process_ready {0 if engine.dispatcher.sender.problem else 1}",
     ]
     lines += engine.metrics.render()
+    if getattr(db, "dialect", "sqlite") == "postgresql":  # replicas: whose figures these are
+        lines = labelled(lines, request.app[CFG].service.replica_name())
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+
+
+def labelled(lines: list[str], replica: str) -> list[str]:
+    """Every sample with ``replica="…"``: the counts of one process (sends, lateness) are
+    told apart, and the cluster-wide ones (incidents, obligations: read from the shared
+    database) are the same in every replica's answer — sum the former, take any of the
+    latter."""
+    label = f'replica="{escape_label(replica)}"'
+    out = []
+    for line in lines:
+        if not line or line.startswith("#"):
+            out.append(line)
+        elif "{" in line.split(" ", 1)[0]:
+            name, rest = line.split("{", 1)
+            out.append(f"{name}{{{label},{rest}")
+        else:
+            name, value = line.split(" ", 1)
+            out.append(f"{name}{{{label}}} {value}")
+    return out
 
 
 def setup(app: web.Application) -> None:

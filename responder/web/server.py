@@ -27,6 +27,7 @@ from responder.checks import (
 from responder.config import Config
 from responder.engine.runner import STOP_GRACE
 from responder.errors import ResponderError
+from responder.store import is_postgresql, sqlite_path
 from responder.store.db import make_parent
 from responder.store.lock import instance_lock
 from responder.web.access import MalformedRequestFilter, RequestIdFilter
@@ -112,8 +113,7 @@ def serve(cfg: Config, log_format: str = "text") -> int:
         log.warning("%s / %s", *describe_not_understood(bad))
     for zh, en in production_notes(cfg):
         log.warning("%s / %s", zh, en)
-    make_parent(cfg.service.database)
-    with instance_lock(cfg.service.database):
+    with _one_instance(cfg.service.database):
         app = create_app(cfg)
 
         def serving() -> None:
@@ -123,7 +123,7 @@ def serve(cfg: Config, log_format: str = "text") -> int:
                 __version__,
                 cfg.service.host,
                 cfg.service.port,
-                cfg.service.database,
+                shown_database(cfg.service.database),
                 cfg.service.timezone,
             )
 
@@ -136,6 +136,25 @@ def serve(cfg: Config, log_format: str = "text") -> int:
             raise _cannot_listen(cfg, why) from None
     log.info("responder stopped")
     return 0
+
+
+def _one_instance(database: str) -> contextlib.AbstractContextManager[object]:
+    """On SQLite, one ``serve`` per database file (its lock file, see store.lock).  On
+    PostgreSQL any number of replicas share the database: no lock."""
+    if is_postgresql(database):
+        return contextlib.nullcontext()
+    path = sqlite_path(database)
+    make_parent(path)
+    return instance_lock(path)
+
+
+def shown_database(database: str) -> str:
+    """The database as a log line may show it: a PostgreSQL URL without its password."""
+    if is_postgresql(database):
+        from responder.store.pg import masked
+
+        return masked(database)
+    return database
 
 
 async def run(app: web.Application, cfg: Config, serving: Callable[[], None]) -> None:
