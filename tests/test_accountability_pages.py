@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from responder.timeutil import show
 from tests.test_pages import CHROMIUM_ARGS, chromium, login
-from tests.web_helpers import PASSWORD, Web
+from tests.web_helpers import PASSWORD, Web, rfc3339
 
 pytest_plugins = ["tests.web_fixtures"]
 __all__ = ["chromium"]  # the fixture, shared with the pages' tests
@@ -96,3 +98,49 @@ async def test_decide_a_record_and_print_the_report_in_chromium(
     row = await web.db.fetchone("SELECT measure, decided_by FROM accountability_decisions")
     assert tuple(row) == ("exempt", "user:reviewer-zhang")
     assert (out / "incident-report.pdf").stat().st_size > 10_000
+
+
+async def test_a_correction_reminder_on_a_closed_incident_is_still_open_on_its_ack_page(
+    web: Web,
+) -> None:
+    """Issue 16: the acknowledgement page of a correction's reminder said "the incident is
+    closed: nothing more to do" — but a correction (限期整改) runs on after the incident."""
+    from responder.ops import Ops
+    from responder.secret import ack_token
+    from tests.test_accountability import fire_due
+
+    incident = await web.declare(occurred_at=web.at(hours=-6))
+    due = web.clock.now() + timedelta(days=14)
+    resp = await web.post(
+        "/api/v1/accountability/1/decisions",
+        {"action": "change", "measure": "correction", "reason": "夜间无人值守",
+         "correction_required": "建立夜间值班", "correction_due_at": rfc3339(due)},
+        "reviewer",
+    )  # fmt: skip
+    assert resp.status == 201, await resp.text()
+    resp = await web.post(f"/api/v1/incidents/{incident['id']}/close", {"reason": "处置完毕"})
+    assert resp.status == 200, await resp.text()
+    assert await fire_due(Ops(web.db, web.cfg, web.clock)) >= 1  # the notice to the head
+    row = await web.db.fetchone(
+        "SELECT n.ack_nonce FROM notifications n JOIN obligations o ON o.id = n.obligation_id"
+        " WHERE o.kind = 'correction' ORDER BY n.id LIMIT 1"
+    )
+    link = "/ack/" + ack_token(b"x" * 32, row[0])  # fire_due's secret
+    shown = show(due, web.cfg.tz)
+
+    page = await (await web.client.get(link)).text()
+    assert "无需再处理" not in page
+    assert "事件虽已结束,但整改尚未完成" in page and shown in page
+    assert '<form method="post">' in page
+    await web.client.get("/lang/en")  # the switch: the page in English from now on
+    english = await (await web.client.get(link)).text()
+    assert "The incident is closed, but the correction is still open" in english
+    assert "nothing more to do" not in english
+    await web.client.get("/lang/zh")
+
+    web.clock.advance(timedelta(days=15))  # overdue, and still to be done
+    page = await (await web.client.get(link)).text()
+    assert "此事项已超时 24小时,尚未完成" in page and "无需再处理" not in page
+    done = await (await web.client.post(link)).text()
+    assert "已确认收到" in done and "无需再处理" not in done
+    assert await web.count("notifications", "acked_at IS NOT NULL") == 1
