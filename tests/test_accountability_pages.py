@@ -85,6 +85,14 @@ async def test_decide_a_record_and_print_the_report_in_chromium(
             main = await page.inner_text("main")
             assert "免责" in main and "更正决定" in main  # decided; now only correctable
             await page.screenshot(path=str(out / "record-decided.png"), full_page=True)
+            # The same page in English: one language, nothing Chinese the service wrote.
+            await page.goto(base + "lang/en?next=/review/records/1")
+            main = await page.inner_text("main")
+            assert "exempted" in main and "Correct decision" in main and "免责" not in main
+            await page.screenshot(path=str(out / "record-decided-en.png"), full_page=True)
+            await page.goto(base + "lang/zh?next=/review")
+            assert "已决定:免责" in await page.inner_text("main")
+            await page.screenshot(path=str(out / "list.png"), full_page=True)
             await page.goto(base + f"review/reports/incidents/{incident['id']}")
             text = await page.inner_text("body")
             assert "审计链校验" in text and "免责" in text
