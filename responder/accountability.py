@@ -538,7 +538,22 @@ def seal_report(
     now: datetime,
 ) -> tuple[int, str]:
     """The audit entry of a report: who made it, what it covered, and the seal of every row it
-    shows.  Returns (sequence number, hash): the head ``verify-audit --expect`` checks."""
+    shows.  Returns (sequence number, hash): the head ``verify-audit --expect`` checks.
+
+    The same report made again — the same subject and facts, every row it shows unchanged
+    since the last report of that subject — is the same document: that report's entry is
+    returned and nothing is appended.  Reloading a page, a printer's preview, a second
+    reviewer opening it do not grow the log; a report after any change to what it shows is
+    sealed anew.  (In this write transaction: two reports made at once append one entry.)"""
+    last = tx.execute(
+        "SELECT seq, hash, data FROM audit_log WHERE action = 'report.made' AND subject = ?"
+        " ORDER BY seq DESC LIMIT 1",
+        (subject,),
+    ).fetchone()
+    if last is not None:
+        earlier = json.loads(last[2])
+        if earlier.pop("sealed", None) == sealed and earlier == facts:
+            return int(last[0]), str(last[1])
     seq = audit.append(tx, now, actor, "report.made", subject, {**facts, "sealed": sealed})
     (digest,) = tx.execute("SELECT hash FROM audit_log WHERE seq = ?", (seq,)).fetchone()
     return seq, digest

@@ -39,7 +39,8 @@ async def find(db: Database, token: str) -> Any:
     row = await db.fetchone(
         "SELECT n.*, i.title, i.level, i.drill, i.status AS incident_status,"
         " o.name AS obligation_name, o.name_en AS obligation_name_en, o.deadline, o.status AS"
-        " obligation_status, o.met_at AS obligation_met_at FROM notifications n LEFT JOIN incidents i ON i.id = n.incident_id"
+        " obligation_status, o.met_at AS obligation_met_at, o.kind AS obligation_kind"
+        " FROM notifications n LEFT JOIN incidents i ON i.id = n.incident_id"
         " LEFT JOIN obligations o ON o.id = n.obligation_id WHERE n.ack_hash = ?",
         (token_hash(token),),
     )

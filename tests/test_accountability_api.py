@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -200,3 +201,45 @@ async def test_a_reports_head_verifies_later_and_an_edited_evidence_row_does_not
     assert done.returncode == 1
     line = done.stderr.strip().splitlines()[-1]
     assert "证据记录已被篡改 evidence tampered" in line and "attempts:" in line, line
+
+
+async def test_reloading_a_report_appends_nothing_a_change_seals_it_anew(web: Web) -> None:
+    """Issue 16: every GET of a report appended a ``report.made`` entry, so reloading the page
+    or a printer's preview grew the audit log without limit.  The same report (same subject,
+    every row it shows unchanged) is the same document: its entry is given again."""
+    from tests.test_pages import login
+    from tests.web_helpers import PASSWORD
+
+    iid, _ = await breached_record(web)
+    await web.add_login_user("reviewer-li", "reviewer")
+    assert (await login(web, "reviewer-li", PASSWORD)).status == 303
+    made = "action = 'report.made'"
+    heads = set()
+    for _ in range(3):  # reloads of the page, and the API in each of its formats
+        page = await (await web.client.get(f"/review/reports/incidents/{iid}")).text()
+        shown = re.findall(r"verify-audit --expect (\d+:[0-9a-f]{64})", page)
+        assert shown, page
+        heads |= set(shown)
+        report = await (await web.get(f"/api/v1/reports/incidents/{iid}", "viewer")).json()
+        heads.add(report["audit"]["head"])
+        for fmt in ("csv", "html"):
+            resp = await web.get(f"/api/v1/reports/incidents/{iid}?format={fmt}", "reviewer")
+            assert resp.status == 200
+    assert await web.count("audit_log", made) == 1
+    assert len(heads) == 1 and None not in heads
+    (first,) = heads
+
+    # What it shows changed (the release came): the next report is sealed anew.
+    resp = await web.post(f"/api/v1/incidents/{iid}/releases", {"published_at": web.at()})
+    assert resp.status == 201, await resp.text()
+    report = await (await web.get(f"/api/v1/reports/incidents/{iid}", "viewer")).json()
+    assert report["audit"]["verified"] and report["audit"]["head"] != first
+    assert await web.count("audit_log", made) == 2
+    # Another subject is another report.
+    resp = await web.get("/api/v1/reports/quarterly?year=2026&quarter=4", "viewer")
+    assert resp.status == 200
+    assert await web.count("audit_log", made) == 3
+    db = Path(web.cfg.service.database)
+    for head in (first, report["audit"]["head"]):
+        done = verify_audit(db, "--expect", head)
+        assert done.returncode == 0, done.stderr

@@ -12,7 +12,7 @@ from typing import Any
 from responder import accountability
 from responder.config import Config
 from responder.errors import BadInput, NotFound
-from responder.policy.rules import LEVEL_NAMES
+from responder.policy.rules import LEVEL_NAMES, LEVEL_NAMES_EN
 from responder.reports import evidence
 from responder.store import Database
 from responder.timeutil import format_duration, from_db, iso_local, local, show, to_db
@@ -51,6 +51,11 @@ def _unit_name(cfg: Config, unit_id: str) -> str:
     return u.name if u else unit_id
 
 
+def _unit_name_en(cfg: Config, unit_id: str) -> str:
+    u = cfg.unit(unit_id)
+    return (u.name_en or u.name) if u else unit_id
+
+
 def _person(cfg: Config, person_id: str | None) -> dict[str, Any] | None:
     if not person_id:
         return None
@@ -70,6 +75,7 @@ def decision_views(rows: list[Any], cfg: Config) -> list[dict[str, Any]]:
             **accountability.measure_names(d["measure"]),
             "proposed_measure": d["proposed_measure"],
             "grounds": json.loads(d["proposal"]).get("grounds", []),
+            "grounds_en": json.loads(d["proposal"]).get("grounds_en", []),
             "reason": d["reason"],
             "correction_required": d["correction_required"],
             "correction_due_at": _t(d["correction_due_at"], cfg),
@@ -91,6 +97,7 @@ def interview_view(v: Any, cfg: Config) -> dict[str, Any]:
         "decision_id": v["decision_id"],
         "unit": v["unit"],
         "unit_name": _unit_name(cfg, v["unit"]),
+        "unit_name_en": _unit_name_en(cfg, v["unit"]),
         "interviewee": v["interviewee"],
         "reason": v["reason"],
         "held_at": _t(v["held_at"], cfg),
@@ -133,12 +140,14 @@ def correction_view(c: Any, cfg: Config, now: datetime) -> dict[str, Any]:
         "decision_id": c["decision_id"],
         "unit": c["unit"],
         "unit_name": _unit_name(cfg, c["unit"]),
+        "unit_name_en": _unit_name_en(cfg, c["unit"]),
         "required": c["required"],
         "due_at": _t(c["due_at"], cfg),
         "state": state,
         "state_name": CORRECTION_STATES[state][0],
         "state_name_en": CORRECTION_STATES[state][1],
         "overdue_by": format_duration(now - due) if state == "overdue" else None,
+        "overdue_by_en": format_duration(now - due, "en") if state == "overdue" else None,
         "report_received_at": _t(c["report_received_at"], cfg),
         "report_text": c["report_text"],
         "report_recorded_by": c["report_recorded_by"],
@@ -159,6 +168,7 @@ def record_summary(r: Any, ob: Any, incident: Any, cfg: Config, now: datetime) -
         "incident_title": incident["title"],
         "incident_level": incident["level"],
         "incident_level_name": LEVEL_NAMES.get(incident["level"], ""),
+        "incident_level_name_en": LEVEL_NAMES_EN.get(incident["level"], ""),
         "drill": bool(incident["drill"]),
         "obligation_id": r["obligation_id"],
         "obligation": ob["kind"],
@@ -166,10 +176,13 @@ def record_summary(r: Any, ob: Any, incident: Any, cfg: Config, now: datetime) -
         "obligation_name_en": ob["name_en"],
         "rule_set": grounds.get("rule_set") or ob["rule_set_id"],
         "rule_set_title": grounds.get("rule_set_title", ""),
+        "rule_set_title_en": grounds.get("rule_set_title_en", ""),
         "clause": grounds.get("clause", ""),
         "within": format_duration(timedelta(seconds=ob["within_s"])),
+        "within_en": format_duration(timedelta(seconds=ob["within_s"]), "en"),
         "unit": r["unit"],
         "unit_name": _unit_name(cfg, r["unit"]),
+        "unit_name_en": _unit_name_en(cfg, r["unit"]),
         "responsible_person": _person(cfg, r["responsible_person"]),
         "deadline": _t(r["deadline"], cfg),
         "deadline_local": show(from_db(r["deadline"]), cfg.tz),

@@ -7,10 +7,13 @@ decision or report that used it.  Verification recomputes each sealed row's dige
 changed or removed since is named.
 
 A row may still rightly change after it was sealed: a message still being sent gets its
-outcome, an acknowledgement comes in, an open duty is met.  So a digest covers the columns
-that were settled when the row was sealed — those not NULL, minus the columns that move while
-the row is still live — and the seal lists the columns it left out.  A later change to a
-covered column is an edit nobody may make.
+outcome, an acknowledgement comes in, an open duty is met.  So a digest covers every column
+of the row — an empty one (NULL) as empty, so that a value written into it later is found —
+minus the columns that move while the row is still live, and minus the few that are filled
+in once whatever the row's state (an acknowledgement) while they are still empty.  The seal
+lists the columns it left out, and verification reads that list from the seal: seals made
+before empty columns were covered (they listed every NULL column as left out) verify as they
+always did.  A later change to a covered column is an edit nobody may make.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from typing import Any
 
 import aiosqlite
 
-# Per table: is the row still live, and the columns that move while it is.
+# Per table: is the row still live, and the columns that move while it is (those it fills
+# in as it settles, from NULL, among them: a duty's met_at, a step's fired_at).
 _Live = Callable[[Any], bool]
 MOVING: dict[str, tuple[_Live, frozenset[str]]] = {
     "incidents": (
@@ -32,11 +36,29 @@ MOVING: dict[str, tuple[_Live, frozenset[str]]] = {
     ),
     "obligations": (
         lambda r: r["met_at"] is None and r["status"] in ("open", "breached"),
-        frozenset({"status", "breached_at", "recorded_late"}),
+        frozenset(
+            {
+                "status",
+                "breached_at",
+                "recorded_late",
+                "met_at",
+                "met_recorded_at",
+                "waived_at",
+                "waived_reason",
+            }
+        ),
     ),
-    "steps": (lambda r: r["status"] == "pending", frozenset({"status"})),
+    "steps": (
+        lambda r: r["status"] == "pending",
+        frozenset({"status", "fired_at", "cancelled_at"}),
+    ),
+    # A message that failed on every channel is still live while its next round is planned
+    # (retry_at): the round requeues it, or it ends, saying why (retry_ended).
     "notifications": (
-        lambda r: r["status"] in ("queued", "sending"),
+        lambda r: (
+            r["status"] in ("queued", "sending")
+            or (r["status"] == "failed" and r["retry_at"] is not None)
+        ),
         frozenset(
             {
                 "status",
@@ -46,18 +68,47 @@ MOVING: dict[str, tuple[_Live, frozenset[str]]] = {
                 "last_error",
                 "sent_at",
                 "sent_channel",
+                "rounds",
+                "retry_at",
+                "retry_ended",
             }
         ),
     ),
-    "attempts": (lambda r: r["outcome"] == "started", frozenset({"outcome", "error"})),
+    "attempts": (
+        lambda r: r["outcome"] == "started",
+        frozenset({"outcome", "error", "finished_at"}),
+    ),
     "press_conferences": (
         lambda r: r["status"] == "scheduled",
-        frozenset({"status", "scheduled_at", "venue", "spokesperson", "notes"}),
+        frozenset(
+            {
+                "status",
+                "scheduled_at",
+                "venue",
+                "spokesperson",
+                "notes",
+                "held_at",
+                "principal_leader_spoke",
+                "recorded_late",
+            }
+        ),
     ),
-    "accountability_corrections": (lambda r: r["status"] == "open", frozenset({"status"})),
+    "accountability_corrections": (
+        lambda r: r["status"] == "open",
+        frozenset(
+            {
+                "status",
+                "report_received_at",
+                "report_text",
+                "report_recorded_by",
+                "report_recorded_at",
+                "withdrawn_at",
+            }
+        ),
+    ),
     "accountability_records": (
         lambda r: r["met_at"] is None,
-        frozenset({"evidence", "overrun_s"}),
+        frozenset({"evidence", "overrun_s", "met_at"}),
     ),
 }
 # Columns that move whatever the row's state: a lease; a record's summary of its current
@@ -74,6 +125,11 @@ ALWAYS_MOVING: dict[str, frozenset[str]] = {
             "status",
         }
     ),
+}
+# Columns filled in once, at any time, while they are empty: an acknowledgement of a message
+# delivered long ago.  Once filled, they are covered like any other.
+FILLED_LATER: dict[str, frozenset[str]] = {
+    "notifications": frozenset({"acked_at"}),
 }
 TABLES = frozenset(
     {
@@ -95,7 +151,7 @@ TABLES = frozenset(
 
 def _left_out(table: str, row: Any) -> list[str]:
     live, moving = MOVING.get(table, (lambda r: False, frozenset()))
-    out = {k for k in row.keys() if row[k] is None}
+    out = {k for k in FILLED_LATER.get(table, frozenset()) if row[k] is None}
     out |= ALWAYS_MOVING.get(table, frozenset())
     if live(row):
         out |= moving

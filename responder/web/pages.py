@@ -24,6 +24,7 @@ from aiohttp import web
 
 from responder import ack, auth
 from responder.config import Config
+from responder.obligations import CORRECTION
 from responder.policy.rules import LEVEL_NAMES
 from responder.timeutil import format_duration, from_db, show
 from responder.web.identity import identify
@@ -92,6 +93,7 @@ def _ack_ctx(request: web.Request, row: Any) -> dict[str, Any]:
         "acked_at": show(from_db(row["acked_at"]), cfg.tz) if row["acked_at"] else "",
         "settled": pick(lang, *settled) if settled else "",
         "overdue": "" if settled else _overdue(request, row, lang),
+        "still_open": "" if settled else _correction_open(request, row, lang),
     }
 
 
@@ -111,8 +113,10 @@ def _overdue(request: web.Request, row: Any, lang: str) -> str:
 
 def _settled(row: Any, cfg: Config) -> tuple[str, str] | None:
     """Whether there is nothing left to do about what the link's message said (zh, en): a
-    recipient opening it hours later must not be told to hurry for a duty already done."""
-    if row["incident_status"] == "closed":
+    recipient opening it hours later must not be told to hurry for a duty already done.
+    A correction (限期整改) runs on after its incident closed: only its report, or its
+    withdrawal, settles it."""
+    if row["incident_status"] == "closed" and row["obligation_kind"] != CORRECTION:
         return "事件已结束,无需再处理此提醒。", "The incident is closed: nothing more to do."
     if row["obligation_status"] == "waived":
         return "此事项已免除,无需再处理。", "This duty was waived: nothing more to do."
@@ -123,6 +127,24 @@ def _settled(row: Any, cfg: Config) -> tuple[str, str] | None:
             f"This duty was done at {at}: nothing more to do.",
         )
     return None
+
+
+def _correction_open(request: web.Request, row: Any, lang: str) -> str:
+    """For a correction still running (before its deadline): that it is open, and until when,
+    though the incident may be over."""
+    deadline = from_db(row["deadline"])
+    if row["obligation_kind"] != CORRECTION or deadline is None:
+        return ""
+    if deadline < request.app[CLOCK].now():
+        return ""  # overdue: said by _overdue
+    due = show(deadline, request.app[CFG].tz)
+    closed = row["incident_status"] == "closed"
+    return pick(
+        lang,
+        ("事件虽已结束,但" if closed else "") + f"整改尚未完成:请在 {due} 前提交整改报告。",
+        ("The incident is closed, but the" if closed else "The")
+        + f" correction is still open: send the correction report by {due}.",
+    )
 
 
 async def ack_page(request: web.Request) -> web.Response:

@@ -2,7 +2,9 @@
 record with its evidence and the decision form, and the reports.
 
 The same rules as every page: a login session, the CSRF token of the session on every form,
-no inline script or style.  Deciding is for reviewers and administrators; anyone signed in
+no inline script or style, and one language per page (``layout.t``): the data layer carries
+each text in Chinese and English (``obligation_name``/``obligation_name_en``, ``what``/
+``what_en``, ``grounds``/``grounds_en``…) and the page picks its own.  Deciding is for reviewers and administrators; anyone signed in
 may read.  The work is done by the service layer (``Ops``) as for the API.
 """
 
@@ -19,20 +21,25 @@ from responder.config import MEASURES
 from responder.errors import BadInput, ResponderError
 from responder.reports import records, render
 from responder.web import layout
-from responder.web.identity import Forbidden, actor, identify
+from responder.web.console import level_words
+from responder.web.identity import Forbidden, actor
 from responder.web.keys import CFG, CLOCK, DB, OPS
 from responder.web.pages import StaleForm, read_form
 from responder.web.routing import REVIEW
 from responder.web.security import same
 
-STATES = {"open": "待决定 open", "decided": "已决定 decided"}
+STATES = {"open": ("待决定", "open"), "decided": ("已决定", "decided")}
+_signed_in = layout.signed_in  # and back to this page after signing in
 
 
-async def _signed_in(request: web.Request) -> dict[str, Any]:
-    user = await identify(request)
-    if user is None or "csrf" not in user:
-        raise web.HTTPSeeOther("/login")
-    return user
+def _problems(e: ValidationError, lang: str) -> str:
+    """A form's problems in the page's language: our rules say each as "中文 / English"."""
+    said = []
+    for err in e.errors():
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        zh, sep, en = msg.partition(" / ")
+        said.append(layout.pick(lang, zh, en) if sep else msg)
+    return "; ".join(said)
 
 
 def _record_id(request: web.Request) -> int:
@@ -83,6 +90,7 @@ async def _record_page(
             "r": view,
             "may_decide": user["role"] in REVIEW,
             "measures": {k: v for k, v in MEASURES.items() if k != "exempt"},
+            "level": level_words(view["incident_level"], layout.page_language(request)),
             "current": next((d for d in view["decisions"] if d["current"]), None),
             "error": error,
         },
@@ -136,12 +144,13 @@ async def decide(request: web.Request) -> web.Response:
         data = _decision(form, request.app[CFG])
         await request.app[OPS].decide(rid, data, actor(user))
     except ValidationError as e:
-        problems = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
+        problems = _problems(e, layout.page_language(request))
         return await _record_page(request, user, rid, problems, status=422)
     except ResponderError as e:
         if e.status == 404:
             raise
-        return await _record_page(request, user, rid, f"{e.zh} / {e.en}", status=e.status)
+        said = layout.pick(layout.page_language(request), e.zh, e.en)
+        return await _record_page(request, user, rid, said, status=e.status)
     raise web.HTTPSeeOther(f"/review/records/{rid}")
 
 

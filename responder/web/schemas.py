@@ -306,6 +306,7 @@ class ReviewRecord(_Out):
     incident_title: str
     incident_level: str
     incident_level_name: str
+    incident_level_name_en: str
     drill: bool
     obligation_id: int
     obligation: str
@@ -313,10 +314,13 @@ class ReviewRecord(_Out):
     obligation_name_en: str
     rule_set: str
     rule_set_title: str
+    rule_set_title_en: str
     clause: str = Field(description="the clause that set the limit, as it read at the breach")
     within: str
+    within_en: str
     unit: str
     unit_name: str
+    unit_name_en: str
     responsible_person: dict[str, Any] | None
     deadline: Time | None
     deadline_local: str
