@@ -60,6 +60,7 @@ class PgServer:
         self.port = free_port()
         self.user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
         self._databases = 0
+        self.fsync = False  # the tests' server need not survive a power cut; a benchmark's does
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = list(args)
@@ -78,9 +79,10 @@ class PgServer:
         return self
 
     def pg_ctl(self, action: str, *extra: str) -> None:
+        durability = "" if self.fsync else " -c fsync=off -c full_page_writes=off"
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
-            " -c fsync=off -c full_page_writes=off -c max_connections=200"
+            f" -c max_connections=200{durability}"
         )
         self._run(
             str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),

@@ -49,7 +49,7 @@ from psycopg import errors as pgerr
 from psycopg.adapt import Loader
 from psycopg.pq import TransactionStatus
 
-from responder.errors import ResponderError, Unavailable
+from responder.errors import BadInput, ResponderError, Unavailable
 from responder.store import db as sqlite_store
 from responder.store.db import RETRY_AFTER, WriteState, _Pending
 
@@ -142,10 +142,10 @@ def _param(v: Any) -> Any:
     return int(v) if isinstance(v, bool) else v  # SQLite's booleans are integers
 
 
-def _nul() -> ResponderError:
+def _nul() -> BadInput:
     """PostgreSQL's text cannot hold the NUL character (SQLite's can): refused as bad input,
     before the statement, rather than failing in the driver (a 500)."""
-    return ResponderError(
+    return BadInput(
         "invalid",
         "内容含有空字符(NUL,\\u0000),无法保存或查找;请删除后重试",
         "the text holds a NUL character (\\u0000), which cannot be stored or looked up:"
