@@ -627,3 +627,19 @@ async def test_what_is_kept_is_bounded_and_only_from_our_own_pages(web: Web) -> 
     assert resp.status == 303 and resp.headers["Location"] == "/"
     html = await (await web.client.get("/incidents/new")).text()
     assert RESTORED not in html
+
+
+async def test_the_live_view_of_an_incident_not_found_says_so_in_json(web: Web) -> None:
+    """The script tells "not found" from a lost connection by this answer (it was the HTML
+    error page, which the script could only take for a failure)."""
+    await signed_in(web)
+    resp = await web.client.get("/live.json?incident=INC-20000101-0001")
+    assert resp.status == 404
+    assert await resp.json() == {
+        "code": "incident_not_found",
+        "message": "找不到事件 INC-20000101-0001",
+    }
+    resp = await web.client.get(
+        "/live.json?incident=INC-20000101-0001", headers={"Accept-Language": "en"}
+    )
+    assert (await resp.json())["message"] == "no incident INC-20000101-0001"
