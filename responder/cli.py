@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import aiosqlite
 
-from responder import __version__, auth, config
+from responder import __version__, auth, cli_text, config
 from responder.checks import (
     channels_not_understood,
     check_templates,
@@ -35,6 +35,8 @@ from responder.store.audit import Verdict, verify
 from responder.store.db import BUSY_TIMEOUT_MS, unavailable
 from responder.timeutil import at_most_now, from_db, next_whole_second, parse_time, show
 from responder.views import plan_text, preview
+
+_t = cli_text.pick  # the run's half of a message in Chinese and English
 
 
 def cli_actor() -> str:
@@ -52,17 +54,24 @@ def cli_actor() -> str:
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with a command line it cannot take said in one line (as every other error
-    is), not a usage block: the way to the full usage is named instead."""
+    is), not a usage block: the way to the full usage is named instead.  argparse's own words
+    (``invalid choice``…) and the ``--help`` texts are English."""
+
+    lang = cli_text.DEFAULT  # the run's language, set on the class before parsing
 
     def error(self, message: str) -> NoReturn:
         self.exit(
             2,
-            f"responder: 命令行有误 usage error: {message}"
-            f"(用法见 {self.prog} --help / see {self.prog} --help)\n",
+            cli_text.pick(
+                self.lang,
+                f"responder: 命令行有误:{message}(用法见 {self.prog} --help)\n",
+                f"responder: usage error: {message} (see {self.prog} --help)\n",
+            ),
         )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(lang: str = cli_text.DEFAULT) -> argparse.ArgumentParser:
+    _Parser.lang = lang
     # --config, --db and --lang work before or after the command.
     common = _Parser(add_help=False)
     common.add_argument(
@@ -73,7 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--db", default=argparse.SUPPRESS, help="database file (overrides the config)"
     )
-    common.add_argument("--lang", choices=["zh", "en"], default=argparse.SUPPRESS, help="language")
+    common.add_argument(
+        "--lang",
+        choices=list(cli_text.LANGS),
+        default=argparse.SUPPRESS,
+        help="the language of every message (default: $RESPONDER_LANG, else the locale's if"
+        " English or Chinese, else service.language)",
+    )
     p = _Parser(
         prog="responder",
         parents=[common],
@@ -89,11 +104,14 @@ def _parser() -> argparse.ArgumentParser:
     # Defaults from the environment are strings: argparse checks them with ``type`` as it
     # checks the flags (a bad $RESPONDER_PORT is refused only when serving, and in words).
     s.add_argument(
-        "--port", type=_port, default=os.environ.get("RESPONDER_PORT"), help="or $RESPONDER_PORT"
+        "--port",
+        type=_port(lang),
+        default=os.environ.get("RESPONDER_PORT"),
+        help="or $RESPONDER_PORT",
     )
     s.add_argument(
         "--log-format",
-        type=_log_format,
+        type=_log_format(lang),
         default=os.environ.get("RESPONDER_LOG_FORMAT", "text"),
         help="text or json (or $RESPONDER_LOG_FORMAT)",
     )
@@ -149,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"valid for N days (1 to {auth.MAX_TOKEN_DAYS}); default: until revoked",
     )
     tr = t.add_parser("revoke", parents=[common], help="revoke an API token by its id")
-    tr.add_argument("token_id", type=_token_id)
+    tr.add_argument("token_id", type=_token_id(lang))
     tl = t.add_parser(
         "list", parents=[common], help="list API tokens: id, user, name, created, last used"
     )
@@ -163,7 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     ri = rp.add_parser("incident", parents=[common], help="the per-incident report")
     ri.add_argument("incident_id")
     rq = rp.add_parser("quarterly", parents=[common], help="the quarterly notice of every unit")
-    rq.add_argument("--year", required=True, type=_year)
+    rq.add_argument("--year", required=True, type=_year(lang))
     rq.add_argument("--quarter", required=True, type=int, choices=[1, 2, 3, 4])
     for r in (ri, rq):
         r.add_argument("--format", choices=["html", "csv", "json"], default="html")
@@ -178,19 +196,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _whole_number(high: int, zh: str, en: str) -> Callable[[str], int]:
-    """An argparse type: a whole number from 1 to ``high``, else a usage error in words."""
+def _whole_number(high: int, zh: str, en: str) -> Callable[[str], Callable[[str], int]]:
+    """An argparse type, given the run's language: a whole number from 1 to ``high``, else a
+    usage error in words."""
 
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            number = 0
-        if not 0 < number <= high:
-            raise argparse.ArgumentTypeError(f"{zh},收到“{value}”/ {en}, not '{value}'")
-        return number
+    def in_language(lang: str) -> Callable[[str], int]:
+        def parse(value: str) -> int:
+            try:
+                number = int(value)
+            except ValueError:
+                number = 0
+            if not 0 < number <= high:
+                raise argparse.ArgumentTypeError(
+                    cli_text.pick(lang, f"{zh},收到“{value}”", f"{en}, not '{value}'")
+                )
+            return number
 
-    return parse
+        return parse
+
+    return in_language
 
 
 _port = _whole_number(
@@ -205,13 +229,20 @@ _token_id = _whole_number(
 )
 
 
-def _log_format(value: str) -> str:
-    if value not in ("text", "json"):
-        raise argparse.ArgumentTypeError(
-            f"日志格式须为 text 或 json,收到“{value}”/ the log format is text or json, not"
-            f" '{value}' (--log-format or $RESPONDER_LOG_FORMAT)"
-        )
-    return value
+def _log_format(lang: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in ("text", "json"):
+            raise argparse.ArgumentTypeError(
+                cli_text.pick(
+                    lang,
+                    f"日志格式须为 text 或 json,收到“{value}”(--log-format 或 $RESPONDER_LOG_FORMAT)",
+                    f"the log format is text or json, not '{value}'"
+                    " (--log-format or $RESPONDER_LOG_FORMAT)",
+                )
+            )
+        return value
+
+    return parse
 
 
 def _fail(message: str) -> int:
@@ -220,24 +251,30 @@ def _fail(message: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # One language for the whole run (see cli_text): chosen before parsing, so that a usage
+    # error is in it too; the config's service.language only when nothing else chose.
+    chosen = cli_text.from_argv(argv) or cli_text.from_environment(os.environ)
+    lang = chosen or cli_text.DEFAULT
+    args = _parser(lang).parse_args(argv)
     args.config = getattr(args, "config", None) or os.environ.get(
         "RESPONDER_CONFIG", config.DEFAULT_CONFIG
     )
     args.db = getattr(args, "db", None) or os.environ.get("RESPONDER_DB")
-    args.lang = getattr(args, "lang", None)
-    lang = args.lang or "zh"
+    chosen = getattr(args, "lang", None) or chosen  # argparse also takes --la en
+    args.lang = lang = chosen or lang
     try:
         cfg = config.load(args.config)
         if args.db:
             cfg.service.database = args.db
-        lang = args.lang or cfg.service.language
+        if chosen is None:
+            args.lang = lang = cfg.service.language
         if args.command == "serve":
             return _serve(args, cfg)
-        _cli_logging()
+        _cli_logging(lang)
         return asyncio.run(_run(args, cfg, lang))
     except ConfigError as e:
-        return _fail(f"配置错误 config error: {e}")
+        return _fail(cli_text.pick(lang, f"配置错误:{e}", f"config error: {e}"))
     except ResponderError as e:
         return _fail(e.message(lang))
     except KeyboardInterrupt:
@@ -262,17 +299,13 @@ async def _run(args: argparse.Namespace, cfg: config.Config, lang: str) -> int:
         if bad:
             raise ResponderError("channel_not_understood", *describe_not_understood(bad))
         for zh, en in production_notes(cfg):  # valid, but not what production wants
-            print(f"responder: 注意 note: {en if lang == 'en' else zh}", file=sys.stderr)
-        ids = ", ".join(f"{r.id} (from {r.effective_from.date()})" for r in cfg.rule_sets)
-        print(
-            f"OK: {cfg.path}: {len(cfg.units)} units, {len(cfg.people)} people, "
-            f"{len(cfg.channels)} channels; rule sets: {ids}"
-        )
+            _note(lang, _t(lang, zh, en))
+        print(_t(lang, *cli_text.config_summary(cfg)))
         return 0
     if args.command == "plan":
         return _plan(args, cfg, lang, clock)
     if args.command == "verify-audit":
-        return await _verify_audit(args, cfg)
+        return await _verify_audit(args, cfg, lang)
     async with open_store(cfg.service.database) as db:
         if "list" not in (getattr(args, "user_cmd", None), getattr(args, "token_cmd", None)):
             _key_audit(db, cfg)  # the command writes: its audit entry is keyed like the service's
@@ -282,7 +315,12 @@ async def _run(args: argparse.Namespace, cfg: config.Config, lang: str) -> int:
             return await _user(args, db, cfg, clock)
         if args.command == "token":
             return await _token(args, db, cfg, clock)
-    return _fail(f"unknown command {args.command}")
+    return _fail(_t(lang, f"未知命令 {args.command}", f"unknown command {args.command}"))
+
+
+def _note(lang: str, text: str) -> None:
+    """A line on stderr that does not stop the command."""
+    print(_t(lang, f"responder: 注意:{text}", f"responder: note: {text}"), file=sys.stderr)
 
 
 _HEAD = re.compile(r"([1-9][0-9]{0,18}):([0-9a-fA-F]{64})", re.ASCII)
@@ -309,7 +347,7 @@ def _key_audit(db: Database, cfg: config.Config) -> None:
         db.use_secret(secret)
 
 
-async def _verify_audit(args: argparse.Namespace, cfg: config.Config) -> int:
+async def _verify_audit(args: argparse.Namespace, cfg: config.Config, lang: str) -> int:
     """Prove the audit log intact: read-only (it never creates or changes a database), and a
     verdict in one line — exit 0 only when every entry was checked and fits."""
     expect = None
@@ -317,28 +355,37 @@ async def _verify_audit(args: argparse.Namespace, cfg: config.Config) -> int:
         head = _HEAD.fullmatch(args.expect)
         if head is None:
             return _fail(
-                "--expect 应为“条目号:哈希”,即上次校验输出的内容 / "
-                "--expect takes N:HASH as an earlier run printed it"
+                _t(
+                    lang,
+                    "--expect 应为“条目号:哈希”,即上次校验输出的内容",
+                    "--expect takes N:HASH as an earlier run printed it",
+                )
             )
         expect = (int(head[1]), head[2].lower())
     path = cfg.service.database
     if is_postgresql(path):
         verdict, changed = await _check_postgresql(path, expect, _existing_secret(cfg))
-        return _verdict_answer(verdict, changed, cfg)
+        return _verdict_answer(verdict, changed, cfg, lang)
     if _missing(path):
         return _fail(
-            f"数据库 {path} 不存在,未作校验(请检查 --db、$RESPONDER_DB 或 service.database)"
-            f" / the database {path} does not exist: nothing was verified (check --db,"
-            " $RESPONDER_DB or service.database)"
+            _t(
+                lang,
+                f"数据库 {path} 不存在,未作校验(请检查 --db、$RESPONDER_DB 或 service.database)",
+                f"the database {path} does not exist: nothing was verified (check --db,"
+                " $RESPONDER_DB or service.database)",
+            )
         )
     secret = _existing_secret(cfg)
     conn = await _open_read_only(path)
     try:
         if not await conn.execute_fetchall("SELECT 1 FROM sqlite_master LIMIT 1"):
             return _fail(
-                f"数据库 {path} 是空的,不是 responder 的数据库,未作校验(请检查路径)"
-                f" / the database {path} is empty, not a responder database: nothing was"
-                " verified (check the path)"
+                _t(
+                    lang,
+                    f"数据库 {path} 是空的,不是 responder 的数据库,未作校验(请检查路径)",
+                    f"the database {path} is empty, not a responder database: nothing was"
+                    " verified (check the path)",
+                )
             )
         # One read snapshot for the tables, the mark and the chain: the service may be
         # writing (its first keyed entry marks audit_keyed in the same transaction).
@@ -348,7 +395,7 @@ async def _verify_audit(args: argparse.Namespace, cfg: config.Config) -> int:
         changed = await seal.check(conn) if verdict.ok else []
     finally:
         await conn.close()
-    return _verdict_answer(verdict, changed, cfg)
+    return _verdict_answer(verdict, changed, cfg, lang)
 
 
 async def _check_postgresql(
@@ -368,43 +415,41 @@ async def _check_postgresql(
         await db.close()
 
 
-def _verdict_answer(verdict: Verdict, changed: list[str], cfg: config.Config) -> int:
+def _verdict_answer(verdict: Verdict, changed: list[str], cfg: config.Config, lang: str) -> int:
     """Print the verdict in one line; exit 0 only for an intact log and evidence."""
     if not verdict.ok:
-        return _fail(_verdict_line(verdict, cfg))
+        return _fail(_verdict_line(verdict, cfg, lang))
     if changed:
         more = f" (+{len(changed) - 1})" if len(changed) > 1 else ""
-        return _fail(f"证据记录已被篡改 evidence tampered: {changed[0]}{more}")
+        return _fail(
+            _t(
+                lang,
+                f"证据记录已被篡改:{changed[0]}{more}",
+                f"evidence tampered: {changed[0]}{more}",
+            )
+        )
     # Keep the head somewhere else (a log, a ticket) and pass it back with --expect: the
     # chain alone cannot show that its newest entries were cut off.  (The service sends one to
     # the administrators daily and at every close.)
-    line = f"OK: 审计日志完好,共 {verdict.entries} 条 / audit log intact, {verdict.entries} entries"
-    if verdict.keyed_from is not None:
-        line += f" (keyed with the server secret from #{verdict.keyed_from})"
-    elif verdict.entries:
-        line += " (none keyed with the server secret)"
-    if verdict.entries:
-        line += (
-            f"; head #{verdict.entries} {verdict.head};"
-            f" next time: responder verify-audit --expect {verdict.entries}:{verdict.head}"
-        )
-    print(line)
+    print(_t(lang, *cli_text.audit_intact(verdict)))
     return 0
 
 
-def _verdict_line(verdict: Verdict, cfg: config.Config) -> str:
+def _verdict_line(verdict: Verdict, cfg: config.Config, lang: str) -> str:
     if not verdict.unauthenticated:
-        return (
-            f"审计日志已被篡改或损坏:{verdict.problem_zh}"
-            f" / audit log tampered or damaged: {verdict.problem}"
+        return _t(
+            lang,
+            f"审计日志已被篡改或损坏:{verdict.problem_zh}",
+            f"audit log tampered or damaged: {verdict.problem}",
         )
     # Exit 1 all the same: a script must not take "could not check" for "intact".
     where = cfg.service.secret_file
-    return (
+    return _t(
+        lang,
         f"审计日志未能完整校验:{verdict.problem_zh}。密钥文件 {where} 不存在,也未设置"
-        f" RESPONDER_SECRET:请在服务所在目录以相同配置运行 / audit log not fully verified:"
-        f" {verdict.problem}. The key file {where} does not exist and RESPONDER_SECRET is not"
-        " set: run this where the service runs, with the same config"
+        " RESPONDER_SECRET:请在服务所在目录以相同配置运行",
+        f"audit log not fully verified: {verdict.problem}. The key file {where} does not exist"
+        " and RESPONDER_SECRET is not set: run this where the service runs, with the same config",
     )
 
 
@@ -436,43 +481,39 @@ def _can_read(uri: str, path: str) -> None:
 async def _user(
     args: argparse.Namespace, db: Database, cfg: config.Config, clock: SystemClock
 ) -> int:
+    lang, name = args.lang, getattr(args, "username", "")
     if args.user_cmd == "list":
         rows = [
             [
                 u["username"],
                 u["role"],
-                "停用 disabled" if u["disabled"] else "启用 enabled",
-                "是 yes" if u["can_log_in"] else "否 no",
+                _t(lang, "停用", "disabled") if u["disabled"] else _t(lang, "启用", "enabled"),
+                _t(lang, "是", "yes") if u["can_log_in"] else _t(lang, "否", "no"),
                 str(u["tokens"]),
                 show(from_db(u["created_at"]), cfg.tz),
             ]
             for u in await auth.users(db)
         ]
-        _table(["用户 user", "角色 role", "状态 state", "可登录 login", "令牌 tokens",
-                "创建 created"], rows)  # fmt: skip
+        _table(cli_text.USER_COLUMNS[lang], rows)
         return 0
     if args.user_cmd in ("disable", "enable"):
         disabled = args.user_cmd == "disable"
-        await auth.set_disabled(db, args.username, disabled, clock.now(), cli_actor())
+        await auth.set_disabled(db, name, disabled, clock.now(), cli_actor())
         if disabled:
-            print(
-                f"OK: 已停用用户 {args.username},其令牌和登录立即失效"
-                f" / user {args.username} disabled: its tokens and logins no longer work"
-            )
+            print(_t(lang, f"OK: 已停用用户 {name},其令牌和登录立即失效",
+                     f"OK: user {name} disabled: its tokens and logins no longer work"))  # fmt: skip
         else:
-            print(f"OK: 已启用用户 {args.username} / user {args.username} enabled")
+            print(_t(lang, f"OK: 已启用用户 {name}", f"OK: user {name} enabled"))
         return 0
     if args.user_cmd == "password":
-        await auth.set_password(db, args.username, _password(), clock.now(), cli_actor())
-        print(
-            f"OK: 已为 {args.username} 设置新密码,其已登录的页面会话已退出"
-            f" / password of {args.username} set; their page sessions were signed out"
-        )
+        await auth.set_password(db, name, _password(lang), clock.now(), cli_actor())
+        print(_t(lang, f"OK: 已为 {name} 设置新密码,其已登录的页面会话已退出",
+                 f"OK: password of {name} set; their page sessions were signed out"))  # fmt: skip
         return 0
-    await _not_taken(db, args.username)  # before asking for a password that would be thrown away
-    password = None if args.no_password else _password()
-    await auth.add_user(db, args.username, args.role, password, clock.now(), cli_actor())
-    print(f"OK: 已添加用户 {args.username}({args.role}) / user {args.username} ({args.role}) added")
+    await _not_taken(db, name)  # before asking for a password that would be thrown away
+    password = None if args.no_password else _password(lang)
+    await auth.add_user(db, name, args.role, password, clock.now(), cli_actor())
+    print(_t(lang, f"OK: 已添加用户 {name}({args.role})", f"OK: user {name} ({args.role}) added"))
     return 0
 
 
@@ -513,13 +554,25 @@ async def _report(
         try:
             await asyncio.to_thread(Path(args.out).write_text, text, "utf-8", None, "")
         except OSError as e:
-            return _fail(f"无法写入 cannot write {args.out}: {e.strerror or e}")
+            why = e.strerror or e
+            return _fail(
+                _t(args.lang, f"无法写入 {args.out}:{why}", f"cannot write {args.out}: {why}")
+            )
     else:
         sys.stdout.write(text)
     audit = report["audit"]
     if not audit["verified"]:
-        return _fail(f"审计链校验未通过 audit chain NOT verified: {audit['problem']}")
-    print(f"OK: 审计链已校验 audit chain verified; head {audit['head']}", file=sys.stderr)
+        problem = audit["problem"]
+        return _fail(
+            _t(args.lang, f"审计链校验未通过:{problem}", f"audit chain NOT verified: {problem}")
+        )
+    head = audit["head"]
+    print(
+        _t(
+            args.lang, f"OK: 审计链已校验;最新条目 {head}", f"OK: audit chain verified; head {head}"
+        ),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -534,24 +587,30 @@ def _terminal() -> bool:
 
 class _Notes(logging.Handler):
     """The library's warnings (a database created where none was) on stderr, one line each,
-    as the command's own notes are printed.  sys.stderr is looked up when a line is written."""
+    as the command's own notes are printed, in the run's language when written in both.
+    sys.stderr is looked up when a line is written."""
+
+    def __init__(self, lang: str) -> None:
+        super().__init__(logging.WARNING)
+        self.lang = lang
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"responder: 注意 note: {record.getMessage()}", file=sys.stderr)
+        _note(self.lang, cli_text.log_line(record, self.lang))
 
 
-def _cli_logging() -> None:
+def _cli_logging(lang: str) -> None:
     log = logging.getLogger("responder")
-    if not any(isinstance(h, _Notes) for h in log.handlers):
-        log.addHandler(_Notes(logging.WARNING))
+    for handler in [h for h in log.handlers if isinstance(h, _Notes)]:
+        log.removeHandler(handler)  # main() run again in one process: this run's language
+    log.addHandler(_Notes(lang))
 
 
-def _password() -> str:
+def _password(lang: str) -> str:
     if os.environ.get("RESPONDER_PASSWORD"):
         return os.environ["RESPONDER_PASSWORD"]
     try:
         if _terminal():
-            return getpass.getpass("Password: ")
+            return getpass.getpass(_t(lang, "密码:", "Password: "))
         # No terminal (a script, docker exec without -t): one line from stdin.  getpass would
         # read it too, after printing an English warning that it "may be echoed".
         line = sys.stdin.readline()
@@ -571,6 +630,7 @@ def _password() -> str:
 async def _token(
     args: argparse.Namespace, db: Database, cfg: config.Config, clock: SystemClock
 ) -> int:
+    lang = args.lang
     if args.token_cmd == "create":
         now = clock.now()
         expires_at = None
@@ -586,44 +646,50 @@ async def _token(
             db, args.username, args.name, now, cli_actor(), expires_at
         )
         print(token)  # alone on stdout, for TOKEN=$(responder token create …)
+        revoke = f"responder token revoke {token_id}"
         print(
-            f"令牌编号 token id {token_id}(吊销 revoke: responder token revoke {token_id})",
+            _t(
+                lang,
+                f"令牌编号 {token_id}(吊销:{revoke})",
+                f"token id {token_id} (revoke: {revoke})",
+            ),
             file=sys.stderr,
         )
         if expires_at is not None:
+            until = show(expires_at, cfg.tz)
             print(
-                f"有效期至 valid until {show(expires_at, cfg.tz)}"
-                "(到期前用 token create 换新 / replace it before then)",
+                _t(lang, f"有效期至 {until}(到期前用 token create 换新)",
+                   f"valid until {until} (replace it with token create before then)"),
                 file=sys.stderr,
-            )
+            )  # fmt: skip
         return 0
     if args.token_cmd == "list":
         rows = [
             [
                 str(t["id"]),
-                t["username"] + (" (停用 disabled)" if t["disabled"] else ""),
+                t["username"] + (_t(lang, "(停用)", " (disabled)") if t["disabled"] else ""),
                 t["role"],
                 t["name"],
                 show(from_db(t["created_at"]), cfg.tz),
                 show(from_db(t["last_used_at"]), cfg.tz),
                 show(from_db(t["revoked_at"]), cfg.tz) if t["revoked_at"] else "",
-                _expiry(from_db(t["expires_at"]), clock.now(), cfg),
+                _expiry(from_db(t["expires_at"]), clock.now(), cfg, lang),
             ]
             for t in await auth.tokens(db, args.username)
         ]
-        _table(["编号 id", "用户 user", "角色 role", "名称 name", "创建 created",
-                "最近使用 last used (to the hour)", "吊销 revoked", "过期 expires"],
-               rows)  # fmt: skip
+        _table(cli_text.TOKEN_COLUMNS[lang], rows)
         return 0
     await auth.revoke_token(db, args.token_id, clock.now(), cli_actor())
-    print(f"OK: 已吊销令牌 {args.token_id} / token {args.token_id} revoked")
+    print(_t(lang, f"OK: 已吊销令牌 {args.token_id}", f"OK: token {args.token_id} revoked"))
     return 0
 
 
-def _expiry(expires_at: datetime | None, now: datetime, cfg: config.Config) -> str:
+def _expiry(expires_at: datetime | None, now: datetime, cfg: config.Config, lang: str) -> str:
     if expires_at is None:
         return ""
-    return show(expires_at, cfg.tz) + (" (已过期 expired)" if expires_at <= now else "")
+    return show(expires_at, cfg.tz) + (
+        _t(lang, "(已过期)", " (expired)") if expires_at <= now else ""
+    )
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:
@@ -641,7 +707,13 @@ def _plan(args: argparse.Namespace, cfg: config.Config, lang: str, clock: System
         now = next_whole_second(real)
         occurred = at_most_now(occurred, real)  # as a declaration now takes it (see the API)
     if occurred > now:
-        return _fail("--occurred-at 不能晚于申报时间 / cannot be after the declaration time")
+        return _fail(
+            _t(
+                lang,
+                "--occurred-at 不能晚于申报时间",
+                "--occurred-at cannot be after the declaration time",
+            )
+        )
     view = preview(cfg, args.level, occurred, now)
     if args.json:
         print(json.dumps(view, ensure_ascii=False, indent=2))
@@ -649,9 +721,11 @@ def _plan(args: argparse.Namespace, cfg: config.Config, lang: str, clock: System
         if args.lead_unit is not None and cfg.unit(args.lead_unit) is None:
             known = ", ".join(u.id for u in cfg.units)
             return _fail(
-                f"--lead-unit:未知单位“{args.lead_unit}”(可选:{known})"
-                if lang == "zh"
-                else f"--lead-unit: unknown unit '{args.lead_unit}' (known: {known})"
+                _t(
+                    lang,
+                    f"--lead-unit:未知单位“{args.lead_unit}”(可选:{known})",
+                    f"--lead-unit: unknown unit '{args.lead_unit}' (known: {known})",
+                )
             )
         sys.stdout.write(plan_text(view, lang, cfg, args.lead_unit))
     return 0

@@ -41,7 +41,7 @@ def verify_audit(db: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     key.write_text(base64.b64encode(SECRET).decode() + "\n")
     return subprocess.run(
         [sys.executable, "-m", "responder.cli", "--config", str(CONFIG_PATH), "--db", str(db),
-         "verify-audit", *extra],
+         "--lang", "zh", "verify-audit", *extra],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
         env={**os.environ, "RESPONDER_SECRET_FILE": str(key)},
     )  # fmt: skip
@@ -200,7 +200,7 @@ async def test_a_reports_head_verifies_later_and_an_edited_evidence_row_does_not
     done = verify_audit(db, "--expect", head)
     assert done.returncode == 1
     line = done.stderr.strip().splitlines()[-1]
-    assert "证据记录已被篡改 evidence tampered" in line and "attempts:" in line, line
+    assert "证据记录已被篡改" in line and "attempts:" in line, line
 
 
 async def test_reloading_a_report_appends_nothing_a_change_seals_it_anew(web: Web) -> None:

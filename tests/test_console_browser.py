@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from responder.web.security import SESSION_SECONDS
 from tests.test_pages import CHROMIUM_ARGS, sent_notifications, token_of
 from tests.web_helpers import PASSWORD, Web
 
@@ -372,3 +374,75 @@ async def test_screenshots(web: Web, chromium: Path, tmp_path: Path) -> None:
         await page.screenshot(path=str(out / "ack.png"), full_page=True)
     for name in ("dashboard", "declare-preview", "incident", "incident-phone", "ack"):
         assert (out / f"{name}.png").stat().st_size > 10_000
+
+
+async def test_a_form_sent_after_the_session_ended_comes_back_filled_in(
+    web: Web, chromium: Path
+) -> None:
+    """Issue 15: the declaration typed while the session ran out was lost at the sign-in."""
+    async with browser_page(chromium) as page:
+        await sign_in(page, web, "duty-wang")
+        await page.goto(url(web, "/incidents/new"))
+        await page.get_by_label("事件标题").fill("江城化工园区储罐爆炸")
+        await page.get_by_label("事件类别").select_option("accident")
+        await page.get_by_label("事件级别").select_option("II")
+        await page.get_by_label("牵头单位").select_option("emergency")
+        await page.get_by_label("地点").fill("江城区化工园区")
+        web.clock.advance(SESSION_SECONDS + 60)  # the officer was called away
+        await submit(page, "预览时限与提醒")
+        assert "/login" not in page.url  # the sign-in page, in answer to the form
+        said = await page.get_by_role("alert").inner_text()
+        assert said == "登录已过期,请重新登录;您填写的内容已保留"
+        await page.get_by_label("用户名").fill("duty-wang")
+        await page.get_by_label("密码").fill(PASSWORD)
+        await submit(page, "登录")
+        assert page.url == url(web, "/incidents/new")
+        assert "尚未提交" in await page.get_by_role("status").first.inner_text()
+        assert await page.get_by_label("事件标题").input_value() == "江城化工园区储罐爆炸"
+        assert await page.get_by_label("地点").input_value() == "江城区化工园区"
+        assert await page.get_by_label("牵头单位").input_value() == "emergency"
+        assert await web.count("incidents") == 0  # not sent again by itself
+        await submit(page, "预览时限与提醒")
+        await submit(page, "确认申报")
+        await page.wait_for_url(re.compile(r"/incidents/INC-"))
+    assert await web.count("incidents") == 1
+
+
+async def test_the_live_view_says_an_incident_is_gone_and_a_session_ended(
+    web: Web, chromium: Path
+) -> None:
+    """/live.json's 404 (the incident removed) and 401 (the session over) both read "connection
+    lost"; now each says what happened.  (A dropped network still says connection lost: see
+    test_the_countdown_moves_without_a_reload_and_says_when_offline.)"""
+    removed, kept = await web.declare(), await web.declare(title="另一起事件")
+    async with browser_page(chromium) as page:
+        await hold_the_page_clock(page)
+        await sign_in(page, web, "duty-wang")
+        await page.goto(url(web, f"/incidents/{removed['id']}"))
+        polls: list[str] = []
+        page.on("request", lambda r: polls.append(r.url) if "/live.json" in r.url else None)
+        with sqlite3.connect(web.cfg.service.database, timeout=10) as conn:  # FKs off: gone
+            conn.execute("DELETE FROM incidents WHERE id = ?", (removed["id"],))
+        await page.clock.run_for(10_000)
+        status = page.locator("#live-status")
+        await status.wait_for(state="visible")
+        assert "找不到此事件(可能已被删除)" in await status.inner_text()
+        assert "连接已中断" not in await status.inner_text()
+        assert await status.locator("a").get_attribute("href") == "/"
+        asked = len(polls)
+        await page.clock.run_for(60_000)
+        assert len(polls) == asked == 1  # nothing more to ask
+
+        page_of_kept = f"/incidents/{kept['id']}"
+        await page.goto(url(web, page_of_kept))
+        web.clock.advance(SESSION_SECONDS + 60)
+        await page.clock.run_for(10_000)
+        await status.wait_for(state="visible")
+        assert "登录已过期" in await status.inner_text()
+        assert "连接已中断" not in await status.inner_text()
+        async with page.expect_navigation():
+            await status.locator("a").click()
+        await page.get_by_label("用户名").fill("duty-wang")
+        await page.get_by_label("密码").fill(PASSWORD)
+        await submit(page, "登录")
+        assert page.url == url(web, page_of_kept)

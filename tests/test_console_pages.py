@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from html import unescape
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+from markupsafe import escape
 
+from responder.web.security import SESSION_SECONDS
 from tests.test_pages import login, sent_notifications, token_of
 from tests.web_helpers import PASSWORD, Web
 
@@ -479,3 +482,164 @@ async def test_the_ack_page_of_an_overdue_duty_says_so_and_the_inbox_links_work(
     inbox = await (await web.client.get("/dev/inbox")).text()
     links = re.findall(r'<a href="(http://[^"]+/ack/[^"]+)">', inbox)
     assert links and all(link.startswith(web.cfg.service.public_url) for link in links)
+
+
+# -- a form sent after its session ended (issue 15) ----------------------------------------------
+
+ENDED_KEPT = "登录已过期,请重新登录;您填写的内容已保留"
+RESTORED = "您在重新登录前填写的内容已恢复,尚未提交"
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    """The hidden inputs of a page, as a browser would post them back."""
+    return {
+        name: unescape(value)
+        for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', html)
+    }
+
+
+def end_the_session(web: Web) -> None:
+    """Twelve hours on: the session is over (the browser still holds its cookie)."""
+    web.clock.advance(SESSION_SECONDS + 60)
+
+
+async def test_a_declaration_sent_after_the_session_ended_is_kept_through_signing_in(
+    web: Web,
+) -> None:
+    """It was answered with a redirect to the sign-in page, and everything typed was lost."""
+    await signed_in(web)
+    csrf, key = await open_declare_form(web)
+    end_the_session(web)
+    summary = '储罐区起火,\n现场 3 人受伤 <script>alert("x")</script> & 疏散中'
+    typed = declaration_form(web, summary=summary, drill="on")
+    resp = await web.client.post(
+        "/incidents/new",
+        data={**typed, "csrf": csrf, "key": key, "action": "confirm"},
+        allow_redirects=False,
+    )
+    html = await resp.text()
+    assert resp.status == 401 and ENDED_KEPT in html
+    assert "<script>alert" not in html  # kept as text, escaped
+    carried = hidden_fields(html)
+    assert carried["next"] == "/incidents/new" and carried["kept_form"] == "declare"
+    assert {k: v for k, v in carried.items() if k.startswith("kept.")} == {
+        f"kept.{k}": v for k, v in typed.items()
+    }  # every typed field, and not the form's token, key or button
+    assert await web.count("incidents") == 0
+
+    # A wrong password first: what was typed is still carried.
+    sign_in = {**carried, "username": "duty-wang", "password": "not the password"}
+    resp = await web.client.post("/login", data=sign_in, allow_redirects=False)
+    html = await resp.text()
+    assert resp.status == 401 and "用户名或密码不正确" in html
+    assert hidden_fields(html)["kept.summary"] == summary
+    carried = hidden_fields(html)
+    resp = await web.client.post(
+        "/login", data={**carried, "username": "duty-wang", "password": PASSWORD},
+        allow_redirects=False,
+    )  # fmt: skip
+    assert resp.status == 303 and resp.headers["Location"] == "/incidents/new"
+
+    # The form again, filled in, not sent: a new token, and the officer confirms it.
+    html = await (await web.client.get("/incidents/new")).text()
+    assert RESTORED in html and await web.count("incidents") == 0
+    assert 'value="江城化工园区储罐爆炸"' in html and 'value="江城区化工园区"' in html
+    assert escape(summary) in html and 'name="drill" checked' in html
+    assert field(html, "csrf") not in (csrf, "") and field(html, "key") != key
+    again = {**typed, "csrf": field(html, "csrf"), "key": field(html, "key")}
+    resp = await web.client.post(
+        "/incidents/new", data={**again, "action": "confirm"}, allow_redirects=False
+    )
+    assert resp.status == 303 and await web.count("incidents") == 1
+    # Taken once: the page opened again is empty.
+    html = await (await web.client.get("/incidents/new")).text()
+    assert RESTORED not in html and "江城化工园区储罐爆炸" not in html
+
+
+async def test_a_release_sent_after_the_session_ended_comes_back_on_its_incident(
+    web: Web,
+) -> None:
+    incident = await web.declare()
+    await signed_in(web)
+    csrf, key = await incident_form(web, incident["id"])
+    end_the_session(web)
+    page = f"/incidents/{incident['id']}"
+    typed = {"published_at": picker(web, minutes=-5), "url": "https://www.example.gov.cn/1",
+             "check_time_place": "on", "check_measures": "on"}  # fmt: skip
+    resp = await web.client.post(
+        page + "/release", data={**typed, "csrf": csrf, "key": key}, allow_redirects=False
+    )
+    html = await resp.text()
+    assert resp.status == 401 and ENDED_KEPT in html
+    carried = hidden_fields(html)
+    assert carried["next"] == page and carried["kept_form"] == "release"
+    resp = await web.client.post(
+        "/login", data={**carried, "username": "duty-wang", "password": PASSWORD},
+        allow_redirects=False,
+    )  # fmt: skip
+    assert resp.headers["Location"] == page
+    html = await (await web.client.get(page)).text()
+    assert RESTORED in html and f'value="{typed["published_at"]}"' in html
+    assert 'value="https://www.example.gov.cn/1"' in html
+    assert 'name="check_time_place" checked' in html and 'name="check_measures" checked' in html
+    assert 'name="check_what_happened" checked' not in html
+    assert await web.count("releases") == 0  # nothing recorded until it is sent again
+
+
+async def test_what_is_kept_is_bounded_and_only_from_our_own_pages(web: Web) -> None:
+    """Another site's form is not carried into our pages; passwords and tokens never are; the
+    page to go back to is on this site; the kept values are bounded."""
+    await signed_in(web)
+    csrf, key = await open_declare_form(web)
+    end_the_session(web)
+    typed = declaration_form(web, title="标题")
+    resp = await web.client.post(
+        "/incidents/new", data={**typed, "csrf": csrf, "key": key},
+        headers={"Sec-Fetch-Site": "cross-site"}, allow_redirects=False,
+    )  # fmt: skip
+    html = await resp.text()
+    assert resp.status == 401 and "登录已过期,请重新登录" in html and "已保留" not in html
+    assert not [k for k in hidden_fields(html) if k.startswith("kept")]
+
+    odd = {"password": "hunter2-long-pass", "api_token": "rsp_x", "Title": "x", "a b": "x",
+           "summary": "长" * 4000, "location": "地" * 5000, "title": "题" * 5000,
+           **{f"extra_{i}": "x" for i in range(60)}}  # fmt: skip
+    resp = await web.client.post(
+        "/incidents/new", data={**odd, "csrf": csrf, "key": key}, allow_redirects=False
+    )
+    kept = {
+        k.removeprefix("kept."): v
+        for k, v in hidden_fields(await resp.text()).items()
+        if k.startswith("kept.")
+    }
+    assert not {"password", "api_token", "Title", "a b", "csrf", "key"} & set(kept)
+    assert sum(map(len, kept.values())) <= 20_000 and len(kept) <= 40
+    assert all(len(v) <= 5000 for v in kept.values())
+
+    # The page to go back to, sent back by the browser, must be on this site.
+    login_csrf = hidden_fields(await resp.text())["csrf"]
+    resp = await web.client.post(
+        "/login",
+        data={"csrf": login_csrf, "username": "duty-wang", "password": PASSWORD,
+              "next": "//evil.example/incidents/new", "kept_form": "declare", "kept.title": "x"},
+        allow_redirects=False,
+    )  # fmt: skip
+    assert resp.status == 303 and resp.headers["Location"] == "/"
+    html = await (await web.client.get("/incidents/new")).text()
+    assert RESTORED not in html
+
+
+async def test_the_live_view_of_an_incident_not_found_says_so_in_json(web: Web) -> None:
+    """The script tells "not found" from a lost connection by this answer (it was the HTML
+    error page, which the script could only take for a failure)."""
+    await signed_in(web)
+    resp = await web.client.get("/live.json?incident=INC-20000101-0001")
+    assert resp.status == 404
+    assert await resp.json() == {
+        "code": "incident_not_found",
+        "message": "找不到事件 INC-20000101-0001",
+    }
+    resp = await web.client.get(
+        "/live.json?incident=INC-20000101-0001", headers={"Accept-Language": "en"}
+    )
+    assert (await resp.json())["message"] == "no incident INC-20000101-0001"

@@ -110,7 +110,7 @@ async def example(ops: Ops, clock: FakeClock) -> None:
 def cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "responder.cli", "--config", str(CONFIG_PATH), "--db", str(db),
-         *args],
+         "--lang", "zh", *args],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
@@ -154,7 +154,7 @@ async def test_the_quarterly_notice_against_a_hand_computed_example(
     for fmt in ("csv", "html"):
         done = cli(db_path, "report", "quarterly", "--year", "2026", "--quarter", "4",
                    "--format", fmt)  # fmt: skip
-        assert done.returncode == 0 and "verified" in done.stderr
+        assert done.returncode == 0 and "审计链已校验" in done.stderr
         assert ("区应急管理局" in done.stdout) and (
             "verified" in done.stdout or "审计链" in done.stdout
         )
@@ -168,12 +168,12 @@ async def test_the_quarterly_notice_against_a_hand_computed_example(
     done = cli(db_path, "verify-audit", "--expect", head)
     assert done.returncode == 1
     assert len(done.stderr.strip().splitlines()) == 1
-    assert "evidence tampered" in done.stderr and "obligations:" in done.stderr
+    assert "证据记录已被篡改" in done.stderr and "obligations:" in done.stderr
     # A report made now says so, and is not offered as verified.
     done = cli(db_path, "report", "incident", "INC-20261010-0001", "--format", "json")
     assert done.returncode == 1
     assert json.loads(done.stdout)["audit"]["verified"] is False
-    assert "NOT verified" in done.stderr.splitlines()[-1]
+    assert "审计链校验未通过" in done.stderr.splitlines()[-1]
 
 
 async def test_report_refuses_in_one_line(ops: Ops, db_path: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from responder import queries
 from responder.config import Config
+from responder.errors import NotFound
 from responder.models import CATEGORIES
 from responder.policy.rules import LEVEL_NAMES, LEVEL_NAMES_EN
 from responder.timeutil import format_duration, show
@@ -55,7 +56,17 @@ def words(lang: str) -> dict[str, Any]:
             "Connection to the server lost: the countdowns go on from the last known"
             " deadlines and update when it is back.",
         ),
-        "signed_out": pick(lang, "登录已过期,请重新登录。", "Your session ended: sign in again."),
+        "signed_out": pick(
+            lang, "登录已过期,请点此重新登录。", "Your session has ended: sign in again."
+        ),
+        # The incident polled for is not in the database (removed, or a database restored
+        # from before it): not a connection problem, and polling again will not help.
+        "gone": pick(
+            lang,
+            "找不到此事件(可能已被删除),倒计时已停止更新。点此返回值班台",
+            "This incident is not found (it may have been removed): the countdowns have"
+            " stopped. Back to the dashboard",
+        ),
         "changed": pick(lang, "有新的变化,点此刷新页面", "Something changed: reload the page"),
     }
 
@@ -233,7 +244,14 @@ async def live(request: web.Request) -> web.Response:
     now = request.app[CLOCK].now()
     wanted = request.query.get("incident")
     if wanted is not None:
-        one = await queries.incident(request.app[DB], cfg, wanted[:64])
+        try:
+            one = await queries.incident(request.app[DB], cfg, wanted[:64])
+        except NotFound as e:  # JSON with its code, for the script to tell it from a bad URL
+            return web.json_response(
+                {"code": e.code, "message": e.message(lang)},
+                status=404,
+                dumps=lambda o: json.dumps(o, ensure_ascii=False),
+            )
         items = [one]
         signals = await queries.alert_signals(request.app[DB], cfg, [one["id"]])
     else:

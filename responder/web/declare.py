@@ -25,7 +25,16 @@ from responder.ops import clock_ahead
 from responder.policy.rules import LEVEL_NAMES, LEVEL_NAMES_EN, LEVELS
 from responder.timeutil import at_most_now, format_duration, next_whole_second, show
 from responder.views import preview, steps_in_words, unit_words
-from responder.web.forms import Filled, local_time, model, picker_value, refusal, text_values
+from responder.web.forms import (
+    Filled,
+    local_time,
+    model,
+    picker_value,
+    refusal,
+    session_ended,
+    take_kept,
+    text_values,
+)
 from responder.web.identity import actor
 from responder.web.keys import CFG, CLOCK, OPS
 from responder.web.layout import (
@@ -38,6 +47,7 @@ from responder.web.layout import (
     render,
     signed_in,
 )
+from responder.web.pages import sign_in_again
 from responder.web.routing import OPERATE
 
 FIELDS = (
@@ -149,6 +159,7 @@ def _page(
     key: str,
     plan: dict[str, Any] | None = None,
     status: int = 200,
+    restored: bool = False,
 ) -> web.Response:
     cfg, lang = request.app[CFG], page_language(request)
     return render(
@@ -161,6 +172,7 @@ def _page(
             "key": key,
             "plan": plan,
             "summary": _summary(cfg, filled.values, lang) if plan else {},
+            "restored": restored,
         },
         status=status,
         user=user,
@@ -191,12 +203,18 @@ async def new_incident(request: web.Request) -> web.Response:
     cfg = request.app[CFG]
     now = request.app[CLOCK].now()
     filled = Filled(values={"occurred_at": picker_value(now, cfg.tz), "lead_unit": ""})
-    return _page(request, user, filled, form_key())
+    kept = take_kept(request, user)
+    if kept is not None:  # typed before signing in again: shown, not sent
+        filled = Filled(values=text_values(kept.values, FIELDS))
+        filled.values["drill"] = kept.values.get("drill") == "on"
+    return _page(request, user, filled, form_key(), restored=kept is not None)
 
 
 async def declare_post(request: web.Request) -> web.Response:
     """Preview (``action=preview``), back to the form (``edit``) or declare (``confirm``)."""
     form = await read_form(request)
+    if await session_ended(request):
+        return sign_in_again(request, form, "/incidents/new", "declare")
     user = await operator(request, form)
     cfg, lang = request.app[CFG], page_language(request)
     key = _key(form)

@@ -36,11 +36,20 @@ from responder.policy.rules import LEVEL_NAMES, LEVEL_NAMES_EN, LEVELS
 from responder.timeutil import show
 from responder.views import unit_words
 from responder.web.console import card, live_attrs, stamp
-from responder.web.forms import Filled, local_time, model, picker_value, refusal
+from responder.web.forms import (
+    Filled,
+    local_time,
+    model,
+    picker_value,
+    refusal,
+    session_ended,
+    take_kept,
+)
 from responder.web.identity import actor
 from responder.web.keys import CFG, CLOCK, DB, OPS
 from responder.web.layout import form_key, operator, page_language, pick, read_form, render
 from responder.web.layout import signed_in as who_is_signed_in
+from responder.web.pages import sign_in_again
 from responder.web.timeline import timeline
 
 # What each item of a release's checklist asks, in a line (the names are models.CHECKLIST).
@@ -137,6 +146,7 @@ async def _show(
     errors: dict[str, dict[str, str]] | None = None,
     values: dict[str, dict[str, Any]] | None = None,
     status: int = 200,
+    restored: bool = False,
 ) -> web.Response:
     db, cfg, lang = request.app[DB], request.app[CFG], page_language(request)
     iid = _incident_id(request)
@@ -171,6 +181,7 @@ async def _show(
             "key": form_key(),
             "timeline": events,
             "done": pick(lang, *DONE[done]) if done in DONE else "",
+            "restored": restored,
             "live": live_attrs(request, f"/live.json?incident={iid}", stamp([incident], signals)),
         },
         status=status,
@@ -212,7 +223,11 @@ def _facts(incident: dict[str, Any], cfg: Config, lang: str) -> list[tuple[str, 
 
 
 async def incident_page(request: web.Request) -> web.Response:
-    return await _show(request, await who_is_signed_in(request))
+    user = await who_is_signed_in(request)
+    kept = take_kept(request, user)  # typed before signing in again: shown, not sent
+    if kept is None:
+        return await _show(request, user)
+    return await _show(request, user, values={kept.form: kept.values}, restored=True)
 
 
 # -- the forms ------------------------------------------------------------------------------------
@@ -232,9 +247,11 @@ async def _record(
     """Read the form, make the API's model of it, run the operation; on a refusal, the page
     again with the error by its field and what was typed."""
     form = await read_form(request)
+    iid = _incident_id(request)
+    if await session_ended(request):
+        return sign_in_again(request, form, f"/incidents/{iid}", form_name)
     user = await operator(request, form)
     cfg, lang = request.app[CFG], page_language(request)
-    iid = _incident_id(request)
     filled = Filled(values=dict(form))
     data = model(filled, kind, read(filled, form, cfg, lang), lang)
     if data is not None:

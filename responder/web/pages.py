@@ -27,6 +27,15 @@ from responder.config import Config
 from responder.obligations import CORRECTION
 from responder.policy.rules import LEVEL_NAMES
 from responder.timeutil import format_duration, from_db, show
+from responder.web.forms import (
+    KEEP_PREFIX,
+    KEPT,
+    KeptForm,
+    KeptForms,
+    from_our_pages,
+    kept_form,
+    kept_values,
+)
 from responder.web.identity import identify
 from responder.web.keys import CFG, CLOCK, DB, SECRET
 from responder.web.layout import (
@@ -164,18 +173,28 @@ async def ack_post(request: web.Request) -> web.Response:
 
 
 def login_form(
-    request: web.Request, error: tuple[str, str] | None = None, status: int = 200
+    request: web.Request,
+    error: tuple[str, str] | None = None,
+    status: int = 200,
+    kept: KeptForm | None = None,
+    back: str | None = None,
 ) -> web.Response:
-    """The sign-in page, its form carrying the login token for this browser's nonce and the
-    same-site path to go back to."""
+    """The sign-in page, its form carrying the login token for this browser's nonce, the
+    same-site path to go back to, and what was typed in a form the visitor is going back to."""
     nonce = login_nonce(request.cookies.get(LOGIN_COOKIE))
     csrf = login_token(request.app[SECRET], nonce)
     lang = page_language(request)
-    back = same_site_path(request.query.get("next")) or ""
+    back = kept.page if kept else back or same_site_path(request.query.get("next")) or ""
     response = render(
         request,
         "login.html",
-        {"error": pick(lang, *error) if error else "", "csrf": csrf, "next": back},
+        {
+            "error": pick(lang, *error) if error else "",
+            "csrf": csrf,
+            "next": back,
+            "kept": kept,
+            "kept_prefix": KEEP_PREFIX,
+        },
         status=status,
     )
     set_login_cookie(response, nonce, request.app[CFG].service.public_url.startswith("https"))
@@ -186,8 +205,33 @@ async def login_page(request: web.Request) -> web.Response:
     return login_form(request)
 
 
+SESSION_ENDED = ("登录已过期,请重新登录", "Your session has ended: sign in again")
+SESSION_ENDED_KEPT = (
+    "登录已过期,请重新登录;您填写的内容已保留",
+    "Your session has ended: sign in again. What you typed is kept",
+)
+
+
+def sign_in_again(request: web.Request, form: Any, page: str, form_name: str) -> web.Response:
+    """The answer to a console form posted after its session ended: the sign-in page, keeping
+    what was typed (sent from our own pages only) for ``form_name`` on ``page``, where it is
+    shown again once signed in.  Nothing of the form is acted on."""
+    values = kept_values(form) if from_our_pages(request) else {}
+    kept = kept_form(page, form_name, values) if values else None
+    said = SESSION_ENDED_KEPT if kept else SESSION_ENDED
+    return login_form(request, said, status=401, kept=kept, back=page)
+
+
+def _carried(form: Any) -> KeptForm | None:
+    """The typed form the sign-in page carried through, if it did (and still fits)."""
+    values = kept_values(form, KEEP_PREFIX)
+    return kept_form(form.get("next"), form.get("kept_form"), values) if values else None
+
+
 async def login_post(request: web.Request) -> web.Response:
     form = await read_form(request)
+    kept = _carried(form)
+    back = same_site_path(form.get("next"))
     nonce = request.cookies.get(LOGIN_COOKIE, "")
     expected = login_token(request.app[SECRET], nonce) if is_nonce(nonce) else ""
     if not same(form.get("csrf"), expected):
@@ -201,6 +245,8 @@ async def login_post(request: web.Request) -> web.Response:
                 " (if it keeps happening, allow cookies for this site)",
             ),
             status=403,
+            kept=kept,
+            back=back,
         )
     username = str(form.get("username", ""))[:64]
     password = str(form.get("password", ""))[:200]
@@ -216,6 +262,8 @@ async def login_post(request: web.Request) -> web.Response:
                 f"too many attempts: try again in {minutes} min, or call an administrator",
             ),
             status=429,
+            kept=kept,
+            back=back,
         )
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
@@ -226,12 +274,21 @@ async def login_post(request: web.Request) -> web.Response:
     )
     if row is None or not ok:
         limiter.fail(client, username)
-        return login_form(request, ("用户名或密码不正确", "wrong username or password"), status=401)
+        return login_form(
+            request,
+            ("用户名或密码不正确", "wrong username or password"),
+            status=401,
+            kept=kept,
+            back=back,
+        )
     value, _csrf, sid = make_session(request.app[SECRET], row["id"], time.time())
     lasts = timedelta(seconds=SESSION_SECONDS)
-    await auth.start_session(request.app[DB], sid, row["id"], request.app[CLOCK].now(), lasts)
+    now = request.app[CLOCK].now()
+    await auth.start_session(request.app[DB], sid, row["id"], now, lasts)
+    if kept is not None:  # the page it was typed on shows it again, not sent
+        request.app[KEPT].put(sid, kept, now)
     # Back where the visitor was going before being asked to sign in: a path on this site.
-    response = web.HTTPSeeOther(same_site_path(form.get("next")) or "/")
+    response = web.HTTPSeeOther(back or "/")
     set_session_cookie(response, value, request.app[CFG].service.public_url.startswith("https"))
     raise response
 
@@ -256,6 +313,7 @@ async def logout_post(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app[LIMITER] = LoginLimiter()
+    app[KEPT] = KeptForms()
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login_post)
     app.router.add_post("/logout", logout_post)

@@ -5,7 +5,8 @@
 // how often, ms; data-now: the server's clock when the page was made; data-words: the phrases
 // in the page's language), ticks every second from the SERVER's clock (a phone whose own clock
 // is wrong must not show a wrong time left), and asks the server what changed every data-poll
-// ms.  When that fails the page says so and the clocks go on from the last known deadlines.
+// ms.  When that fails the page says so and the clocks go on from the last known deadlines;
+// an ended session asks to sign in again, and an incident no longer found stops the clocks.
 // No inline script anywhere: the Content-Security-Policy allows only files from this site.
 (function () {
   "use strict";
@@ -143,12 +144,31 @@
     }
   }
 
+  // The incident is not found (404 with its code; any other 404 is not ours to explain).
+  function gone(r) {
+    return r.json().then(function (body) {
+      if (!body || body.code !== "incident_not_found") {
+        throw new Error("HTTP 404");
+      }
+      stopped = true;
+      window.clearInterval(ticking);
+      say(words.gone, "/");
+      return null;
+    });
+  }
+
+  var stopped = false;
+  var ticking = null;
+
   function poll() {
     fetch(source, {credentials: "same-origin", cache: "no-store", headers: {Accept: "application/json"}})
       .then(function (r) {
         if (r.status === 401) {
           say(words.signed_out, "/login?next=" + encodeURIComponent(window.location.pathname));
           return null;
+        }
+        if (r.status === 404) {
+          return gone(r);
         }
         if (!r.ok) {
           throw new Error("HTTP " + r.status);
@@ -164,11 +184,13 @@
         say(words.lost);
       })
       .then(function () {
-        window.setTimeout(poll, pollMs);
+        if (!stopped) {
+          window.setTimeout(poll, pollMs);
+        }
       });
   }
 
   tick();
-  window.setInterval(tick, 1000);
+  ticking = window.setInterval(tick, 1000);
   window.setTimeout(poll, pollMs);
 })();
