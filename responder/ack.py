@@ -3,7 +3,9 @@
 GET never acknowledges (link previews and mail scanners open links); only the POST from the
 confirm page does.  A token is looked up by its hash and can acknowledge only its own
 notification.  Acknowledging stops further repeats of that obligation to that person;
-escalation to everybody else goes on until the obligation is met.
+escalation to everybody else goes on until the obligation is met.  A message that told of
+several obligations at once (see :func:`responder.engine.fire.queue_merged`) is acknowledged
+for each of them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sqlite3
 from typing import Any
 
 from responder.clock import Clock
+from responder.engine import outbox
 from responder.errors import NotFound
 from responder.secret import token_hash
 from responder.store import Database, audit
@@ -46,7 +49,14 @@ async def find(db: Database, token: str) -> Any:
     )
     if row is None:
         raise _NOT_FOUND
-    return row
+    # The other obligations the message told of, still spoken of (not met meanwhile).
+    carried = await db.fetchall(
+        "SELECT c.obligation_id, o.name, o.name_en, o.deadline FROM notifications c"
+        " JOIN obligations o ON o.id = c.obligation_id"
+        " WHERE c.carried_by = ? AND c.status != 'cancelled' ORDER BY o.deadline, o.id",
+        (row["id"],),
+    )
+    return {**dict(row), "carries": [dict(c) for c in carried]}
 
 
 async def acknowledge(db: Database, clock: Clock, token: str) -> tuple[Any, bool]:
@@ -64,15 +74,11 @@ async def acknowledge(db: Database, clock: Clock, token: str) -> tuple[Any, bool
         )
         if not fresh:
             return False
+        outbox.follow_carriers(tx, [row["id"]])  # each obligation the message told of
+        told = [c["obligation_id"] for c in row["carries"]]
         cancelled = 0
         if row["obligation_id"] is not None:
-            # A repeat already queued (waiting for a retry) is a further repeat too.
-            cancelled = tx.execute(
-                "UPDATE notifications SET status = 'cancelled', last_error = 'acknowledged'"
-                " WHERE obligation_id = ? AND person_id = ? AND kind = 'repeat'"
-                " AND status = 'queued'",
-                (row["obligation_id"], row["person_id"]),
-            ).rowcount
+            cancelled = _cancel_repeats(tx, row["person_id"], [row["obligation_id"], *told])
         audit.append(
             tx,
             now,
@@ -82,6 +88,7 @@ async def acknowledge(db: Database, clock: Clock, token: str) -> tuple[Any, bool
             {
                 "notification": row["id"],
                 "obligation": row["obligation_id"],
+                **({"also_obligations": told} if told else {}),
                 "repeats_cancelled": cancelled,
             },
         )
@@ -89,3 +96,19 @@ async def acknowledge(db: Database, clock: Clock, token: str) -> tuple[Any, bool
 
     fresh = await db.transact(record)
     return await find(db, token), fresh
+
+
+def _cancel_repeats(tx: sqlite3.Connection, person_id: str, obligation_ids: list[int]) -> int:
+    """A repeat already queued (waiting for a retry) about what the person acknowledged is a
+    further repeat too: cancelled — unless it also carries news of another obligation."""
+    marks = ",".join("?" * len(obligation_ids))
+    cancelled = tx.execute(
+        "UPDATE notifications SET status = 'cancelled', last_error = 'acknowledged'"
+        f" WHERE obligation_id IN ({marks}) AND person_id = ? AND kind = 'repeat'"
+        " AND status = 'queued' AND NOT EXISTS (SELECT 1 FROM notifications c"
+        "  WHERE c.carried_by = notifications.id AND c.status = 'queued'"
+        f"  AND c.obligation_id NOT IN ({marks})) RETURNING id",
+        (*obligation_ids, person_id, *obligation_ids),
+    ).fetchall()
+    outbox.follow_carriers(tx, [r[0] for r in cancelled])
+    return len(cancelled)

@@ -176,11 +176,15 @@ def _cancel_steps(tx: sqlite3.Connection, obligation_id: int, now: datetime) -> 
 
 
 def _cancel_queued(tx: sqlite3.Connection, obligation_id: int) -> None:
-    """A met or waived obligation needs no more messages: drop those not yet handed to a channel."""
+    """A met or waived obligation needs no more messages: drop those not yet handed to a
+    channel — but not a message that also tells of another obligation still to be told (it
+    goes, without this one: see engine.compose)."""
     tx.execute(
         "UPDATE notifications SET status = 'cancelled', last_error = 'obligation closed'"
-        " WHERE obligation_id = ? AND status = 'queued' AND kind != 'watchdog'",
-        (obligation_id,),
+        " WHERE obligation_id = ? AND status = 'queued' AND kind != 'watchdog'"
+        " AND NOT EXISTS (SELECT 1 FROM notifications c WHERE c.carried_by = notifications.id"
+        "  AND c.status = 'queued' AND c.obligation_id != ?)",
+        (obligation_id, obligation_id),
     )
 
 
@@ -505,11 +509,14 @@ def close(
         f" WHERE incident_id = ? AND status = 'pending' AND obligation_id NOT IN ({corrections})",
         (to_db(now), incident_id, incident_id),
     )
+    # Not a message that also carries a correction's news (the correction goes on).
     tx.execute(
         "UPDATE notifications SET status = 'cancelled', last_error = 'incident closed'"
         " WHERE incident_id = ? AND status = 'queued' AND kind != 'watchdog'"
-        f" AND (obligation_id IS NULL OR obligation_id NOT IN ({corrections}))",
-        (incident_id, incident_id),
+        f" AND (obligation_id IS NULL OR obligation_id NOT IN ({corrections}))"
+        " AND NOT EXISTS (SELECT 1 FROM notifications c WHERE c.carried_by = notifications.id"
+        f"  AND c.status = 'queued' AND c.obligation_id IN ({corrections}))",
+        (incident_id, incident_id, incident_id),
     )
     kinds = {ob["id"]: ob["kind"] for ob in open_obs}
     to_breach, to_waive = plan_close({ob["id"]: _t(ob, "deadline") for ob in open_obs}, now)

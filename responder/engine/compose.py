@@ -1,17 +1,22 @@
 """Composing one message: the facts of a notification, formatted for its recipient, and the
 channel address it goes to.
 
-1. :func:`facts` reads the incidents and obligations a batch of notifications speaks of.
+1. :func:`facts` reads the incidents and obligations a batch of notifications speaks of, and
+   the obligations each one carries besides its own (one message per person and incident at
+   one moment: see :func:`.fire.queue_merged`).
 2. :func:`build` turns one notification and its facts into the template context: times in
-   the configured zone, durations as people say them, the action asked of the recipient.
-   Time left / overdue is computed when the message is *sent*, so a message that waited for a
-   retry still tells the truth.
+   the configured zone, durations as people say them, the action asked of the recipient —
+   for each obligation the message tells of (``items``, the most urgent first; the top-level
+   keys are the first's).  Time left / overdue is computed when the message is *sent*, so a
+   message that waited for a retry still tells the truth; an obligation met meanwhile is left
+   out of it.
 3. :func:`message` renders it for the channel (:mod:`.messages`) and fills the channel's
    apprise URL from the person's contacts: ``(url, title, body)``, ready to send.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -27,7 +32,9 @@ from responder.secret import ack_token
 from responder.store import Database
 from responder.timeutil import format_duration, from_db, local, show
 
-Facts = dict[tuple[str, object], Any]  # ("incidents", id) / ("obligations", id) -> row
+# ("incidents", id) / ("obligations", id) -> row; ("carried", notification id) -> the rows
+# that notification carries (each another obligation's part of the same message).
+Facts = dict[tuple[str, object], Any]
 # apprise waits this much longer than alerts.send_timeout for a gateway's answer: the send
 # timeout decides (next channel), not apprise's read timeout (same channel again).
 READ_MARGIN = 5.0
@@ -81,6 +88,17 @@ def short(dt: datetime, cfg: Config, lang: str) -> str:
     return f"{t.month}月{t.day}日{t:%H:%M}"
 
 
+def brief(dt: datetime, cfg: Config, lang: str, now: datetime) -> str:
+    """A deadline as a message listing several writes it: the time alone today, "次日" /
+    "tomorrow" before the time tomorrow (both in the configured zone), else as :func:`short`."""
+    t, today = local(dt, cfg.tz), local(now, cfg.tz).date()
+    if t.date() == today:
+        return f"{t:%H:%M}"
+    if (t.date() - today).days == 1:
+        return f"tomorrow {t:%H:%M}" if lang == "en" else f"次日{t:%H:%M}"
+    return short(dt, cfg, lang)
+
+
 def spoken(dt: datetime, cfg: Config, lang: str) -> str:
     t = local(dt, cfg.tz)
     if lang == "en":
@@ -96,8 +114,11 @@ def build(
     person: Person,
     ack_url: str,
     now: datetime,
+    carried: list[tuple[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The template context for one notification (see templates/messages/)."""
+    """The template context for one notification (see templates/messages/); ``carried``, the
+    (kind, obligation row) of each other obligation the message tells of."""
+    carried = carried or []
     lang = person.language
     en = lang == "en"
     saved = n.context
@@ -129,6 +150,27 @@ def build(
     if obligation is None:  # a watchdog message about the service itself
         ctx["action"] = saved.get("action_en" if en else "action", "")
         return ctx
+    duties = [_duty(n.kind, obligation, cfg, lang, now)]
+    duties += [_duty(kind, ob, cfg, lang, now) for kind, ob in carried]
+    # An obligation met or waived since the message was queued is no longer news (its own
+    # carried row was cancelled then); the message goes for the others.
+    obligations = [obligation, *(ob for _, ob in carried)]
+    items = [d for d, ob in zip(duties, obligations, strict=True) if not _done(ob)] or duties[:1]
+    ctx.update(items[0])
+    ctx["items"] = items
+    ctx["breached"] = any(d["breached"] for d in items)
+    return ctx
+
+
+def _done(obligation: Any) -> bool:
+    """Met or waived: nothing left to tell of it."""
+    met = "met_at" in obligation.keys() and obligation["met_at"] is not None
+    return met or obligation["status"] in ("met", "waived")
+
+
+def _duty(kind_told: str, obligation: Any, cfg: Config, lang: str, now: datetime) -> dict[str, Any]:
+    """What a message says of one obligation: its deadline, its state now, what to do."""
+    en = lang == "en"
     deadline = from_db(obligation["deadline"])
     assert deadline is not None
     left = deadline - now
@@ -139,38 +181,51 @@ def build(
         state = "due_now"
     else:
         state = "overdue"
-    breached = state == "overdue" or n.kind in ("deadline", "repeat")
+    breached = state == "overdue" or kind_told in ("deadline", "repeat")
     breached = breached or obligation["status"] == "breached"
     actions = OVERDUE_ACTIONS if breached else ACTIONS
-    ctx.update(
-        obligation=obligation["name_en"] if en else obligation["name"],
-        basis=_basis(cfg, obligation["rule_set_id"]),
-        deadline=show(deadline, cfg.tz),
-        deadline_short=short(deadline, cfg, lang),
-        deadline_spoken=spoken(deadline, cfg, lang),
-        state=state,
-        remaining=format_duration(left, lang) if state == "upcoming" else "",
-        overdue=format_duration(-left, lang) if state == "overdue" else "",
-        action=actions.get(kind, ("请尽快处理", "Act now"))[1 if en else 0],
-    )
-    return ctx
+    return {
+        "obligation": obligation["name_en"] if en else obligation["name"],
+        "basis": _basis(cfg, obligation["rule_set_id"]),
+        "deadline": show(deadline, cfg.tz),
+        "deadline_short": short(deadline, cfg, lang),
+        "deadline_brief": brief(deadline, cfg, lang, now),
+        "deadline_spoken": spoken(deadline, cfg, lang),
+        "state": state,
+        "remaining": format_duration(left, lang) if state == "upcoming" else "",
+        "overdue": format_duration(-left, lang) if state == "overdue" else "",
+        "action": actions.get(kind, ("请尽快处理", "Act now"))[1 if en else 0],
+        "breached": breached,
+    }
 
 
 async def facts(db: Database, notifications: list[Notification]) -> Facts:
-    """The incidents and obligations a batch of notifications speaks of: two queries for
-    the batch instead of two per message."""
+    """The incidents and obligations a batch of notifications speaks of, and the rows each
+    carries: three queries for the batch instead of three per message."""
     out: Facts = {}
+    carried = await _rows(db, "notifications", "carried_by", [n.id for n in notifications])
+    for row in carried:
+        if row["status"] != "cancelled":  # its obligation met, or acknowledged elsewhere
+            out.setdefault(("carried", row["carried_by"]), []).append(row)
     for table, ids in (
         ("incidents", {n.incident_id for n in notifications}),
-        ("obligations", {n.obligation_id for n in notifications}),
-    ):
-        known = sorted(i for i in ids if i is not None)
-        for i in range(0, len(known), 500):
-            chunk = known[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in await db.fetchall(f"SELECT * FROM {table} WHERE id IN ({marks})", chunk):
-                out[(table, row["id"])] = row
+        ("obligations", {n.obligation_id for n in notifications}
+         | {r["obligation_id"] for r in carried}),
+    ):  # fmt: skip
+        for row in await _rows(db, table, "id", ids):
+            out[(table, row["id"])] = row
     return out
+
+
+async def _rows(db: Database, table: str, column: str, keys: Iterable[Any]) -> list[Any]:
+    known = sorted({k for k in keys if k is not None})
+    rows: list[Any] = []
+    for i in range(0, len(known), 500):
+        chunk = known[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT * FROM {table} WHERE {column} IN ({marks}) ORDER BY id"
+        rows += await db.fetchall(sql, chunk)
+    return rows
 
 
 def message(
@@ -188,7 +243,9 @@ def message(
     incident = facts.get(("incidents", n.incident_id))
     obligation = facts.get(("obligations", n.obligation_id))
     ack_url = f"{cfg.service.public_url}/ack/{ack_token(secret, n.ack_nonce)}"
-    ctx = build(n, incident, obligation, cfg, person, ack_url, now)
+    carried = [(c["kind"], facts[("obligations", c["obligation_id"])])
+               for c in facts.get(("carried", n.id), [])]  # fmt: skip
+    ctx = build(n, incident, obligation, cfg, person, ack_url, now, carried)
     rendered = render(channel_kind(channel), person.language, ctx)
     url = with_idempotency_key(channel_url(template, person), f"{n.id}-{channel}")
     url = with_read_timeout(url, cfg.alerts.send_timeout.total_seconds() + READ_MARGIN)

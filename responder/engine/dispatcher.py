@@ -134,7 +134,10 @@ class Dispatcher(Loop):
         ran out (their replica died)."""
         now = self.clock.now()
         # Which claims are abandoned, as SQL over a notification: all, or those past lease.
-        stale = "status = 'sending'" + (" AND lease_until <= :now" if self.shared else "")
+        # (A message carried by another is sent with it: it follows its carrier's state.)
+        stale = "status = 'sending' AND carried_by IS NULL" + (
+            " AND lease_until <= :now" if self.shared else ""
+        )
         if self.shared:  # every round: one indexed look first, without a write transaction
             found = await self.db.fetchone(
                 f"SELECT 1 FROM notifications WHERE {stale} LIMIT 1", {"now": to_db(now)}
@@ -157,6 +160,7 @@ class Dispatcher(Loop):
                 {"now": to_db(now)},
             ).rowcount
             if n:
+                outbox.follow_all_carriers(tx, "sending")
                 audit.append(tx, now, "dispatcher", "notifications.recovered", "-", {"count": n})
             return n
 
@@ -196,18 +200,24 @@ class Dispatcher(Loop):
                 )  # fmt: skip
             # The round starts on the channel chosen when it was planned (the first, or one
             # that has just worked again); due at its planned time, for the lag's sake.
-            return tx.execute(
+            started = tx.execute(
                 "UPDATE notifications SET status = 'queued', attempt = 0,"
                 " next_attempt_at = retry_at, retry_at = NULL"
-                " WHERE retry_at IS NOT NULL AND retry_at <= :now AND status = 'failed'",
+                " WHERE retry_at IS NOT NULL AND retry_at <= :now AND status = 'failed'"
+                " RETURNING id",
                 params,
-            ).rowcount
+            ).fetchall()
+            outbox.follow_carriers(tx, [r["id"] for r in ended] + [r[0] for r in started])
+            return len(started)
 
         return await self.db.transact(start)
 
     # -- 3. claim ----------------------------------------------------------------------
 
     async def claim(self, limit: int) -> list[Notification]:
+        """Claim the most urgent due messages.  Rows carried by another message (an obligation
+        told in the same message as another: see :func:`.fire.queue_merged`) are never sent
+        themselves: they follow their carrier."""
         if limit <= 0:
             return []
         now = self.clock.now()
@@ -216,7 +226,8 @@ class Dispatcher(Loop):
             rows = tx.execute(
                 "UPDATE notifications SET status = 'sending', lease_until = ?"
                 " WHERE id IN (SELECT id FROM notifications WHERE status = 'queued'"
-                " AND next_attempt_at <= ? ORDER BY priority, next_attempt_at, id LIMIT ?)"
+                " AND next_attempt_at <= ? AND carried_by IS NULL"
+                " ORDER BY priority, next_attempt_at, id LIMIT ?)"
                 " AND status = 'queued' RETURNING *",
                 (to_db(now + lease(self.cfg)), to_db(now), limit),
             ).fetchall()
@@ -225,6 +236,7 @@ class Dispatcher(Loop):
                 "INSERT INTO attempts (notification_id, channel, started_at) VALUES (?,?,?)",
                 [(n.id, n.channel, to_db(now)) for n in claimed],
             )
+            outbox.follow_carriers(tx, [n.id for n in claimed])
             return claimed
 
         return await self.db.transact(take)
@@ -383,6 +395,7 @@ class Dispatcher(Loop):
                 " lease_until = NULL WHERE id = ? AND status = 'sending' RETURNING rounds",
                 (to_db(now), n.channel, n.id),
             ).fetchone()
+            outbox.follow_carriers(tx, [n.id])
             return Recorded("sent", sent[0] if sent else 0)
         (rounds,) = tx.execute("SELECT rounds FROM notifications WHERE id = ?", (n.id,)).fetchone()
         attempt = n.attempt + 1
@@ -406,6 +419,7 @@ class Dispatcher(Loop):
             (status, attempt, index, to_db(next_at), outcome.error, rounds,
              to_db(retry_at) if retry_at else None, n.id),
         )  # fmt: skip
+        outbox.follow_carriers(tx, [n.id])
         if status == "failed" and rounds == 1:  # the first time only: not once per round
             audit.append(
                 tx,

@@ -1,6 +1,6 @@
 """Firing due steps: the scheduler's one transaction per batch.
 
-For each obligation with steps due (``fire_due``):
+For each obligation with steps due (:func:`plan_obligation`):
 
 1. Mark its due steps fired — conditionally (``status = 'pending'``), so a step cancelled
    by a milestone in the meantime is not fired, and no step fires twice.
@@ -8,11 +8,19 @@ For each obligation with steps due (``fire_due``):
    record (:func:`responder.obligations.breach`, itself conditional).
 3. Resolve the union of their audiences to people.  Several steps due at once (a late
    declaration, or the service coming back after downtime) give each person ONE catch-up
-   message for the obligation, not a storm.  People who acknowledged get no more repeats.
-4. Queue one notification per person (the outbox).  If no one at all answers the audiences
-   (a lead unit without its head, a unit since removed), tell the administrators instead.
+   part for the obligation, not a storm.  People who acknowledged get no more repeats.
+4. If no one at all answers the audiences (a lead unit without its head, a unit since removed),
+   tell the administrators instead.
 5. If a step repeats (at the deadline, every 30 min until met), store the next repeat.
 6. One audit entry records what fired and who was told.
+
+Then, for the whole batch (:func:`queue_merged`), what the obligations of one incident have
+to tell one person at this moment becomes ONE message listing each of them (a declaration:
+the release and the press conference; a late one: the breach of the first and the notice of
+the second), not one per obligation.  Each obligation keeps its own notification row — its
+evidence, its acknowledgement — and the message's other rows are carried by the first (the
+most urgent: a breach first), which alone the dispatcher sends.  All of it is written in the
+firing's transaction: nothing is lost and nothing told twice after a crash.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import json
 import logging
 import sqlite3
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -36,12 +45,30 @@ log = logging.getLogger("responder.scheduler")
 Fired = tuple[int, list[float]]  # notifications queued, lateness (s) of each step fired
 
 
+@dataclass(frozen=True)
+class Part:
+    """What one obligation has to tell one person at this firing, before the batch merges the
+    parts of one incident for one person into one message (:func:`queue_merged`)."""
+
+    incident_id: str
+    obligation_id: int
+    deadline: datetime
+    step_id: int
+    person_id: str
+    order: list[str]  # the person's channels, the step's preferred ones first
+    every_channel: bool  # on each channel at once (the breach alert), not a failover walk
+    kind: str
+    context: dict[str, Any]
+    priority: int
+
+
 async def due_steps(db: Database, now: datetime, limit: int) -> list[Step]:
-    """Due steps of the (about) ``limit`` earliest obligations — all of each one's due steps,
-    so that a large backlog never splits an obligation's catch-up into two messages."""
+    """Due steps of the incidents of the (about) ``limit`` earliest ones — all of each
+    incident's due steps, so that a large backlog never splits an obligation's catch-up, nor
+    what an incident's obligations tell one person at once, into two messages."""
     rows = await db.fetchall(
-        "SELECT * FROM steps WHERE status = 'pending' AND due_at <= ? AND obligation_id IN"
-        " (SELECT obligation_id FROM steps WHERE status = 'pending' AND due_at <= ?"
+        "SELECT * FROM steps WHERE status = 'pending' AND due_at <= ? AND incident_id IN"
+        " (SELECT incident_id FROM steps WHERE status = 'pending' AND due_at <= ?"
         " ORDER BY due_at LIMIT ?) ORDER BY due_at, id",
         (to_db(now), to_db(now), limit),
     )
@@ -62,6 +89,27 @@ def _acked_people(tx: sqlite3.Connection, obligation_id: int) -> set[str]:
     return {r[0] for r in cur.fetchall()}
 
 
+def fire_batch(
+    tx: sqlite3.Connection,
+    cfg: Config,
+    secret: bytes,
+    groups: list[list[Step]],
+    now: datetime,
+) -> Fired:
+    """Fire the due steps of several obligations (each group one obligation's), inside the
+    caller's transaction, and queue what they tell people: one message per person, incident
+    and channel walk."""
+    parts: list[Part] = []
+    queued = 0
+    lateness: list[float] = []
+    for steps in groups:
+        told, admins, late = plan_obligation(tx, cfg, secret, steps, now)
+        parts += told
+        queued += admins
+        lateness += late
+    return queued + queue_merged(tx, secret, parts, now), lateness
+
+
 def fire_obligation(
     tx: sqlite3.Connection,
     cfg: Config,
@@ -70,10 +118,22 @@ def fire_obligation(
     now: datetime,
 ) -> Fired:
     """Fire one obligation's due steps (inside the caller's transaction)."""
+    return fire_batch(tx, cfg, secret, [steps], now)
+
+
+def plan_obligation(
+    tx: sqlite3.Connection,
+    cfg: Config,
+    secret: bytes,
+    steps: list[Step],
+    now: datetime,
+) -> tuple[list[Part], int, list[float]]:
+    """Fire one obligation's due steps: what it tells each person (queued by the caller), the
+    administrators' messages queued when it reaches nobody, and the lateness of its steps."""
     won = obligations.fire(tx, [s.id for s in steps], now)
     steps = [s for s in steps if s.id in won]
     if not steps:
-        return 0, []
+        return [], 0, []
     lateness = [(now - s.due_at).total_seconds() for s in steps]
     obligation_id = steps[0].obligation_id
     cur = tx.execute(
@@ -87,7 +147,7 @@ def fire_obligation(
     # A correction's clock (限期整改) runs on after the incident closed: the review comes later.
     over = ob["incident_status"] != "active" and ob["kind"] != obligations.CORRECTION
     if over or ob["met_at"] is not None or ob["status"] == "waived":
-        return 0, lateness  # nothing to say any more; the steps are spent
+        return [], 0, lateness  # nothing to say any more; the steps are spent
 
     breached_now = False
     if any(s.is_deadline for s in steps):
@@ -113,7 +173,9 @@ def fire_obligation(
     # Breached, by this firing or before it (a declaration already past its deadline): its
     # messages go before routine reminders, whatever their kind (a catch-up of repeats).
     breached = breached_now or ob["status"] == "breached"
-    queued = 0
+    deadline = from_db(ob["deadline"])
+    assert deadline is not None
+    parts: list[Part] = []
     for entry in per_person.values():
         person_steps = entry["steps"]
         last = max(person_steps, key=lambda s: (s.nominal_at, s.id))
@@ -123,35 +185,25 @@ def fire_obligation(
         kind = "catch_up" if len(person_steps) > 1 else last.kind
         if any(s.is_deadline for s in person_steps) and kind == "catch_up":
             kind = "deadline"  # the breach is the news; the rest is folded into it
-        order = channels_for(entry["person"], entry["channels"])
-        # Failover: one message walking down the person's channels.  All channels: one
-        # message per channel at once (the breach alert reaches the phone *and* the mailbox).
-        for channels in [[c] for c in order] if entry["all"] else [order]:
-            outbox.queue(
-                tx,
-                secret,
+        parts.append(
+            Part(
                 incident_id=ob["incident_id"],
                 obligation_id=obligation_id,
+                deadline=deadline,
                 step_id=last.id,
                 person_id=entry["person"].id,
-                channels=channels,
+                order=channels_for(entry["person"], entry["channels"]),
+                every_channel=entry["all"],
                 kind=kind,
-                context={
-                    "step": last.name,
-                    "collapsed": collapsed if len(collapsed) > 1 else [],
-                },
-                now=now,
+                context={"step": last.name, "collapsed": collapsed if len(collapsed) > 1 else []},
                 priority=outbox.priority_of(kind, breached),
             )
-            queued += 1
+        )
 
-    if not addressed:
-        queued += _tell_admins_nobody_was_told(tx, cfg, secret, ob, steps, now)
+    admins = 0 if addressed else _tell_admins_nobody_was_told(tx, cfg, secret, ob, steps, now)
 
     repeating = next((s for s in steps if s.repeat_s), None)
     if repeating is not None:  # one next repeat per obligation, however many fired together
-        deadline = from_db(ob["deadline"])
-        assert deadline is not None
         obligations.repeat(tx, repeating, deadline, now)
 
     audit.append(
@@ -169,14 +221,65 @@ def fire_obligation(
         },
     )
     log.info(
-        "fired %s for %s %s: %d messages queued%s",
+        "fired %s for %s %s: %d people told%s",
         "+".join(s.name for s in steps),
         ob["incident_id"],
         ob["kind"],
-        queued,
+        len(parts),
         ", obligation BREACHED" if breached_now else "",
     )
-    return queued, lateness
+    return parts, admins, lateness
+
+
+def queue_merged(tx: sqlite3.Connection, secret: bytes, parts: list[Part], now: datetime) -> int:
+    """Queue the parts fired together: those of one incident for one person (over the same
+    channels) become one message.  Its carrier is the most urgent part (a breach before a
+    reminder, then the earlier deadline); it takes that part's walk down the channels, or goes
+    on each channel at once if any part must, and is claimed as early as its most urgent part.
+    The other parts are queued as rows it carries, one beside each message sent.  Returns the
+    number of messages to send."""
+    together: dict[tuple[str, str, frozenset[str]], list[Part]] = defaultdict(list)
+    for part in parts:
+        together[(part.incident_id, part.person_id, frozenset(part.order))].append(part)
+    sent = 0
+    for group in together.values():
+        group.sort(key=lambda p: (p.priority, p.deadline, p.obligation_id))
+        first, rest = group[0], group[1:]
+        priority = min(p.priority for p in group)
+        every = any(p.every_channel for p in group)
+        # Failover: one message walking down the person's channels.  All channels: one
+        # message per channel at once (the breach alert reaches the phone *and* the mailbox).
+        for channels in [[c] for c in first.order] if every else [first.order]:
+            carrier = _queue_part(tx, secret, first, channels, priority, now)
+            for part in rest:
+                _queue_part(tx, secret, part, channels, priority, now, carried_by=carrier)
+            sent += 1
+    return sent
+
+
+def _queue_part(
+    tx: sqlite3.Connection,
+    secret: bytes,
+    part: Part,
+    channels: list[str],
+    priority: int,
+    now: datetime,
+    carried_by: int | None = None,
+) -> int:
+    return outbox.queue(
+        tx,
+        secret,
+        incident_id=part.incident_id,
+        obligation_id=part.obligation_id,
+        step_id=part.step_id,
+        person_id=part.person_id,
+        channels=channels,
+        kind=part.kind,
+        context=part.context,
+        now=now,
+        priority=priority,
+        carried_by=carried_by,
+    )
 
 
 def _tell_admins_nobody_was_told(

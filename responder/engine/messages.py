@@ -5,10 +5,12 @@ is policy, not code.  It lives in ``templates/messages/{sms,voice,email,chat}.{z
 where it can be reviewed and reworded without touching the engine, and every channel gets
 the same facts in the form it can carry:
 
-* **sms** — one terse line: drill marker, level, title, lead unit, obligation, deadline (date
-  and time, no year or offset), time left or overdue, the acknowledgement link.  The Chinese
-  SMS is written to fit two UCS-2 segments (134 characters) in the typical case, with a
-  production ``public_url`` of ~30 characters (a gateway's signature comes on top).
+* **sms** — one terse line: drill marker, 【超时】/[OVERDUE] when it tells of a breach, level,
+  title, lead unit, obligation, deadline (date and time, no year or offset), time left or
+  overdue, the acknowledgement link; a message telling of several obligations lists each one's
+  deadline (the time alone today, 次日/tomorrow before it tomorrow).  The Chinese SMS is
+  written to fit two UCS-2 segments (134 characters) in the typical case, with a production
+  ``public_url`` of ~30 characters (a gateway's signature comes on top).
 * **voice** — plain speakable text for a TTS engine: no URLs, no 【】, no markdown; levels
   and durations are spelled the way they are said.
 * **email** — a subject and a full plain-text body (details, legal basis, what to do,
@@ -59,12 +61,17 @@ OPTIONAL: dict[str, Any] = {
     "deadline": "",
     "deadline_short": "",
     "deadline_spoken": "",
+    "deadline_brief": "",
     "state": "",
     "remaining": "",
     "overdue": "",
     "collapsed": [],
     "action": "",
     "recipient_name": "",
+    "breached": False,  # the message tells of an obligation past its deadline
+    # Each obligation a message tells of (a dict of the keys above, from obligation to
+    # action), when it tells of more than one: what fell due for the person at one moment.
+    "items": [],
 }
 
 _ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4, "Ⅰ": 1, "Ⅱ": 2, "Ⅲ": 3, "Ⅳ": 4}
@@ -190,7 +197,12 @@ def _context(ctx: Mapping[str, Any]) -> dict[str, Any]:
         elif isinstance(value, str):
             values[key] = _NOT_IN_A_LINE.sub(" ", value)
     values["drill"] = bool(values["drill"])
+    values["breached"] = bool(values["breached"])
     values["collapsed"] = [_NOT_IN_A_LINE.sub(" ", str(s)) for s in values["collapsed"]]
+    values["items"] = [
+        {k: _NOT_IN_A_LINE.sub(" ", v) if isinstance(v, str) else v for k, v in item.items()}
+        for item in values["items"] or []
+    ]
     return values
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -43,7 +44,9 @@ def priority_of(kind: str, breached: bool = False) -> int:
 # beside this one, on another channel for the same step, does not: it is the same news on a
 # channel that may not be read).  A message about the service itself (no obligation) is told
 # once it reached the administrator on one of their channels (it goes on each at once), and has
-# no round that would start more than WATCHDOG_RETRY_HOURS after it was queued.
+# no round that would start more than WATCHDOG_RETRY_HOURS after it was queued.  A message that
+# carries other obligations (see :func:`queue`) matters while one of them is still to be done,
+# even when its own obligation is met or a later alert about it was delivered.
 WHY_MOOT = f"""CASE
     WHEN n.acked_at IS NOT NULL THEN 'acknowledged'
     WHEN n.obligation_id IS NULL THEN CASE
@@ -57,6 +60,9 @@ WHY_MOOT = f"""CASE
         AND a.person_id = n.person_id AND a.acked_at >= n.created_at) THEN 'acknowledged'
     WHEN EXISTS (SELECT 1 FROM incidents i WHERE i.id = n.incident_id AND i.status = 'closed')
         THEN 'incident closed'
+    WHEN EXISTS (SELECT 1 FROM notifications c JOIN obligations co ON co.id = c.obligation_id
+        WHERE c.carried_by = n.id AND c.status != 'cancelled' AND co.met_at IS NULL
+        AND co.status != 'waived') THEN NULL
     WHEN EXISTS (SELECT 1 FROM obligations o WHERE o.id = n.obligation_id
         AND o.met_at IS NOT NULL) THEN 'obligation met'
     WHEN EXISTS (SELECT 1 FROM obligations o WHERE o.id = n.obligation_id
@@ -81,13 +87,16 @@ def queue(
     context: dict[str, Any],
     now: datetime,
     priority: int | None = None,
+    carried_by: int | None = None,
 ) -> int:
-    """Queue one message; ``priority`` defaults to what its kind says (:func:`priority_of`)."""
+    """Queue one message; ``priority`` defaults to what its kind says (:func:`priority_of`).
+    With ``carried_by``, the row is an obligation's part of another message (its carrier), which
+    alone is sent: see :func:`follow_carriers`."""
     nonce = secrets.token_hex(16)
     cur = tx.execute(
         "INSERT INTO notifications (incident_id, obligation_id, step_id, person_id, channels,"
-        " kind, context, due_at, next_attempt_at, created_at, ack_nonce, ack_hash, priority)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " kind, context, due_at, next_attempt_at, created_at, ack_nonce, ack_hash, priority,"
+        " carried_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             incident_id,
             obligation_id,
@@ -102,11 +111,44 @@ def queue(
             nonce,
             token_hash(ack_token(secret, nonce)),
             priority_of(kind) if priority is None else priority,
+            carried_by,
         ),
     )
     nid = cur.lastrowid
     assert nid is not None
     return nid
+
+
+# What a carried row takes from its carrier: where the message is, how it went, whether the
+# person acknowledged it.  Not its lease, rounds or next round (retry_at): only the carrier is
+# claimed and tried again, and /healthz counts failing messages, not the obligations in them.
+# A carried row already cancelled stays so: its obligation was met or waived, or the person
+# acknowledged it elsewhere, and the message no longer speaks of it (see compose).
+_FOLLOW = (
+    "UPDATE notifications AS c SET status = p.status, channel_index = p.channel_index,"
+    " attempt = p.attempt, next_attempt_at = p.next_attempt_at, sent_at = p.sent_at,"
+    " sent_channel = p.sent_channel, last_error = p.last_error, acked_at = p.acked_at,"
+    " retry_ended = p.retry_ended FROM notifications AS p"
+    " WHERE p.id = c.carried_by AND c.status != 'cancelled' AND "
+)
+
+
+def follow_carriers(tx: sqlite3.Connection, carrier_ids: Iterable[int]) -> int:
+    """Bring the rows these messages carry to their carrier's state (inside the caller's
+    transaction, after the carriers changed).  Returns how many rows moved."""
+    ids = sorted(set(carrier_ids))
+    moved = 0
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        moved += tx.execute(_FOLLOW + f"c.carried_by IN ({marks})", chunk).rowcount
+    return moved
+
+
+def follow_all_carriers(tx: sqlite3.Connection, status: str) -> int:
+    """:func:`follow_carriers` for every carried row in ``status`` (after a statement that moved
+    carriers without naming them: the recovery after a crash)."""
+    return tx.execute(_FOLLOW + "c.status = ?", (status,)).rowcount
 
 
 def tell_admins(

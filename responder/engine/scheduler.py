@@ -6,7 +6,8 @@ obligation (see :mod:`responder.engine.fire`).
 
 One round (the loop around it is :mod:`.loop`'s):
 
-1. Fire every due step, a batch of obligations per transaction.
+1. Fire every due step, a batch of obligations per transaction — an incident's obligations
+   always in the same one, so that what they tell one person at once is one message.
 2. Wake the dispatcher if anything was queued.
 3. Sleep until the next pending step's due time, or until woken by a change.
 """
@@ -16,13 +17,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from responder.clock import Clock
 from responder.config import Config
-from responder.engine.fire import Fired, by_obligation, due_steps, fire_obligation
+from responder.engine.fire import Fired, by_obligation, due_steps, fire_batch
 from responder.engine.loop import Loop
 from responder.engine.metrics import Metrics
+from responder.rows import Step
 from responder.store import Database
 from responder.timeutil import from_db
 
@@ -30,6 +31,20 @@ BATCH = 500  # steps read per round
 # Obligations fired per transaction: enough to share a commit, few enough (a few ms) that a
 # declaration or a milestone arriving meanwhile does not wait long for the writer.
 OBLIGATIONS_PER_TX = 20
+
+
+def transactions(groups: list[list[Step]]) -> list[list[list[Step]]]:
+    """The obligations' groups of due steps cut into transactions of about
+    ``OBLIGATIONS_PER_TX`` obligations, never cutting an incident in two."""
+    incidents: dict[str, list[list[Step]]] = {}
+    for group in groups:
+        incidents.setdefault(group[0].incident_id, []).append(group)
+    out: list[list[list[Step]]] = [[]]
+    for obligations in incidents.values():
+        if out[-1] and len(out[-1]) + len(obligations) > OBLIGATIONS_PER_TX:
+            out.append([])
+        out[-1].extend(obligations)
+    return [chunk for chunk in out if chunk]
 
 
 class Scheduler(Loop):
@@ -60,19 +75,17 @@ class Scheduler(Loop):
             steps = await due_steps(self.db, now, BATCH)
             if not steps:
                 return queued_total
-            groups = by_obligation(steps)
-            for i in range(0, len(groups), OBLIGATIONS_PER_TX):
-                chunk = groups[i : i + OBLIGATIONS_PER_TX]
+            for chunk in transactions(by_obligation(steps)):
 
                 def fire(
-                    tx: sqlite3.Connection, chunk: list[list[Any]] = chunk, now: datetime = now
-                ) -> list[Fired]:
-                    return [fire_obligation(tx, self.cfg, self.secret, g, now) for g in chunk]
+                    tx: sqlite3.Connection, chunk: list[list[Step]] = chunk, now: datetime = now
+                ) -> Fired:
+                    return fire_batch(tx, self.cfg, self.secret, chunk, now)
 
-                for queued, lateness in await self.db.transact(fire):
-                    queued_total += queued
-                    for late in lateness:
-                        self.metrics.observe("step_lateness_seconds", late)
+                queued, lateness = await self.db.transact(fire)
+                queued_total += queued
+                for late in lateness:
+                    self.metrics.observe("step_lateness_seconds", late)
                 if queued_total:
                     self.wake_dispatcher()
             if len(steps) < BATCH:

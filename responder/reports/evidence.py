@@ -27,8 +27,11 @@ OBLIGATION_SQL: dict[str, str] = {
     "obligations": "SELECT * FROM obligations WHERE id = ?",
     "steps": "SELECT * FROM steps WHERE obligation_id = ? ORDER BY due_at, id",
     "notifications": "SELECT * FROM notifications WHERE obligation_id = ? ORDER BY id",
-    "attempts": "SELECT a.* FROM attempts a JOIN notifications n ON n.id = a.notification_id"
-    " WHERE n.obligation_id = ? ORDER BY a.id",
+    # A row carried by another obligation's message (one message for several: see
+    # engine.fire.queue_merged) has no attempts of its own: its carrier's are its sends.
+    "attempts": "SELECT a.* FROM attempts a WHERE a.notification_id IN"
+    " (SELECT COALESCE(n.carried_by, n.id) FROM notifications n WHERE n.obligation_id = ?)"
+    " ORDER BY a.id",
     "releases": f"SELECT * FROM releases WHERE incident_id = {_OF_INCIDENT}"
     " AND EXISTS (SELECT 1 FROM obligations WHERE id = ? AND milestone LIKE '%release')"
     " ORDER BY published_at, id",
@@ -172,13 +175,15 @@ def _step_entries(cfg: Config, s: Any) -> list[dict[str, Any]]:
 
 def _notification_entries(cfg: Config, n: Any) -> list[dict[str, Any]]:
     src, oid, who = f"notifications:{n['id']}", n["obligation_id"], _person(cfg, n["person_id"])
+    carrier = n["carried_by"]
     out = [
         _entry(
             cfg,
             n["created_at"],
             src,
-            f"消息({n['kind']})排队发给 {who}",
-            f"message ({n['kind']}) queued for {who}",
+            f"消息({n['kind']})排队发给 {who}" + (f",与消息 {carrier} 合并发送" if carrier else ""),
+            f"message ({n['kind']}) queued for {who}"
+            + (f", sent as part of message {carrier}" if carrier else ""),
             oid,
         )
     ]
@@ -287,6 +292,9 @@ def _milestone_entries(cfg: Config, rows: Rows) -> list[dict[str, Any]]:
 def timeline(cfg: Config, rows: Rows) -> list[dict[str, Any]]:
     """Every event the rows show, oldest first (ties in the order the rows were written)."""
     obligation_of = {n["id"]: n["obligation_id"] for n in rows.get("notifications", [])}
+    for n in rows.get("notifications", []):  # a carrier's sends are its carried rows' too
+        if n["carried_by"] is not None:
+            obligation_of.setdefault(n["carried_by"], n["obligation_id"])
     entries: list[dict[str, Any]] = []
     for i in rows.get("incidents", []):
         entries.append(

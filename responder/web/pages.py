@@ -98,6 +98,14 @@ def _ack_ctx(request: web.Request, row: Any) -> dict[str, Any]:
         "drill": bool(row["drill"]),
         "obligation": pick(lang, row["obligation_name"] or "", row["obligation_name_en"] or ""),
         "deadline": show(from_db(row["deadline"]), cfg.tz) if row["deadline"] else "",
+        # The other duties the same message told of: acknowledged with it.
+        "also": [
+            {
+                "obligation": pick(lang, c["name"], c["name_en"]),
+                "deadline": show(from_db(c["deadline"]), cfg.tz),
+            }
+            for c in row.get("carries", [])
+        ],
         "person": person.name if person else row["person_id"],
         "acked_at": show(from_db(row["acked_at"]), cfg.tz) if row["acked_at"] else "",
         "settled": pick(lang, *settled) if settled else "",

@@ -431,3 +431,58 @@ def test_voice_names_the_lead_unit(lang: str) -> None:
     unit = "区应急管理局" if lang == "zh" else "Emergency Management Bureau"
     assert unit in render("voice", lang, ctx).body
     assert ". Obligation:" in render("voice", "en", built("deadline", "en", OCCURRED)).body
+
+
+@pytest.mark.parametrize(("lang", "mark"), [("zh", "【超时】"), ("en", "[OVERDUE]")])
+@pytest.mark.parametrize(("kind", "hours"), [("deadline", 5), ("repeat", 6.5)])
+def test_the_breach_sms_is_marked_overdue_like_the_email_and_chat(
+    kind: str, hours: float, lang: str, mark: str
+) -> None:
+    breach = render("sms", lang, built(kind, lang, OCCURRED + timedelta(hours=hours))).body
+    reminder = render("sms", lang, built("reminder", lang, OCCURRED + timedelta(hours=4))).body
+    assert breach.startswith(mark) and mark not in reminder
+
+
+def merged(kind: str, lang: str, hours: float, status: str = "open") -> dict[str, Any]:
+    """A message telling of the release (``kind``) and of the press conference (a notice)."""
+    press = {
+        "kind": "press_conference",
+        "name": "举行新闻发布会",
+        "name_en": "Press conference held",
+        "deadline": to_db(OCCURRED + timedelta(hours=24)),
+        "rule_set_id": "gbf-2016-80",
+        "status": "open",
+    }
+    ctx = built(kind, lang, OCCURRED + timedelta(hours=hours), status=status)
+    row = Notification(1, None, None, "", ["sms"], 0, 0, kind, {}, "")
+    ob = {**press, "kind": "authoritative_release", "name": "发布权威信息",
+          "name_en": "Authoritative information released",
+          "deadline": to_db(OCCURRED + timedelta(hours=5)), "status": status}  # fmt: skip
+    person = CFG.person("wang-fang" if lang == "zh" else "admin-liu")
+    assert person is not None and ctx["title"]
+    now = OCCURRED + timedelta(hours=hours)
+    return compose.build(row, INCIDENT, ob, CFG, person, PRODUCTION_ACK, now, [("notice", press)])
+
+
+def test_a_merged_zh_sms_lists_each_deadline_in_two_segments_with_a_real_address() -> None:
+    body = render("sms", "zh", merged("notice", "zh", 0.25)).body
+    assert len(body) <= 134, (len(body), body)
+    assert "区应急管理局发布权威信息截止08:40;举行新闻发布会截止次日03:40。" in body
+    breach = render("sms", "zh", merged("deadline", "zh", 6.5, "breached")).body
+    assert breach.startswith("【超时】") and len(breach) <= 201, (len(breach), breach)
+    assert "发布权威信息截止08:40,已超时1小时30分钟;举行新闻发布会截止次日03:40" in breach
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("kind", CHANNEL_KINDS)
+def test_every_channel_lists_each_duty_of_a_merged_message(kind: str, lang: str) -> None:
+    ctx = merged("deadline", lang, 5.5, "breached")
+    text = text_of(render(kind, lang, ctx))
+    for name in ("发布权威信息", "举行新闻发布会") if lang == "zh" else (
+        "Authoritative information released", "Press conference held"
+    ):  # fmt: skip
+        assert name in text, text
+    if kind in ("email", "chat", "voice"):  # the full deadline of each
+        assert ("11月28日3时40分" if lang == "zh" else "03:40 on November 28") in text or (
+            "2026-11-28 03:40" in text
+        ), text
