@@ -215,17 +215,20 @@ def declare_on(replica: Replica, token: str, **fields: Any) -> dict[str, Any]:
 
 
 def test_a_burst_is_shared_between_replicas_each_message_once(cluster: Any) -> None:
-    """~1,000 messages due at once (170 declarations of six each), a gateway taking 50 ms
-    a message: both replicas send, every message is delivered, none twice on a channel."""
+    """~1,000 messages due at once (340 declarations of three messages each: one a person,
+    listing both deadlines), a gateway taking 50 ms a message: both replicas send, every
+    message is delivered, none twice on a channel."""
     gateway = Gateway(delay=0.05)
     try:
         a, b = cluster(2, gateway)
         token = a.token()
         a.start()
         b.start()
-        for i in range(170):
+        for i in range(340):
             declare_on(a if i % 2 else b, token, title=f"演练负载 {i}")
-        total = all_sent(a.url)
+        all_sent(a.url)
+        # Sent: the messages themselves (a row carried by another goes out inside it).
+        total = rows(a.url, "SELECT COUNT(*) FROM notifications WHERE carried_by IS NULL")[0][0]
         assert total >= 1000
         keys = gateway.keys()
         assert len(keys) == total and set(keys.values()) == {1}  # none twice on a channel
@@ -250,18 +253,22 @@ def test_a_replica_killed_mid_send_loses_its_claims_to_the_other(
     gateway.hold.clear()  # every message is held: a's sends are in flight
     incident = declare_on(a, token)
     # The declaration's messages are fewer than the sending slots: all held at once.
-    total = wait_until(
-        lambda: (n := statuses(a.url).get("sending", 0)) == len(gateway.received) and n,
-        "a's messages held",
-    )
-    assert statuses(a.url) == {"sending": total}
+    carriers = "SELECT id FROM notifications WHERE carried_by IS NULL AND status = 'sending'"
+
+    def all_held() -> int:
+        sending = {str(r[0]) for r in rows(a.url, carriers)}
+        held = {k.split("-")[0] for k, _ in gateway.received}
+        queued = statuses(a.url).get("queued", 0)
+        return len(sending) if sending and sending <= held and not queued else 0
+
+    wait_until(all_held, "a's messages held")
     in_flight = [k for k, _ in gateway.received]
     a.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
     a.proc.wait(LIMIT)  # type: ignore[union-attr]
     killed = time.monotonic()
     gateway.hold.set()  # the gateway delivers them; a is not there to hear it
     b.start()
-    assert all_sent(a.url) == total
+    all_sent(a.url)
     took = time.monotonic() - killed
     assert took <= LEASE_S + 2 + 5  # the lease, a round, and b's own start
     seen = Counter(k for k, _ in gateway.received)
@@ -269,7 +276,7 @@ def test_a_replica_killed_mid_send_loses_its_claims_to_the_other(
     resent = sum(n - 1 for n in seen.values())
     assert resent <= len(in_flight)
     unknown = rows(a.url, "SELECT COUNT(*) FROM attempts WHERE outcome = 'unknown'")[0][0]
-    assert unknown == len(in_flight)  # the cut-short tries, recorded as such
+    assert 1 <= unknown <= len(in_flight)  # the cut-short tries, recorded as such
     # Declared on a, seen and changed on b.
     status, _, body = call(
         f"{b.base}/api/v1/incidents/{incident['id']}", headers={"Authorization": f"Bearer {token}"}
