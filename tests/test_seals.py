@@ -76,7 +76,7 @@ async def test_a_value_written_into_a_column_empty_when_sealed_is_found(
         )
     done = cli(db_path, "verify-audit", "--expect", head)
     assert done.returncode == 1, done.stdout
-    assert "evidence tampered" in done.stderr and "obligations:" in done.stderr
+    assert "证据记录已被篡改" in done.stderr and "obligations:" in done.stderr
 
 
 async def _fail_every_channel(dispatcher: Dispatcher, db: Database, clock: FakeClock) -> None:
@@ -203,3 +203,41 @@ async def test_a_seal_made_before_empty_columns_were_covered_still_verifies(
     done = cli(db_path, "verify-audit")
     assert done.returncode == 0, done.stderr
     assert json.dumps(old)  # plain JSON, as it is stored
+
+
+async def test_a_column_added_by_a_later_migration_keeps_older_seals_and_is_covered(
+    ops: Ops, clock: FakeClock, db_path: Path
+) -> None:
+    """Migration 010 added ``notifications.carried_by``: a message sealed before had no such
+    column.  Its seal (digest without the column) still verifies; a value written into the
+    column afterwards is found."""
+    iid = await breached_and_decided(ops, clock)
+    rows = await evidence.read(ops.db, evidence.INCIDENT_SQL, iid)
+    lone = [r for r in rows["notifications"] if r["carried_by"] is None]
+    assert lone
+
+    def before_010(r: Any) -> list[Any]:  # the row as the earlier version saw it
+        left = seal._left_out("notifications", r)
+        body = {k: r[k] for k in r.keys() if k != "carried_by"}
+        return [seal._digest(_Row(body), left, "notifications"), left]
+
+    old = {f"notifications:{r['id']}": before_010(r) for r in lone}
+    now = clock.now()
+    await ops.db.transact(
+        lambda tx: audit.append(tx, now, "rev", "report.made", iid,
+                                {"report": "incident", "incident": iid, "sealed": old})
+    )  # fmt: skip
+    assert await seal.check(ops.db.reader) == []
+    target = lone[0]["id"]
+    other = lone[-1]["id"] if len(lone) > 1 else None
+    await ops.db.transact(
+        lambda tx: tx.execute(
+            "UPDATE notifications SET carried_by = ? WHERE id = ?", (other or target, target)
+        )
+    )
+    problems = await seal.check(ops.db.reader)
+    assert any(f"notifications:{target} was changed" in p for p in problems), problems
+
+
+class _Row(dict):  # type: ignore[type-arg]
+    """A row as a mapping with keys(), as the seal reads one."""
