@@ -335,7 +335,11 @@ def timeline(cfg: Config, rows: Rows) -> list[dict[str, Any]]:
 
 def summary(cfg: Config, rows: Rows) -> dict[str, Any]:
     """Counts a reviewer reads first: who was told, on which channel, who acknowledged."""
-    notes: Sequence[Any] = rows.get("notifications", [])
+    every: Sequence[Any] = rows.get("notifications", [])
+    # A message carried by another here (merged: one message, several duties) is counted once,
+    # as its carrier; carried by a message about another duty, it stands for that message.
+    ids = {n["id"] for n in every}
+    notes = [n for n in every if n["carried_by"] is None or n["carried_by"] not in ids]
     return {
         "steps_fired": sum(s["status"] == "fired" for s in rows.get("steps", [])),
         "messages": len(notes),

@@ -158,3 +158,25 @@ async def test_who_acknowledged_a_breach_is_spared_its_repeats_but_told_other_ne
     }
     (text,) = sms_to(http_sink, "+8613800000002", before)
     assert text.startswith("【超时】") and "发布权威信息" in text and "举行新闻发布会" in text
+
+
+async def test_the_incidents_evidence_counts_a_merged_message_once(
+    engine: Engine, clock: FakeClock, http_sink: HttpSink
+) -> None:
+    """A reviewer reads 'messages N · delivered N': the messages people got, not one per duty
+    they listed.  An obligation's own evidence still counts its news, carried or not."""
+    iid = await declare(engine, clock, timedelta(minutes=5))
+    await settle(engine)
+    db = engine.db
+    sent = len(http_sink.requests)
+    carriers = await db.fetchall(
+        "SELECT id FROM notifications WHERE incident_id = ? AND carried_by IS NULL", (iid,)
+    )
+    every = await db.fetchall("SELECT id FROM notifications WHERE incident_id = ?", (iid,))
+    assert len(every) > len(carriers)  # some rows are carried
+    whole = evidence.summary(engine.cfg, await evidence.read(db, evidence.INCIDENT_SQL, iid))
+    assert whole["messages"] == whole["delivered"] == len(carriers) == sent
+    for (ob,) in await db.fetchall("SELECT id FROM obligations WHERE incident_id = ?", (iid,)):
+        own = evidence.summary(engine.cfg, await evidence.read(db, evidence.OBLIGATION_SQL, ob))
+        told = await db.fetchall("SELECT id FROM notifications WHERE obligation_id = ?", (ob,))
+        assert own["messages"] == own["delivered"] == len(told)
