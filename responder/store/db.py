@@ -195,6 +195,10 @@ class WriteState:
         self.commits += 1
         if self.fault is None or (not changed and self.fault[0] != "database_busy"):
             return
+        self.recovered()
+
+    def recovered(self) -> None:
+        """Writes go through again: said once, in the log."""
         log.info(
             "数据库 %s 恢复可写,提醒继续 / the database %s can be written again; alerts resume",
             self.path,

@@ -263,8 +263,14 @@ class Connection:
         return status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
     def begin(self, wait: bool = True) -> None:
-        """Start a write transaction holding the cluster's write lock (see the docstring)."""
-        self.execute("BEGIN")
+        """Start a write transaction holding the cluster's write lock (see the docstring).
+        A connection cut while idle (the server restarted, a failover) is found out here,
+        before anything ran: opened again once, at once."""
+        try:
+            self.execute("BEGIN")
+        except psycopg.OperationalError:
+            self.close()
+            self.execute("BEGIN")
         if wait:
             self.execute(f"SET LOCAL lock_timeout = {BUSY_TIMEOUT_MS}")
             self.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
@@ -280,6 +286,10 @@ class Connection:
 # -- faults ------------------------------------------------------------------------------------
 
 
+# A lost connection (refused, cut, the server shutting down): answered 503 like the others.
+LOST = ("storage_unavailable", "the database server cannot be reached", "无法连接数据库服务器")
+
+
 def storage_fault(e: BaseException, writing: bool = True) -> tuple[str, str, str] | None:
     """``(code, why in English, why in Chinese)`` when ``e`` is the server refusing or gone."""
     if isinstance(e, pgerr.LockNotAvailable | pgerr.QueryCanceled):
@@ -289,11 +299,7 @@ def storage_fault(e: BaseException, writing: bool = True) -> tuple[str, str, str
     if isinstance(e, pgerr.DiskFull | pgerr.InsufficientResources):
         return "storage_unavailable", "its disk is full", "数据库所在磁盘已满"
     if isinstance(e, psycopg.OperationalError):  # connection refused, lost, server shutting down
-        return (
-            "storage_unavailable",
-            "the database server cannot be reached",
-            "无法连接数据库服务器",
-        )
+        return LOST
     return None
 
 
@@ -464,7 +470,12 @@ class PgDatabase:
                     item.error = e
                     item.settle()
                 continue
+            commits = self.writes.commits
             sqlite_store._commit_batch(self._writer, batch, self.writes, begin=_begin)
+            if self.writes.fault == LOST and self.writes.commits > commits:
+                # A commit went through: the server is reachable again, whether or not that
+                # transaction changed anything (unlike a full disk, see WriteState.wrote).
+                self.writes.recovered()
             self.busy_seconds += time.perf_counter() - started
 
     @property
@@ -490,7 +501,13 @@ class PgDatabase:
         conn = self._reader_conns.get(key)
         if conn is None:
             conn = self._reader_conns[key] = Connection(self.url)
-        return conn.execute(sql, params).fetchall()
+        try:
+            return conn.execute(sql, params).fetchall()
+        except psycopg.OperationalError:
+            # Cut while idle (a restart, a failover): a read changes nothing, so try it once
+            # more on a new connection before refusing it.
+            conn.close()
+            return conn.execute(sql, params).fetchall()
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         """A read, on a reader thread: a network round trip never blocks the event loop."""
