@@ -106,7 +106,7 @@ class PgServer:
         import psycopg
 
         self._databases += 1
-        name = f"t{os.getpid()}_{self._databases}"
+        name = f"e{os.getpid()}_{self._databases}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
             suffix = f" TEMPLATE {template}" if template else ""
             conn.execute(f"CREATE DATABASE {name}{suffix}")
