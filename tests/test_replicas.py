@@ -12,6 +12,7 @@ then 2 × 2 + 10 = 14 s) and every channel pointed at one test gateway.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import signal
@@ -27,9 +28,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from responder.secret import ack_token
 from tests.conftest import CONFIG_PATH
 from tests.pg_server import PgServer, fresh_database
-from tests.test_serve import LIMIT, Service, Watched, call, declaration
+from tests.test_serve import LIMIT, SERVER_SECRET, Service, Watched, call, declaration
 
 SEND_TIMEOUT_S = 2
 LEASE_S = 2 * SEND_TIMEOUT_S + 10  # responder.engine.dispatcher.lease
@@ -291,13 +293,25 @@ def test_a_replica_killed_mid_send_loses_its_claims_to_the_other(
     assert b.stop() == 0
 
 
-def test_declared_on_one_replica_released_on_the_other(cluster: Any, gateway: Gateway) -> None:
+def test_declared_on_one_replica_acknowledged_and_released_on_the_other(
+    cluster: Any, gateway: Gateway
+) -> None:
     a, b = cluster(2, gateway)
     token = a.token()
     a.start()
     b.start()
     incident = declare_on(a, token)
     iid = incident["id"]
+    # Acknowledged on b, through the link a's message carried (same server secret).
+    all_sent(a.url)
+    (nonce,) = rows(a.url, "SELECT ack_nonce FROM notifications WHERE carried_by IS NULL LIMIT 1")[
+        0
+    ]
+    link = ack_token(hashlib.sha256(SERVER_SECRET.encode()).digest(), nonce)
+    status, _, body = call(f"{b.base}/ack/{link}", "POST", b"")
+    assert status == 200, body
+    acked = rows(a.url, "SELECT COUNT(*) FROM notifications WHERE acked_at IS NOT NULL")
+    assert acked == [(2,)]  # the message, and the duty it carried
     release = {
         "published_at": declaration()["occurred_at"],
         "text": "权威信息",
