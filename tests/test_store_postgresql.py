@@ -20,7 +20,8 @@ from responder.errors import BadInput, ResponderError, Unavailable
 from responder.models import DeclareIncident
 from responder.ops import Ops
 from responder.store import open_store, sqlite_path
-from responder.store.pg import PgDatabase, _migrations, masked, translate
+from responder.store.pg import PgDatabase, _migrations, masked
+from responder.store.pg_connection import translate
 from tests.pg_server import PgServer, fresh_database
 
 

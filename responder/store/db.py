@@ -386,24 +386,126 @@ def make_parent(path: str) -> None:
         raise unavailable(path, e) from e
 
 
-class Database:
-    """One writer thread with its connection, and an aiosqlite reader connection."""
+class WriterQueue:
+    """What both stores share (SQLite here, PostgreSQL in :mod:`.pg`): the one writer thread,
+    its queue of jobs committed together, the state of writes, and the server secret carried on
+    the writer's connection.  A store says how a batch is committed (:meth:`_commit`) and
+    which of its driver's errors mean the storage refused (``_driver_error``, ``_refusal``)."""
 
     dialect = "sqlite"
+    _driver_error: type[Exception] = sqlite3.Error
+
+    def __init__(
+        self, shown: str, classify: Callable[[BaseException], tuple[str, str, str] | None]
+    ) -> None:
+        self._thread: ThreadPoolExecutor | None = None
+        self._writer: Any = None  # the writer thread's connection
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self.writes = WriteState(shown, classify)
+        self.jobs = 0  # write jobs run
+        self.busy_seconds = 0.0  # writer thread time spent running jobs and committing
+
+    def _refusal(self, e: BaseException) -> Unavailable | None:
+        return refusal(e)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        """Writer thread: commit one batch of jobs and settle each of them."""
+        raise NotImplementedError
+
+    def use_secret(self, secret: bytes) -> None:
+        """From now on, audit entries this database writes are keyed with the server secret,
+        and jobs that queue messages find it on their connection (see :mod:`.audit`).  Given
+        by whoever holds the secret (the service's engine; a command that found the key file);
+        never stored in the database."""
+        assert self._writer is not None, "database not open"
+        self._writer.server_secret = secret
+
+    @property
+    def server_secret(self) -> bytes | None:
+        """The secret given by :meth:`use_secret` (to authenticate keyed entries), if any."""
+        return getattr(self._writer, "server_secret", None)
+
+    async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._thread is not None, "database not open"
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def transact(self, job: Job[T], *, wait: bool = True) -> T:
+        """Run ``job(conn)`` as one write transaction on the writer thread; return its result.
+
+        If another process holds the database locked, the job waits for it up to the busy
+        timeout, then is refused with :class:`~responder.errors.Unavailable` (so is a full or
+        read-only database, or a server that cannot be reached).  ``wait=False`` is for
+        bookkeeping that may be skipped (noting a token's use): refused at once rather than
+        make its request wait twice.
+
+        Jobs run one at a time, in the order they were submitted; jobs queued together share
+        one COMMIT (see the module docstring) but each commits or rolls back whole.  A job is
+        plain synchronous code: it must not touch the event loop (wake tasks, await) — do that
+        after it returns.  It must not run its own BEGIN, COMMIT or ROLLBACK.  If the awaiting
+        task is cancelled the job still runs to its end and commits or rolls back whole: it is
+        never left half-done.
+        """
+        assert self._writer is not None and self._thread is not None, "database not open"
+        item = _Pending(job, asyncio.get_running_loop(), wait)
+        # deque.append and popleft are atomic: no lock needed between the loop and the writer.
+        self._pending.append(item)
+        self._thread.submit(self._drain)
+        try:
+            return await item.future
+        except self._driver_error as e:
+            refused = self._refusal(e)
+            if refused is None:
+                raise
+            raise refused from e
+
+    def _drain(self) -> None:
+        """Writer thread: take every job queued so far (up to a bound) and commit them together.
+
+        One ``_drain`` is submitted per job, so every job is taken by some drain; a drain that
+        finds the queue emptied by an earlier one returns at once.
+        """
+        assert self._writer is not None
+        while self._pending:
+            started = time.perf_counter()
+            batch = []
+            while self._pending and len(batch) < MAX_JOBS_PER_COMMIT:
+                batch.append(self._pending.popleft())
+            self.jobs += len(batch)
+            self._commit(batch)
+            # The writer's occupancy: near 100 % a declaration waits behind whole batches.
+            self.busy_seconds += time.perf_counter() - started
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed (jobs share them under load)."""
+        return self.writes.commits
+
+    @property
+    def write_fault(self) -> tuple[str, str] | None:
+        """Why the last write failed, ``(English, 中文)``, until a write goes through again;
+        None while writes go through."""
+        fault = self.writes.fault
+        return (fault[1], fault[2]) if fault else None
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+
+class Database(WriterQueue):
+    """SQLite: one writer thread with its connection, and an aiosqlite reader connection."""
 
     def __init__(self, path: str) -> None:
         if path == ":memory:":
             raise ValueError("the database must be a file: the writer and readers share it")
+        super().__init__(path, storage_fault)
         self.path = path
-        self._thread: ThreadPoolExecutor | None = None
-        self._writer: Writer | None = None
         self._reader: aiosqlite.Connection | None = None
         self._quick: sqlite3.Connection | None = None  # used on the event loop's thread only
-        self._pending: collections.deque[_Pending] = collections.deque()
         self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
-        self.writes = WriteState(path)
-        self.jobs = 0  # write jobs run
-        self.busy_seconds = 0.0  # writer thread time spent running jobs and committing
 
     async def open(self) -> Database:
         make_parent(self.path)
@@ -434,19 +536,6 @@ class Database:
                 self.path,
             )
         return self
-
-    def use_secret(self, secret: bytes) -> None:
-        """From now on, audit entries this database writes are keyed with the server secret,
-        and jobs that queue messages find it on their connection (see :mod:`.audit`).  Given
-        by whoever holds the secret (the service's engine; a command that found the key file);
-        never stored in the database."""
-        assert self._writer is not None, "database not open"
-        self._writer.server_secret = secret
-
-    @property
-    def server_secret(self) -> bytes | None:
-        """The secret given by :meth:`use_secret` (to authenticate keyed entries), if any."""
-        return getattr(self._writer, "server_secret", None)
 
     def file_state(self) -> FileState:
         """Whether the path still names the file this database opened: ``same``, ``gone`` (it
@@ -480,55 +569,9 @@ class Database:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        assert self._thread is not None, "database not open"
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
-
-    async def transact(self, job: Job[T], *, wait: bool = True) -> T:
-        """Run ``job(conn)`` as one write transaction on the writer thread; return its result.
-
-        If another process holds the database locked, the job waits for it up to the busy
-        timeout, then is refused with :class:`~responder.errors.Unavailable` (so is a full or
-        read-only database).  ``wait=False`` is for bookkeeping that may be skipped (noting a
-        token's use): refused at once rather than make its request wait twice.
-
-        Jobs run one at a time, in the order they were submitted; jobs queued together share
-        one COMMIT (see the module docstring) but each commits or rolls back whole.  A job is
-        plain synchronous code: it must not touch the event loop (wake tasks, await) — do that
-        after it returns.  It must not run its own BEGIN, COMMIT or ROLLBACK.  If the awaiting
-        task is cancelled the job still runs to its end and commits or rolls back whole: it is
-        never left half-done.
-        """
-        assert self._writer is not None and self._thread is not None, "database not open"
-        item = _Pending(job, asyncio.get_running_loop(), wait)
-        # deque.append and popleft are atomic: no lock needed between the loop and the writer.
-        self._pending.append(item)
-        self._thread.submit(self._drain)
-        try:
-            return await item.future
-        except sqlite3.Error as e:
-            refused = refusal(e)
-            if refused is None:
-                raise
-            raise refused from e
-
-    def _drain(self) -> None:
-        """Writer thread: take every job queued so far (up to a bound) and commit them together.
-
-        One ``_drain`` is submitted per job, so every job is taken by some drain; a drain that
-        finds the queue emptied by an earlier one returns at once.
-        """
-        assert self._writer is not None
-        while self._pending:
-            started = time.perf_counter()
-            batch = []
-            while self._pending and len(batch) < MAX_JOBS_PER_COMMIT:
-                batch.append(self._pending.popleft())
-            self.jobs += len(batch)
-            _commit_batch(self._writer, batch, self.writes)
-            self._refuse_waiting_if_locked(batch)
-            # The writer's occupancy: near 100 % a declaration waits behind whole batches.
-            self.busy_seconds += time.perf_counter() - started
+    def _commit(self, batch: list[_Pending]) -> None:
+        _commit_batch(self._writer, batch, self.writes)
+        self._refuse_waiting_if_locked(batch)
 
     def _refuse_waiting_if_locked(self, batch: list[_Pending]) -> None:
         """After a batch waited the whole busy_timeout for another process's lock in vain,
@@ -542,18 +585,6 @@ class Database:
             item = self._pending.popleft()
             item.error = locked
             item.settle()
-
-    @property
-    def commits(self) -> int:
-        """Write transactions committed (jobs share them under load)."""
-        return self.writes.commits
-
-    @property
-    def write_fault(self) -> tuple[str, str] | None:
-        """Why the last write failed, ``(English, 中文)``, until a write goes through again;
-        None while writes go through."""
-        fault = self.writes.fault
-        return (fault[1], fault[2]) if fault else None
 
     @property
     def reader(self) -> aiosqlite.Connection:
@@ -582,10 +613,6 @@ class Database:
             if refused is None:
                 raise
             raise refused from e
-
-    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
 
     async def scan(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         """A read whose size grows with the data (a list, a count, metrics), on the reader

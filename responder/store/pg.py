@@ -24,62 +24,35 @@ How replicas stay correct (the ideas, each in one place):
    on the next use; while the server cannot be reached, writes are refused with 503 (as on
    SQLite with a full disk) and the engine retries.
 
-The SQL the jobs write is SQLite's.  :func:`translate` turns it into PostgreSQL's once per
-statement text (placeholders, ``INSERT OR IGNORE``, the id an INSERT made); the few SQLite
-functions the queries use (``json_extract``, ``json_each``, ``strftime``, ``julianday``) are
-defined in the PostgreSQL schema (migrations/postgresql).
+The SQL the jobs write is SQLite's.  :mod:`.pg_connection` turns it into PostgreSQL's once
+per statement text (placeholders, ``INSERT OR IGNORE``, the id an INSERT made); the few
+SQLite functions the queries use (``json_extract``, ``json_each``, ``strftime``,
+``julianday``) are defined in the PostgreSQL schema (migrations/postgresql).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
-import re
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pgerr
-from psycopg.adapt import Loader
-from psycopg.pq import TransactionStatus
 
-from responder.errors import BadInput, ResponderError, Unavailable
+from responder.errors import ResponderError, Unavailable
 from responder.store import db as sqlite_store
-from responder.store.db import RETRY_AFTER, WriteState, _Pending
+from responder.store.db import RETRY_AFTER, WriterQueue, _Pending
+from responder.store.pg_connection import Connection
 
 log = logging.getLogger("responder.store")
-T = TypeVar("T")
 
-WRITE_LOCK = 0x7265_7370  # 'resp': the cluster's one write lock (pg_advisory_xact_lock)
 MIGRATE_LOCK = 0x7265_736D  # replicas starting together migrate one after the other
-BUSY_TIMEOUT_MS = sqlite_store.BUSY_TIMEOUT_MS  # waiting for the write lock, as on SQLite
-STATEMENT_TIMEOUT_MS = 60_000
 READERS = 2  # read connections (threads): a long report does not hold up a quick read
-# Tables whose rows have an ``id`` made by the database: an INSERT into one returns it.
-_ID_TABLES = frozenset(
-    {
-        "level_changes", "obligations", "steps", "releases", "press_conferences",
-        "notifications", "attempts", "accountability_records", "users", "tokens",
-        "accountability_decisions", "accountability_interviews", "accountability_corrections",
-    }
-)  # fmt: skip
-_CONNECT = {
-    "autocommit": True,  # BEGIN / SAVEPOINT / COMMIT are written out, as on SQLite
-    "connect_timeout": 5,
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-    "application_name": "responder",
-    "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout=60000"
-    " -c timezone=UTC",
-}
 
 
 def is_url(database: str) -> bool:
@@ -94,193 +67,6 @@ def masked(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-# -- SQLite's SQL, spoken to PostgreSQL ---------------------------------------------------------
-
-_TOKEN = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|::|:[A-Za-z_]\w*|\?|%", re.S)
-
-
-@functools.lru_cache(maxsize=1024)
-def translate(sql: str) -> tuple[str, bool]:
-    """``(PostgreSQL text, whether it returns the new row's id)`` for one SQLite statement.
-
-    ``?`` and ``:name`` become psycopg's ``%s`` and ``%(name)s`` (not inside quotes); a literal
-    ``%`` is doubled; ``INSERT OR IGNORE`` becomes ``… ON CONFLICT DO NOTHING``; an INSERT into
-    a table with a generated id gets ``RETURNING id`` so that ``cursor.lastrowid`` answers."""
-
-    def token(m: re.Match[str]) -> str:
-        t = m.group(0)
-        if t.startswith(("'", '"')):
-            return t.replace("%", "%%")
-        if t == "?":
-            return "%s"
-        if t == "%":
-            return "%%"
-        if t == "::":
-            return t
-        return f"%({t[1:]})s"
-
-    out = _TOKEN.sub(token, sql)
-    head = out.lstrip()[:40].upper()
-    if head.startswith("INSERT OR IGNORE"):
-        out = (
-            re.sub(r"(?i)INSERT\s+OR\s+IGNORE", "INSERT", out, count=1) + " ON CONFLICT DO NOTHING"
-        )
-    returns_id = False
-    if head.startswith("INSERT") and " RETURNING " not in out.upper():
-        table = re.match(r"(?is)\s*INSERT\s+(?:OR\s+IGNORE\s+)?INTO\s+(\w+)", sql)
-        if table and table.group(1) in _ID_TABLES:
-            out += " RETURNING id"
-            returns_id = True
-    return out, returns_id
-
-
-def _param(v: Any) -> Any:
-    if isinstance(v, str) and "\x00" in v:
-        raise _nul()
-    return int(v) if isinstance(v, bool) else v  # SQLite's booleans are integers
-
-
-def _nul() -> BadInput:
-    """PostgreSQL's text cannot hold the NUL character (SQLite's can): refused as bad input,
-    before the statement, rather than failing in the driver (a 500)."""
-    return BadInput(
-        "invalid",
-        "内容含有空字符(NUL,\\u0000),无法保存或查找;请删除后重试",
-        "the text holds a NUL character (\\u0000), which cannot be stored or looked up:"
-        " remove it and try again",
-    )
-
-
-def _params(params: Any) -> Any:
-    if isinstance(params, dict):
-        return {k: _param(v) for k, v in params.items()}
-    return tuple(_param(v) for v in params or ())
-
-
-class Row(tuple):  # type: ignore[type-arg]
-    """A row read by index or by column name, as ``sqlite3.Row`` is."""
-
-    _index: dict[str, int]
-
-    def __new__(cls, values: Sequence[Any], index: dict[str, int]) -> Row:
-        row = super().__new__(cls, values)
-        row._index = index
-        return row
-
-    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
-        if isinstance(key, str):
-            return super().__getitem__(self._index[key])
-        return super().__getitem__(key)
-
-    def keys(self) -> list[str]:
-        return list(self._index)
-
-
-def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], Row]:
-    index = {d.name: i for i, d in enumerate(cursor.description or ())}
-    return lambda values: Row(values, index)
-
-
-class _Numeric(Loader):
-    """``SUM`` of integers answers a numeric: an int, as SQLite gives."""
-
-    def load(self, data: Any) -> Any:
-        text = bytes(data).decode()
-        if "." in text:
-            return float(text)
-        return int(text)
-
-
-class Cursor:
-    """What a job gets back from ``execute``: the part of ``sqlite3.Cursor`` jobs use."""
-
-    def __init__(self, cur: psycopg.Cursor[Any], returns_id: bool) -> None:
-        self._cur = cur
-        self.rowcount = cur.rowcount
-        self.lastrowid: int | None = None
-        if returns_id:
-            row = cur.fetchone()
-            self.lastrowid = row[0] if row else None
-
-    def fetchone(self) -> Any:
-        return self._cur.fetchone() if self._cur.description else None
-
-    def fetchall(self) -> list[Any]:
-        return self._cur.fetchall() if self._cur.description else []
-
-    def __iter__(self) -> Any:
-        return iter(self.fetchall())
-
-    @property
-    def description(self) -> Any:
-        return self._cur.description
-
-
-class Connection:
-    """A psycopg connection that runs the jobs' SQLite SQL (the writer's, or a reader's).
-
-    ``server_secret`` is carried as on :class:`~responder.store.audit.Writer`."""
-
-    dialect = "postgresql"
-    server_secret: bytes | None = None
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._conn: psycopg.Connection[Any] | None = None
-        self.total_changes = 0
-
-    def connect(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = psycopg.connect(
-                self.url, cursor_factory=psycopg.ClientCursor, row_factory=_row_factory, **_CONNECT
-            )
-            self._conn.adapters.register_loader("numeric", _Numeric)
-        return self._conn
-
-    def execute(self, sql: str, params: Any = ()) -> Cursor:
-        text, returns_id = translate(sql)
-        cur = self.connect().execute(text, _params(params))
-        if cur.rowcount > 0 and text.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
-            self.total_changes += cur.rowcount
-        return Cursor(cur, returns_id)
-
-    def executemany(self, sql: str, seq: Iterable[Any]) -> None:
-        text, _ = translate(sql)
-        text = text.removesuffix(" RETURNING id")
-        with self.connect().cursor() as cur:
-            cur.executemany(text, [_params(p) for p in seq])
-            self.total_changes += max(cur.rowcount, 0)
-
-    @property
-    def in_transaction(self) -> bool:
-        if self._conn is None or self._conn.closed:
-            return False
-        status = self._conn.info.transaction_status
-        return status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)
-
-    def begin(self, wait: bool = True) -> None:
-        """Start a write transaction holding the cluster's write lock (see the docstring).
-        A connection cut while idle (the server restarted, a failover) is found out here,
-        before anything ran: opened again once, at once."""
-        try:
-            self.execute("BEGIN")
-        except psycopg.OperationalError:
-            self.close()
-            self.execute("BEGIN")
-        if wait:
-            self.execute(f"SET LOCAL lock_timeout = {BUSY_TIMEOUT_MS}")
-            self.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
-        elif not self.execute("SELECT pg_try_advisory_xact_lock(?)", (WRITE_LOCK,)).fetchone()[0]:
-            raise pgerr.LockNotAvailable("another replica holds the write lock")
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
 
 # -- faults ------------------------------------------------------------------------------------
@@ -367,23 +153,23 @@ def schema_version(conn: Connection) -> int:
 # -- the database -------------------------------------------------------------------------------
 
 
-class PgDatabase:
+class PgDatabase(WriterQueue):
     """The same interface as :class:`~responder.store.db.Database`, on a PostgreSQL server:
-    one writer thread (group commit under the cluster's write lock), reader threads."""
+    the shared writer queue (group commit, here under the cluster's write lock), and reader
+    threads."""
 
     dialect = "postgresql"
+    _driver_error = psycopg.Error
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = masked(url)  # what messages and /healthz may show
-        self._thread: ThreadPoolExecutor | None = None
+        super().__init__(self.path, storage_fault)
         self._readers: ThreadPoolExecutor | None = None
-        self._writer: Connection | None = None
         self._reader_conns: dict[int, Connection] = {}
-        self._pending: collections.deque[_Pending] = collections.deque()
-        self.writes = WriteState(self.path, storage_fault)
-        self.jobs = 0
-        self.busy_seconds = 0.0
+
+    def _refusal(self, e: BaseException) -> Unavailable | None:
+        return refusal(e)
 
     async def open(self, migrate: bool = True) -> PgDatabase:
         """Connect, and bring the schema up to date (``migrate=False``: only connect, for
@@ -403,14 +189,6 @@ class PgDatabase:
             await self.close()
             raise
         return self
-
-    def use_secret(self, secret: bytes) -> None:
-        assert self._writer is not None, "database not open"
-        self._writer.server_secret = secret
-
-    @property
-    def server_secret(self) -> bytes | None:
-        return self._writer.server_secret if self._writer else None
 
     def file_state(self) -> sqlite_store.FileState:
         return "same"  # a server, not a file: nothing can be deleted under us
@@ -436,56 +214,23 @@ class PgDatabase:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        assert self._thread is not None, "database not open"
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
-
-    async def transact(self, job: Callable[[Any], T], *, wait: bool = True) -> T:
-        """As :meth:`Database.transact`: one write transaction, group-committed."""
-        assert self._writer is not None and self._thread is not None, "database not open"
-        item = _Pending(job, asyncio.get_running_loop(), wait)
-        self._pending.append(item)
-        self._thread.submit(self._drain)
+    def _commit(self, batch: list[_Pending]) -> None:
+        """A batch under the cluster's write lock; refused whole if the server cannot be
+        reached at all."""
         try:
-            return await item.future
+            self._writer.connect()
         except psycopg.Error as e:
-            refused = refusal(e)
-            if refused is None:
-                raise
-            raise refused from e
-
-    def _drain(self) -> None:
-        assert self._writer is not None
-        while self._pending:
-            started = time.perf_counter()
-            batch = []
-            while self._pending and len(batch) < sqlite_store.MAX_JOBS_PER_COMMIT:
-                batch.append(self._pending.popleft())
-            self.jobs += len(batch)
-            try:
-                self._writer.connect()
-            except psycopg.Error as e:  # the server cannot be reached: refuse this batch
-                self.writes.failed(e)
-                for item in batch:
-                    item.error = e
-                    item.settle()
-                continue
-            commits = self.writes.commits
-            sqlite_store._commit_batch(self._writer, batch, self.writes, begin=_begin)
-            if self.writes.fault == LOST and self.writes.commits > commits:
-                # A commit went through: the server is reachable again, whether or not that
-                # transaction changed anything (unlike a full disk, see WriteState.wrote).
-                self.writes.recovered()
-            self.busy_seconds += time.perf_counter() - started
-
-    @property
-    def commits(self) -> int:
-        return self.writes.commits
-
-    @property
-    def write_fault(self) -> tuple[str, str] | None:
-        fault = self.writes.fault
-        return (fault[1], fault[2]) if fault else None
+            self.writes.failed(e)
+            for item in batch:
+                item.error = e
+                item.settle()
+            return
+        commits = self.writes.commits
+        sqlite_store._commit_batch(self._writer, batch, self.writes, begin=_begin)
+        if self.writes.fault == LOST and self.writes.commits > commits:
+            # A commit went through: the server is reachable again, whether or not that
+            # transaction changed anything (unlike a full disk, see WriteState.wrote).
+            self.writes.recovered()
 
     @property
     def reader(self) -> Reader:
@@ -522,10 +267,6 @@ class PgDatabase:
             if refused is None:
                 raise
             raise refused from e
-
-    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
 
     scan = fetchall  # every read already runs off the event loop
 
