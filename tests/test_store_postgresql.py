@@ -120,6 +120,10 @@ async def test_a_server_lost_and_found_refuses_changes_meanwhile_then_takes_them
                 await db.fetchone("SELECT 1")
         finally:
             pg_server.pg_ctl("start", "-w", "-t", "60")
+        # A commit that changes nothing (an idle dispatcher's claim) proves the server back:
+        # the fault clears (for a full disk it would not: see WriteState.wrote).
+        await db.transact(lambda tx: tx.execute("SELECT 1"))
+        assert db.write_fault is None
         await ops.declare(body("after"), "test")
         titles = [r[0] for r in await db.fetchall("SELECT title FROM incidents ORDER BY id")]
         assert titles == ["before", "after"]
