@@ -196,7 +196,13 @@ async def test_a_gateway_that_never_finishes_answering_is_given_up_on_and_the_ne
         zh, _ = failures.explain(tries[0]["error"])
         assert zh is not None and "可能已送达" in zh and "下一渠道" in zh
         assert len(await smtp_sink.wait_for(1)) == 1
-        await asyncio.sleep(0)  # a finished send leaves in_flight by its done-callback, next turn
+        # The row reads 'sent' as soon as its transaction commits; the send's task ends a few
+        # loop turns later (its outcome handed back from the writer thread), and leaves
+        # in_flight by its done-callback the turn after.  Wait for that task, not for time.
+        left = set(engine.dispatcher.in_flight)
+        if left:
+            await asyncio.wait(left, timeout=10)  # bounded: only a stuck send takes this long
+        await asyncio.sleep(0)
         assert engine.dispatcher.in_flight == set()  # the slot is free again
     finally:
         gateway.close()
