@@ -102,6 +102,7 @@ class Recorded:
 
 class Dispatcher(Loop):
     name = "dispatcher"
+    follows_cluster = True  # another replica queues messages; a dead one leaves claims
 
     def __init__(
         self,
@@ -123,8 +124,6 @@ class Dispatcher(Loop):
         self.recovered_at: datetime | None = None
         self._recording = asyncio.Lock()
         self.recovered = False  # what a previous process left half-sent is queued again
-        # Replicas share the database (PostgreSQL): claims of a dead one are taken back.
-        self.shared = getattr(db, "dialect", "sqlite") == "postgresql"
 
     # -- after a crash --------------------------------------------------------------
 

@@ -12,8 +12,9 @@ One round, for each of them:
    pause.  Neither stops the clock.
 4. Sleep until the next work is due, or until woken; :meth:`Loop.stop` wakes it for the last
    time, and the round in progress finishes first (its transaction commits whole).  With
-   replicas (PostgreSQL) no sleep is longer than ``CLUSTER_POLL``: another replica's change
-   does not wake this one, and if that replica dies this one must find its work.
+   replicas (PostgreSQL) the scheduler and the dispatcher sleep no longer than
+   ``CLUSTER_POLL``: another replica's change does not wake them, and if that replica dies
+   they must find its work.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ CLUSTER_POLL = timedelta(seconds=2)  # with replicas: the longest sleep (a few i
 
 class Loop:
     name = "loop"
+    follows_cluster = False  # with replicas, sleep at most CLUSTER_POLL (see 4. above)
 
     def __init__(self, db: Database, cfg: Config, clock: Clock, secret: bytes) -> None:
         self.db = db
@@ -43,8 +45,11 @@ class Loop:
         self.wakeup = asyncio.Event()
         self.stopping = False
         self.log = logging.getLogger(f"responder.{self.name}")
-        shared = getattr(db, "dialect", "sqlite") == "postgresql"
-        self.poll: timedelta | None = CLUSTER_POLL if shared else None
+        # Replicas share the database (PostgreSQL).  Only the loops whose work another
+        # replica can create (steps, messages) poll for it; the others keep their own pace.
+        self.shared = getattr(db, "dialect", "sqlite") == "postgresql"
+        polls = self.shared and self.follows_cluster
+        self.poll: timedelta | None = CLUSTER_POLL if polls else None
 
     def wake(self) -> None:
         self.wakeup.set()

@@ -50,7 +50,7 @@ class Engine:
         self.dispatcher.wake()
 
     async def start(self) -> None:
-        if self.watchdog.poll is not None:  # replicas: was the whole cluster down?
+        if self.watchdog.shared:  # replicas: was the whole cluster down?
             try:
                 await self.watchdog.after_downtime()
             except Exception:  # the database may be down too: the rounds will retry it

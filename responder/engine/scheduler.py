@@ -49,6 +49,7 @@ def transactions(groups: list[list[Step]]) -> list[list[list[Step]]]:
 
 class Scheduler(Loop):
     name = "scheduler"
+    follows_cluster = True  # another replica adds steps
 
     def __init__(
         self,

@@ -127,7 +127,7 @@ class Watchdog(Loop):
         """Queue the alert to every administrator, and its audit entry.  With replicas, not
         if another one told them within ``REMIND`` (read under the cluster's write lock, so
         exactly one of two replicas seeing the same lag tells them)."""
-        if self.poll is not None:
+        if self.shared:
             last = tx.execute(
                 "SELECT at FROM audit_log WHERE action = 'lag.alerted' ORDER BY seq DESC LIMIT 1"
             ).fetchone()
